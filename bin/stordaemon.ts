@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+import '../src/polyfill.ts'
+import { homedir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { Command, Option } from 'commander'
+import { openClient, startDaemon, runDemo, parseSize, parseDuration, formatSize, StorError, type Client } from '../src/index.ts'
+import { parseDeviceSpec } from '../src/store/devices.ts'
+import { progressBar } from './progress.ts'
+
+const collect = (value: string, prev: string[] = []): string[] => [...prev, value]
+const defaultDataDir = join(homedir(), '.stordaemon')
+
+function fail (err: any): never {
+  const message = err instanceof StorError ? err.message : `${err?.message ?? err}`
+  process.stderr.write(`stordaemon: ${message}\n`)
+  if (process.env.DEBUG != null && err?.stack != null) process.stderr.write(`${err.stack}\n`)
+  process.exit(1)
+}
+
+function print (json: boolean, value: object, human: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${human()}\n`)
+}
+
+async function withClient<T> (opts: { bootstrap?: string[], dataDir?: string }, fn: (c: Client) => Promise<T>): Promise<T> {
+  const client = await openClient({ dataDir: opts.dataDir ?? defaultDataDir, bootstrap: opts.bootstrap ?? [] })
+  try {
+    return await fn(client)
+  } finally {
+    await client.close()
+  }
+}
+
+const program = new Command('stordaemon')
+  .description('Peer-to-peer storage: run a FAT server or a vendor, or store and fetch files as a user.')
+  .enablePositionalOptions()
+  .addOption(new Option('--role <role>', 'run a daemon').choices(['fat', 'vendor']))
+  .option('--data-dir <dir>', 'where the daemon keeps its identity and tables')
+  .option('--listen <multiaddr>', 'address to listen on (repeatable)', collect)
+  .option('--bootstrap <multiaddr>', 'a FAT server to join, with /p2p/ (repeatable)', collect)
+  .option('--device <path[:size]>', 'vendor: a directory to offer, with an optional quota like 20GiB (repeatable)', collect)
+  .option('--lease <duration>', 'fat: how long an uncommitted allocation stays locked', '10m')
+  .option('--heartbeat <duration>', 'fat: how often vendors report', '2s')
+  .action(async (opts) => {
+    if (opts.role == null) { program.help(); return }
+    if (opts.dataDir == null) throw new StorError('--data-dir: a daemon needs a data directory for its identity and tables', 'ERR_INVALID_ARGUMENT')
+    const daemon = await startDaemon({
+      role: opts.role,
+      dataDir: resolve(opts.dataDir),
+      listen: opts.listen ?? [],
+      bootstrap: opts.bootstrap ?? [],
+      devices: (opts.device ?? []).map(parseDeviceSpec),
+      leaseMs: parseDuration(opts.lease, '--lease'),
+      heartbeatMs: parseDuration(opts.heartbeat, '--heartbeat'),
+      onWarning: m => { process.stderr.write(`stordaemon: warning: ${m}\n`) }
+    })
+    process.stdout.write(`peer ${daemon.peerId}\n${daemon.addrs.map(a => `listen ${a}\n`).join('')}ready\n`)
+    let stopping = false
+    const stop = (): void => {
+      if (stopping) return
+      stopping = true
+      daemon.stop().then(() => process.exit(0), fail)
+    }
+    process.on('SIGINT', stop)
+    process.on('SIGTERM', stop)
+  })
+
+const userOpts = (c: Command): Command => c
+  .option('--bootstrap <multiaddr>', 'a FAT server, with /p2p/ (repeatable)', collect)
+  .option('--data-dir <dir>', 'the user identity and keys', defaultDataDir)
+  .option('--json', 'print one JSON object')
+
+userOpts(program.command('upload <FILE>').description('store a file; prints its id'))
+  .option('--replicas <n>', 'copies of each chunk on distinct vendors', '2')
+  .option('--chunk-size <size>', 'plaintext bytes per chunk', '4MiB')
+  .action(async (file: string, opts) => {
+    const replicas = Number(opts.replicas)
+    if (!/^\d+$/.test(opts.replicas)) throw new StorError(`--replicas: "${opts.replicas}" is not a whole number`, 'ERR_INVALID_ARGUMENT')
+    const chunkSize = parseSize(opts.chunkSize, '--chunk-size')
+    const bar = progressBar(opts.json !== true)
+    const r = await withClient(opts, async c => await c.upload(resolve(file), { replicas, chunkSize, onProgress: bar.update }))
+    bar.done()
+    print(opts.json === true, r, () => r.fileId)
+  })
+
+userOpts(program.command('download <ID> <OUT>').description('fetch a file by id into OUT'))
+  .option('--release', 'release the file from the network once fetched')
+  .action(async (id: string, out: string, opts) => {
+    const bar = progressBar(opts.json !== true)
+    const r = await withClient(opts, async c => await c.download(id, resolve(out), { release: opts.release === true, onProgress: bar.update }))
+    bar.done()
+    print(opts.json === true, { ...r, out: resolve(out) }, () => `${resolve(out)}: ${formatSize(r.size)} in ${r.chunks} chunks${r.released ? ', released' : ''}`)
+  })
+
+userOpts(program.command('ls').description('list your files'))
+  .action(async (opts) => {
+    const files = await withClient(opts, async c => await c.list())
+    print(opts.json === true, { files }, () => files.length === 0
+      ? 'no files'
+      : files.map(f => `${f.fileId}  ${formatSize(f.size).padStart(10)}  x${f.replicas}  ${new Date(f.created).toISOString()}  ${f.name}`).join('\n'))
+  })
+
+userOpts(program.command('release <ID>').description('erase a file from the network and free its space'))
+  .action(async (id: string, opts) => {
+    const r = await withClient(opts, async c => await c.release(id))
+    print(opts.json === true, r, () => `released ${r.fileId}: ${formatSize(r.freed)} freed`)
+  })
+
+userOpts(program.command('status').description('the FAT server\'s view of the network'))
+  .action(async (opts) => {
+    const s = await withClient(opts, async c => await c.status())
+    print(opts.json === true, s, () => [
+      `FAT ${s.fat}: ${s.files} files, ${s.allocations} open allocations`,
+      ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}`)
+    ].join('\n'))
+  })
+
+program.command('demo [FILE]')
+  .description('start a local network, store FILE (or a generated one), fetch it back and compare')
+  .option('--json', 'print one JSON object')
+  .action(async (file: string | undefined, opts) => {
+    const r = await runDemo(file != null ? resolve(file) : undefined, line => { if (opts.json !== true) process.stdout.write(`${line}\n`) })
+    if (opts.json === true) process.stdout.write(`${JSON.stringify(r)}\n`)
+  })
+
+program.exitOverride(err => { process.exit(err.exitCode === 0 ? 0 : 1) })
+program.configureOutput({ writeErr: s => { process.stderr.write(s.startsWith('error:') ? `stordaemon: ${s.slice(7)}` : s) } })
+
+try {
+  await program.parseAsync(process.argv)
+  // a daemon keeps running; a command is done, whatever timers its libp2p node left behind
+  if (program.opts().role == null) process.exit(0)
+} catch (err) {
+  fail(err)
+}

@@ -1,0 +1,111 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+
+/** The built CLI, whether this module runs from src (tests) or from dist. */
+export function binPath (): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir)
+  return join(dir, 'dist', 'bin', 'stordaemon.js')
+}
+
+export interface DaemonProcess {
+  readonly role: string
+  readonly peerId: string
+  readonly addrs: string[]
+  readonly dataDir: string
+  readonly child: ChildProcess
+  /** Everything the process wrote to stderr so far. */
+  stderr: () => string
+  kill: (signal?: NodeJS.Signals) => Promise<void>
+}
+
+/** Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`. */
+export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000): Promise<DaemonProcess> {
+  await mkdir(dataDir, { recursive: true })
+  const child = spawn(process.execPath, [binPath(), '--role', role, '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FORCE_COLOR: '0' }
+  })
+  let err = ''
+  child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
+  const exited = new Promise<void>(resolve => { child.once('exit', () => { resolve() }) })
+  let peerId = ''
+  const addrs: string[] = []
+  const lines = createInterface({ input: child.stdout! })
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`${role} did not start within ${timeoutMs} ms: ${err}`)) }, timeoutMs)
+    lines.on('line', line => {
+      const [word, value] = line.split(' ')
+      if (word === 'peer') peerId = value
+      if (word === 'listen') addrs.push(value)
+      if (word === 'ready') { clearTimeout(timer); resolve() }
+    })
+    child.once('exit', code => { clearTimeout(timer); reject(new Error(`${role} exited with ${code} before it was ready: ${err}`)) })
+  }).catch(async e => { child.kill('SIGKILL'); await exited; throw e })
+  return {
+    role,
+    peerId,
+    addrs,
+    dataDir,
+    child,
+    stderr: () => err,
+    async kill (signal = 'SIGTERM') {
+      if (child.exitCode != null || child.signalCode != null) return
+      child.kill(signal)
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      await exited
+      clearTimeout(t)
+    }
+  }
+}
+
+export interface ClusterOptions {
+  dir: string
+  vendors?: number
+  devicesPerVendor?: number
+  /** e.g. 200MiB; default: the free space of the disk */
+  deviceSize?: string
+  fatArgs?: string[]
+  vendorArgs?: string[]
+}
+
+export interface Cluster {
+  fat: DaemonProcess
+  vendors: DaemonProcess[]
+  /** The FAT's loopback multiaddr, for --bootstrap. */
+  bootstrap: string
+  deviceDirs: (vendor: number) => string[]
+  stop: () => Promise<void>
+}
+
+/** A local network as separate processes: one FAT and `vendors` vendors with their own devices. */
+export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
+  const fat = await spawnDaemon('fat', join(opts.dir, 'fat'), opts.fatArgs ?? [])
+  const bootstrap = fat.addrs.find(a => a.includes('/127.0.0.1/')) ?? fat.addrs[0]
+  const deviceDirs = (v: number): string[] => Array.from({ length: opts.devicesPerVendor ?? 2 }, (_, d) => join(opts.dir, `vendor${v}`, `disk${d}`))
+  const vendors: DaemonProcess[] = []
+  try {
+    for (let v = 0; v < (opts.vendors ?? 3); v++) {
+      const devs = deviceDirs(v)
+      await Promise.all(devs.map(async d => await mkdir(d, { recursive: true })))
+      const deviceArgs = devs.flatMap(d => ['--device', opts.deviceSize != null ? `${d}:${opts.deviceSize}` : d])
+      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), ['--bootstrap', bootstrap, ...deviceArgs, ...(opts.vendorArgs ?? [])]))
+    }
+  } catch (err) {
+    await Promise.all([fat, ...vendors].map(async p => { await p.kill('SIGKILL') }))
+    throw err
+  }
+  return {
+    fat,
+    vendors,
+    bootstrap,
+    deviceDirs,
+    async stop () {
+      await Promise.all([...vendors, fat].map(async p => { await p.kill() }))
+    }
+  }
+}

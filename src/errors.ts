@@ -1,0 +1,59 @@
+/** Errors carry a stable `name` callers can match, and (on the wire) a `code`. */
+export class StorError extends Error {
+  static readonly code: string = 'ERR_STOR'
+  readonly code: string
+  constructor (message: string, code = 'ERR_STOR') {
+    super(message)
+    this.code = code
+  }
+}
+
+function named (name: string, code: string): new (message: string) => StorError {
+  const cls = class extends StorError {
+    constructor (message: string) {
+      super(message, code)
+      this.name = name
+    }
+  }
+  Object.defineProperty(cls, 'name', { value: name })
+  return cls
+}
+
+/** A user-supplied argument is wrong: the message names it and says what to do. */
+export const InvalidArgumentError = named('InvalidArgumentError', 'ERR_INVALID_ARGUMENT')
+/** Bytes from the network that do not decode to a valid message. */
+export const MalformedMessageError = named('MalformedMessageError', 'ERR_MALFORMED')
+/** A valid message the receiver refuses: bad signature, expired grant, not the owner. */
+export const AccessDeniedError = named('AccessDeniedError', 'ERR_ACCESS_DENIED')
+export const NotFoundError = named('NotFoundError', 'ERR_NOT_FOUND')
+export const NoSpaceError = named('NoSpaceError', 'ERR_NO_SPACE')
+export const UnreachableError = named('UnreachableError', 'ERR_UNREACHABLE')
+/** Data whose hash does not match what was promised. */
+export const IntegrityError = named('IntegrityError', 'ERR_INTEGRITY')
+/** A limit was hit: too large, too many, too fast. */
+export const LimitError = named('LimitError', 'ERR_LIMIT')
+/** Another process already uses this data directory. */
+export const LockedError = named('LockedError', 'ERR_LOCKED')
+
+const byCode = new Map<string, new (message: string) => StorError>([
+  ['ERR_INVALID_ARGUMENT', InvalidArgumentError],
+  ['ERR_MALFORMED', MalformedMessageError],
+  ['ERR_ACCESS_DENIED', AccessDeniedError],
+  ['ERR_NOT_FOUND', NotFoundError],
+  ['ERR_NO_SPACE', NoSpaceError],
+  ['ERR_UNREACHABLE', UnreachableError],
+  ['ERR_INTEGRITY', IntegrityError],
+  ['ERR_LIMIT', LimitError],
+  ['ERR_LOCKED', LockedError]
+])
+
+/** Rebuilds the named error a remote peer reported. */
+export function errorFromCode (code: string, message: string): StorError {
+  const cls = byCode.get(code)
+  return cls != null ? new cls(message) : new StorError(message, code)
+}
+
+/** The wire code of any error: ours keep theirs, anything else is internal. */
+export function codeOf (err: unknown): string {
+  return err instanceof StorError ? err.code : 'ERR_INTERNAL'
+}

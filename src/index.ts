@@ -1,0 +1,11 @@
+import './polyfill.ts'
+
+export { startDaemon, openClient, parseBootstrap } from './daemon.ts'
+export type { Daemon, DaemonOptions, Client, ClientOptions, Role } from './daemon.ts'
+export type { User, UploadOptions, TransferOptions, UploadResult, DownloadResult, FileSummary, StatusReport, Allocation, Progress } from './roles/user/index.ts'
+export { DEFAULT_CHUNK_SIZE, DEFAULT_REPLICAS } from './roles/user/index.ts'
+export { runDemo } from './demo.ts'
+export { startCluster, spawnDaemon } from './cluster.ts'
+export type { Cluster, ClusterOptions, DaemonProcess } from './cluster.ts'
+export * from './errors.ts'
+export { parseSize, parseDuration, formatSize } from './units.ts'

@@ -1,0 +1,47 @@
+import type { AbortOptions } from '@libp2p/interface'
+import { StorError, UnreachableError, MalformedMessageError } from '../errors.ts'
+import { decodeReply, encode } from './codec.ts'
+import { FETCH_PROTOCOL, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, STORE_PROTOCOL, DATA_FRAME } from './ids.ts'
+import * as M from './messages.ts'
+import { openStream, type Target } from './rpc.ts'
+import { frames } from './stream.ts'
+import type { Libp2p } from '@libp2p/interface'
+
+export type StoredReply = M.Message<typeof M.Stored>
+
+async function withStream<T> (node: Libp2p, target: Target, protocol: string, maxBuffer: number, opts: AbortOptions, fn: (fs: ReturnType<typeof frames>) => Promise<T>): Promise<T> {
+  const stream = await openStream(node, target, protocol, opts)
+  try {
+    const result = await fn(frames(stream, MAX_VENDOR_MESSAGE, maxBuffer))
+    await stream.close(opts).catch(() => {})
+    return result
+  } catch (err: any) {
+    stream.abort(err)
+    if (err instanceof StorError) throw err
+    throw new UnreachableError(`transfer with ${'peer' in target ? target.peer : target.toString()} failed: ${err.message ?? err}`)
+  }
+}
+
+/**
+ * Sends one chunk to `route[hop]` under its signed header. The vendor checks the header before
+ * any data moves, stores the chunk, forwards it along the rest of the route, and answers with the
+ * receipts of every copy made.
+ */
+export async function forwardChunk (node: Libp2p, to: M.Hop, header: M.ChunkHeader, hop: number, bytes: Uint8Array, signal?: AbortSignal): Promise<StoredReply> {
+  return await withStream(node, { peer: to.vendor, addrs: to.addrs }, STORE_PROTOCOL, MAX_VENDOR_MESSAGE, { signal }, async fs => {
+    await fs.write(encode({ t: 'store', header, hop }), { signal })
+    decodeReply(await fs.read({ signal }), { ok: M.Ok }, MAX_VENDOR_MESSAGE)
+    await fs.writeData(bytes, { signal })
+    return decodeReply(await fs.read({ signal }), { stored: M.Stored }, MAX_VENDOR_MESSAGE)
+  })
+}
+
+/** Fetches one chunk's bytes from a vendor; the caller checks them against the chunk id. */
+export async function fetchChunk (node: Libp2p, from: Target, fileId: string, chunkId: string, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
+  return await withStream(node, from, FETCH_PROTOCOL, MAX_WIRE_CHUNK + 2 * DATA_FRAME, { signal }, async fs => {
+    await fs.write(encode({ t: 'fetch', fileId, chunkId }), { signal })
+    const head = decodeReply(await fs.read({ signal }), { chunk: M.ChunkReply }, MAX_VENDOR_MESSAGE)
+    if (head.size !== expectedSize) throw new MalformedMessageError(`vendor offers ${head.size} bytes for a chunk of ${expectedSize}`)
+    return await fs.readData(head.size, { signal })
+  })
+}

@@ -1,0 +1,26 @@
+/** Protocol ids and limits: versioned strings, one per conversation. */
+export const FAT_PROTOCOL = '/stor/fat/1.0.0'
+export const STORE_PROTOCOL = '/stor/vendor/store/1.0.0'
+export const FETCH_PROTOCOL = '/stor/vendor/fetch/1.0.0'
+export const ORDER_PROTOCOL = '/stor/vendor/order/1.0.0'
+export const DHT_PROTOCOL = '/stor/kad/1.0.0'
+
+export const KiB = 1024
+export const MiB = 1024 * 1024
+
+/** Largest plaintext chunk a user may cut; vendors buffer one chunk per stream. */
+export const MAX_CHUNK_SIZE = 16 * MiB
+/** AES-GCM adds a 12-byte nonce and a 16-byte tag to every chunk. */
+export const CHUNK_OVERHEAD = 28
+export const MAX_WIRE_CHUNK = MAX_CHUNK_SIZE + CHUNK_OVERHEAD
+/** Chunk bytes travel in frames of at most this size. */
+export const DATA_FRAME = 256 * KiB
+/** Largest control message per protocol. */
+export const MAX_FAT_MESSAGE = 16 * MiB
+export const MAX_VENDOR_MESSAGE = 64 * KiB
+/** A stream's read buffer; the muxer window is half of it. */
+export const MAX_STREAM_BUFFER = 4 * MiB
+export const MAX_PIECES = 64
+export const MAX_REPLICAS = 16
+export const MAX_CANDIDATES = 64
+export const MAX_ADDRS = 16

@@ -1,0 +1,138 @@
+import { arr, bool, hex, int, obj, oneOf, peer, str, type Check, type Infer } from './schema.ts'
+import { MAX_ADDRS, MAX_CANDIDATES, MAX_PIECES, MAX_REPLICAS, MAX_WIRE_CHUNK } from './ids.ts'
+
+const MAX_BYTES = 2 ** 50
+const time = int(0, 2 ** 48)
+const addr = str(300, /^\/[\x21-\x7e]*$/)
+const addrs = arr(addr, MAX_ADDRS)
+const sig = hex(64)
+const fileId = hex(16)
+const chunkId = hex(32)
+const t = <T extends string>(name: T): Check<T> => oneOf(name)
+
+// ---- signed records: each is signed by one party over its canonical form without `sig`
+
+/** FAT -> user, checked by vendors: `vendor` may take up to `bytes` of `owner`'s file `fileId` until `expires`. */
+export const Grant = obj({ fileId, owner: peer, vendor: peer, bytes: int(0, MAX_BYTES), expires: time, fat: peer, sig })
+export type Grant = Infer<typeof Grant>
+
+export const Hop = obj({ vendor: peer, addrs, grant: Grant })
+export type Hop = Infer<typeof Hop>
+
+/** user -> vendors: what a chunk is and where it goes; signed by the owner, re-applied at each hop. */
+export const ChunkHeader = obj({
+  owner: peer,
+  fileId,
+  chunkId,
+  size: int(0, MAX_WIRE_CHUNK),
+  pieces: int(1, MAX_PIECES),
+  route: arr(Hop, MAX_REPLICAS),
+  sig
+})
+export type ChunkHeader = Infer<typeof ChunkHeader>
+
+/** vendor -> user (and on to the FAT): this vendor holds this chunk safely. */
+export const Receipt = obj({ vendor: peer, fileId, chunkId, size: int(0, MAX_WIRE_CHUNK), sig })
+export type Receipt = Infer<typeof Receipt>
+
+/** FAT -> vendor: settle keeps the listed chunks of a file and erases the rest; erase removes them all. */
+export const Order = obj({
+  id: hex(16),
+  kind: oneOf('settle', 'erase'),
+  fileId,
+  vendor: peer,
+  keep: arr(chunkId, 1_000_000),
+  issued: time,
+  fat: peer,
+  sig
+})
+export type Order = Infer<typeof Order>
+
+// ---- tables
+
+export const ChunkEntry = obj({
+  i: int(0, 2 ** 40),
+  id: chunkId,
+  size: int(0, MAX_WIRE_CHUNK),
+  replicas: arr(obj({ vendor: peer, sig }), MAX_REPLICAS)
+})
+export type ChunkEntry = Infer<typeof ChunkEntry>
+
+/** A file's final table: where every chunk and replica lives, and the owner's wrapped file key. */
+export const FileTable = obj({
+  fileId,
+  owner: peer,
+  name: str(255),
+  size: int(0, MAX_BYTES),
+  chunkSize: int(1, MAX_WIRE_CHUNK),
+  replicas: int(1, MAX_REPLICAS),
+  created: time,
+  cipher: obj({ alg: oneOf('aes-256-gcm'), wrappedKey: hex(128, true) }),
+  chunks: arr(ChunkEntry, 1_000_000)
+})
+export type FileTable = Infer<typeof FileTable>
+
+export const Device = obj({ path: str(4096), capacity: int(0, MAX_BYTES), free: int(0, MAX_BYTES), failed: bool })
+export type Device = Infer<typeof Device>
+
+export const VendorAddrs = obj({ vendor: peer, addrs })
+export type VendorAddrs = Infer<typeof VendorAddrs>
+
+// ---- /stor/fat/1.0.0 requests and replies
+
+export const Announce = obj({
+  t: t('announce'),
+  addrs,
+  capacity: int(0, MAX_BYTES),
+  free: int(0, MAX_BYTES),
+  devices: arr(Device, 256),
+  inflight: int(0, 1_000_000),
+  done: arr(hex(16), 10_000)
+})
+export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000) })
+
+export const Allocate = obj({ t: t('allocate'), bytes: int(0, MAX_BYTES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_WIRE_CHUNK) })
+export const Allocated = obj({ t: t('allocated'), fileId, expires: time, candidates: arr(Hop, MAX_CANDIDATES) })
+
+export const Commit = obj({ t: t('commit'), table: FileTable })
+export const GetTable = obj({ t: t('get'), fileId })
+export const TableReply = obj({ t: t('table'), table: FileTable, vendors: arr(VendorAddrs, 1024) })
+
+export const FileSummary = obj({ fileId, name: str(255), size: int(0, MAX_BYTES), chunks: int(0, 1_000_000), replicas: int(1, MAX_REPLICAS), created: time })
+export type FileSummary = Infer<typeof FileSummary>
+export const List = obj({ t: t('list') })
+export const Files = obj({ t: t('files'), files: arr(FileSummary, 100_000) })
+
+export const Release = obj({ t: t('release'), fileId })
+export const Released = obj({ t: t('released'), fileId, freed: int(0, MAX_BYTES) })
+
+export const VendorStatus = obj({
+  vendor: peer,
+  addrs,
+  capacity: int(0, MAX_BYTES),
+  used: int(0, MAX_BYTES),
+  locked: int(0, MAX_BYTES),
+  available: int(0, MAX_BYTES),
+  devices: arr(Device, 256),
+  lastSeen: time,
+  alive: bool
+})
+export type VendorStatus = Infer<typeof VendorStatus>
+export const Status = obj({ t: t('status') })
+export const StatusReply = obj({ t: t('status-reply'), fat: peer, vendors: arr(VendorStatus, 10_000), files: int(0, 2 ** 40), allocations: int(0, 2 ** 40) })
+
+// ---- vendor protocols
+
+export const Store = obj({ t: t('store'), header: ChunkHeader, hop: int(0, MAX_REPLICAS - 1) })
+export const Stored = obj({ t: t('stored'), receipts: arr(Receipt, MAX_REPLICAS), failed: arr(obj({ vendor: peer, reason: str(500) }), MAX_REPLICAS) })
+export const Fetch = obj({ t: t('fetch'), fileId, chunkId })
+export const ChunkReply = obj({ t: t('chunk'), size: int(0, MAX_WIRE_CHUNK) })
+export const OrderMsg = obj({ t: t('order'), order: Order })
+
+// ---- shared replies
+
+export const Ok = obj({ t: t('ok') })
+export const ErrorReply = obj({ t: t('error'), code: str(40, /^ERR_[A-Z_]+$/), message: str(1000) })
+export type ErrorReply = Infer<typeof ErrorReply>
+
+export type Message<C> = Infer<C>

@@ -1,0 +1,75 @@
+import { peerIdFromString } from '@libp2p/peer-id'
+import { MalformedMessageError } from '../errors.ts'
+
+/** A strict decoder for one field: returns the value typed, or throws naming the path. */
+export type Check<T> = (value: unknown, path: string) => T
+export type Infer<C> = C extends Check<infer T> ? T : never
+
+function fail (path: string, what: string): never {
+  throw new MalformedMessageError(`${path}: ${what}`)
+}
+
+export const str = (max: number, pattern?: RegExp): Check<string> => (v, p) => {
+  if (typeof v !== 'string') fail(p, 'expected a string')
+  if (v.length > max) fail(p, `longer than ${max}`)
+  if (pattern != null && !pattern.test(v)) fail(p, 'has the wrong form')
+  return v
+}
+
+export const int = (min: number, max: number): Check<number> => (v, p) => {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) fail(p, 'expected an integer')
+  if (v < min || v > max) fail(p, `out of range ${min}..${max}`)
+  return v
+}
+
+export const bool: Check<boolean> = (v, p) => {
+  if (typeof v !== 'boolean') fail(p, 'expected true or false')
+  return v
+}
+
+/** Lower-case hex of exactly `bytes` bytes (or up to `bytes` when `upTo`). */
+export const hex = (bytes: number, upTo = false): Check<string> => {
+  const re = upTo ? new RegExp(`^(?:[0-9a-f]{2}){0,${bytes}}$`) : new RegExp(`^[0-9a-f]{${bytes * 2}}$`)
+  return str(bytes * 2, re)
+}
+
+const peerIdCache = new Map<string, boolean>()
+/** A libp2p peer id string that parses as one. */
+export const peer: Check<string> = (v, p) => {
+  const s = str(128, /^[1-9A-HJ-NP-Za-km-z]+$/)(v, p)
+  let ok = peerIdCache.get(s)
+  if (ok == null) {
+    try { peerIdFromString(s); ok = true } catch { ok = false }
+    if (peerIdCache.size > 10_000) peerIdCache.clear()
+    peerIdCache.set(s, ok)
+  }
+  if (!ok) fail(p, 'is not a peer id')
+  return s
+}
+
+export const oneOf = <T extends string>(...values: T[]): Check<T> => (v, p) => {
+  if (!values.includes(v as T)) fail(p, `expected one of ${values.join(', ')}`)
+  return v as T
+}
+
+export const arr = <T>(item: Check<T>, max: number): Check<T[]> => (v, p) => {
+  if (!Array.isArray(v)) fail(p, 'expected a list')
+  if (v.length > max) fail(p, `more than ${max} items`)
+  return v.map((x, i) => item(x, `${p}[${i}]`))
+}
+
+type Shape = Record<string, Check<any>>
+type FromShape<S extends Shape> = { [K in keyof S]: Infer<S[K]> }
+
+/** An object with exactly these fields: a missing or an unknown field is an error. */
+export const obj = <S extends Shape>(shape: S): Check<FromShape<S>> => (v, p) => {
+  if (typeof v !== 'object' || v == null || Array.isArray(v)) fail(p, 'expected an object')
+  const out: Record<string, unknown> = {}
+  for (const key of Object.keys(v)) {
+    if (!(key in shape)) fail(`${p}.${key}`, 'unknown field')
+  }
+  for (const [key, check] of Object.entries(shape)) {
+    out[key] = check((v as Record<string, unknown>)[key], `${p}.${key}`)
+  }
+  return out as FromShape<S>
+}

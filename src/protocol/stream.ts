@@ -1,0 +1,44 @@
+import { lpStream } from '@libp2p/utils'
+import type { Stream, AbortOptions } from '@libp2p/interface'
+import { MalformedMessageError } from '../errors.ts'
+import { DATA_FRAME, MAX_STREAM_BUFFER } from './ids.ts'
+
+/** A stream read and written as length-prefixed frames, each at most `maxFrame` bytes. */
+export interface FrameStream {
+  read: (opts?: AbortOptions) => Promise<Uint8Array>
+  write: (frame: Uint8Array, opts?: AbortOptions) => Promise<void>
+  /** Sends `bytes` as data frames, waiting for the peer to drain between them. */
+  writeData: (bytes: Uint8Array, opts?: AbortOptions) => Promise<void>
+  /** Reads exactly `size` bytes of data frames. */
+  readData: (size: number, opts?: AbortOptions) => Promise<Uint8Array>
+  stream: Stream
+}
+
+export function frames (stream: Stream, maxFrame: number, maxBuffer = MAX_STREAM_BUFFER): FrameStream {
+  const lp = lpStream(stream, { maxDataLength: Math.max(maxFrame, DATA_FRAME), maxBufferSize: Math.max(maxBuffer, maxFrame + 64) })
+  const read = async (opts?: AbortOptions): Promise<Uint8Array> => (await lp.read(opts)).subarray()
+  const write = async (frame: Uint8Array, opts?: AbortOptions): Promise<void> => { await lp.write(frame, opts) }
+  return {
+    stream,
+    read,
+    write,
+    async writeData (bytes, opts) {
+      for (let off = 0; off < bytes.byteLength; off += DATA_FRAME) {
+        await lp.write(bytes.subarray(off, off + DATA_FRAME), opts)
+      }
+    },
+    async readData (size, opts) {
+      const out = new Uint8Array(size)
+      let got = 0
+      while (got < size) {
+        const frame = await read(opts)
+        if (frame.byteLength === 0 || frame.byteLength > DATA_FRAME || got + frame.byteLength > size) {
+          throw new MalformedMessageError(`data frame of ${frame.byteLength} bytes does not fit: ${got} of ${size} bytes received`)
+        }
+        out.set(frame, got)
+        got += frame.byteLength
+      }
+      return out
+    }
+  }
+}

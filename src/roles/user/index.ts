@@ -1,0 +1,136 @@
+import type { PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { InvalidArgumentError, UnreachableError } from '../../errors.ts'
+import type { Logger } from '../../logger.ts'
+import { FAT_PROTOCOL, MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_REPLICAS, MiB } from '../../protocol/ids.ts'
+import * as M from '../../protocol/messages.ts'
+import { call } from '../../protocol/rpc.ts'
+import type { Check } from '../../protocol/schema.ts'
+import type { StorNode } from '../../node/index.ts'
+import { download, type DownloadResult } from './download.ts'
+import { Keystore } from './keystore.ts'
+import { upload, type UploadResult } from './upload.ts'
+import type { Progress } from './types.ts'
+
+export type { UploadResult, DownloadResult, Progress }
+export type FileSummary = M.FileSummary
+export type StatusReport = M.Message<typeof M.StatusReply>
+export type Allocation = M.Message<typeof M.Allocated>
+
+export interface UserOptions {
+  node: StorNode
+  key: PrivateKey
+  dataDir: string
+  /** FAT servers to ask, in order; the next is tried when one does not answer. */
+  fats: Multiaddr[]
+  log: Logger
+}
+
+export interface TransferOptions {
+  signal?: AbortSignal
+  onProgress?: (p: Progress) => void
+  concurrency?: number
+}
+
+export interface UploadOptions extends TransferOptions {
+  replicas?: number
+  chunkSize?: number
+  pieces?: number
+  name?: string
+}
+
+export interface User {
+  readonly peerId: string
+  upload: (path: string, opts?: UploadOptions) => Promise<UploadResult>
+  download: (fileId: string, out: string, opts?: TransferOptions & { release?: boolean }) => Promise<DownloadResult & { released: boolean }>
+  list: () => Promise<FileSummary[]>
+  release: (fileId: string) => Promise<{ fileId: string, freed: number }>
+  status: () => Promise<StatusReport>
+  /** Asks for a provisional allocation without storing anything (it expires with its lease). */
+  allocate: (bytes: number, replicas: number, chunkSize?: number) => Promise<Allocation>
+}
+
+export const DEFAULT_REPLICAS = 2
+export const DEFAULT_CHUNK_SIZE = 4 * MiB
+export const DEFAULT_PIECES = 2
+const FILE_ID = /^[0-9a-f]{32}$/
+
+function checkFileId (id: string): void {
+  if (!FILE_ID.test(id)) throw new InvalidArgumentError(`ID: "${id}" is not a file id (32 hex digits, as printed by upload and ls)`)
+}
+
+/** The client side: stores, fetches, lists and releases the files of the identity it runs as. */
+export async function createUser (opts: UserOptions): Promise<User> {
+  const { node, log } = opts
+  const keystore = await Keystore.open(opts.dataDir)
+  if (opts.fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
+
+  const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>): Promise<M.Message<C>> => {
+    const errors: string[] = []
+    for (const fat of opts.fats) {
+      try {
+        return await call(node, fat, FAT_PROTOCOL, msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+      } catch (err: any) {
+        if (!(err instanceof UnreachableError)) throw err
+        errors.push(err.message)
+      }
+    }
+    throw new UnreachableError(`no FAT server answered: ${errors.join('; ')}`)
+  }
+
+  const allocate = async (bytes: number, replicas: number, chunkSize = DEFAULT_CHUNK_SIZE): Promise<Allocation> => {
+    if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS) throw new InvalidArgumentError(`--replicas: ${replicas} is not a whole number from 1 to ${MAX_REPLICAS}`)
+    if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > MAX_CHUNK_SIZE) throw new InvalidArgumentError(`--chunk-size: ${chunkSize} must be from 1 byte to ${MAX_CHUNK_SIZE / MiB} MiB`)
+    return await ask({ t: 'allocate', bytes, replicas, chunkSize }, { allocated: M.Allocated })
+  }
+
+  const table = async (fileId: string): Promise<M.Message<typeof M.TableReply>> => {
+    checkFileId(fileId)
+    return await ask({ t: 'get', fileId }, { table: M.TableReply })
+  }
+
+  const release = async (fileId: string): Promise<{ fileId: string, freed: number }> => {
+    checkFileId(fileId)
+    const r = await ask({ t: 'release', fileId }, { released: M.Released })
+    return { fileId: r.fileId, freed: r.freed }
+  }
+
+  return {
+    peerId: node.peerId.toString(),
+    allocate,
+    async upload (path, o = {}) {
+      const replicas = o.replicas ?? DEFAULT_REPLICAS
+      const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE
+      return await upload({
+        node,
+        key: opts.key,
+        keystore,
+        log,
+        allocate: async (bytes, r, cs) => await allocate(bytes, r, cs),
+        commit: async t => { await ask({ t: 'commit', table: t }, { ok: M.Ok }) }
+      }, path, {
+        replicas,
+        chunkSize,
+        pieces: o.pieces ?? DEFAULT_PIECES,
+        concurrency: o.concurrency ?? 4,
+        chunkTimeoutMs: 60_000,
+        name: o.name,
+        signal: o.signal,
+        onProgress: o.onProgress
+      })
+    },
+    async download (fileId, out, o = {}) {
+      const reply = await table(fileId)
+      const result = await download({ node, keystore, log }, reply, out, { concurrency: o.concurrency ?? 4, chunkTimeoutMs: 60_000, signal: o.signal, onProgress: o.onProgress })
+      if (o.release === true) await release(fileId)
+      return { ...result, released: o.release === true }
+    },
+    async list () {
+      return (await ask({ t: 'list' }, { files: M.Files })).files
+    },
+    release,
+    async status () {
+      return await ask({ t: 'status' }, { 'status-reply': M.StatusReply })
+    }
+  }
+}

@@ -1,0 +1,113 @@
+import { IntegrityError, LimitError } from '../../errors.ts'
+import { Records, type DB } from '../../store/db.ts'
+import type { Devices, PieceRef } from '../../store/devices.ts'
+import { sha256 } from '../../store/devices.ts'
+import { Serial } from '../../serial.ts'
+
+export interface ChunkRecord {
+  owner: string
+  fileId: string
+  chunkId: string
+  size: number
+  pieces: PieceRef[]
+  /** Set once the FAT's settle order confirms the chunk is part of a committed file. */
+  kept: boolean
+  stored: number
+}
+
+export interface GrantUse { owner: string, bytes: number, used: number, expires: number }
+
+/**
+ * The vendor's local table (chunk -> pieces -> device, with hashes) over its devices. A chunk's
+ * record is written only after every piece is on disk and checked, so the table never names a
+ * piece that is not there.
+ */
+export class ChunkStore {
+  private readonly chunks: Records<ChunkRecord>
+  private readonly grants: Records<GrantUse>
+  private readonly serial = new Serial()
+
+  constructor (readonly db: DB, readonly devices: Devices) {
+    this.chunks = new Records(db, 'chunk')
+    this.grants = new Records(db, 'grant')
+  }
+
+  async load (): Promise<number> {
+    let n = 0
+    for await (const [, c] of this.chunks.entries()) { c.pieces.forEach(p => { this.devices.account(p) }); n++ }
+    return n
+  }
+
+  async get (fileId: string, chunkId: string): Promise<ChunkRecord | undefined> {
+    return await this.chunks.get(`${fileId}/${chunkId}`)
+  }
+
+  /**
+   * Cuts a chunk into `pieces` sub-chunks on distinct devices where there are enough, counting its
+   * bytes against the owner's grant. Storing the same chunk twice is a no-op.
+   */
+  async put (owner: string, fileId: string, chunkId: string, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
+    if (await this.get(fileId, chunkId) != null) return
+    await this.reserve(owner, fileId, bytes.byteLength, grant)
+    const refs: PieceRef[] = []
+    try {
+      const pieceSize = Math.max(1, Math.ceil(bytes.byteLength / pieces))
+      const used = new Set<string>()
+      for (let i = 0; i * pieceSize < bytes.byteLength || i === 0; i++) {
+        const ref = await this.devices.write(`${fileId}.${chunkId}.${i}`, bytes.subarray(i * pieceSize, (i + 1) * pieceSize), used)
+        used.add(ref.device)
+        refs.push(ref)
+      }
+      const rec: ChunkRecord = { owner, fileId, chunkId, size: bytes.byteLength, pieces: refs, kept: false, stored: Date.now() }
+      await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, rec)])
+    } catch (err) {
+      await Promise.all(refs.map(async r => { await this.devices.remove(r) }))
+      await this.reserve(owner, fileId, -bytes.byteLength, grant)
+      throw err
+    }
+  }
+
+  /** Reassembles a chunk from its pieces and checks it against its id. */
+  async read (rec: ChunkRecord): Promise<Uint8Array> {
+    const parts = await Promise.all(rec.pieces.map(async p => await this.devices.read(p)))
+    const bytes = Buffer.concat(parts)
+    if (sha256(bytes) !== rec.chunkId) throw new IntegrityError(`chunk ${rec.chunkId} does not match its hash`)
+    return bytes
+  }
+
+  /** Keeps the listed chunks of a file (marking them committed) and erases every other. */
+  async settle (fileId: string, keep: Set<string>): Promise<number> {
+    let erased = 0
+    for await (const [key, c] of this.chunks.entries(`${fileId}/`)) {
+      if (keep.has(c.chunkId)) {
+        if (!c.kept) await this.db.batch([this.chunks.put(key, { ...c, kept: true })])
+      } else {
+        await this.erase(key, c)
+        erased++
+      }
+    }
+    if (keep.size === 0) await this.db.batch([this.grants.del(fileId)])
+    return erased
+  }
+
+  async list (): Promise<ChunkRecord[]> {
+    const out: ChunkRecord[] = []
+    for await (const [, c] of this.chunks.entries()) out.push(c)
+    return out
+  }
+
+  private async erase (key: string, c: ChunkRecord): Promise<void> {
+    await this.db.batch([this.chunks.del(key)])
+    await Promise.all(c.pieces.map(async p => { await this.devices.remove(p) }))
+  }
+
+  private async reserve (owner: string, fileId: string, delta: number, grant: { bytes: number, expires: number }): Promise<void> {
+    await this.serial.run(async () => {
+      const use = await this.grants.get(fileId) ?? { owner, bytes: grant.bytes, used: 0, expires: grant.expires }
+      if (delta > 0 && use.used + delta > use.bytes) {
+        throw new LimitError(`the grant for file ${fileId} allows ${use.bytes} bytes here; ${use.used} are used and this chunk needs ${delta}`)
+      }
+      await this.db.batch([this.grants.put(fileId, { ...use, used: Math.max(0, use.used + delta) })])
+    })
+  }
+}

@@ -1,0 +1,169 @@
+import type { PrivateKey } from '@libp2p/interface'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.ts'
+import type { Logger } from '../../logger.ts'
+import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, ORDER_PROTOCOL, STORE_PROTOCOL, DATA_FRAME } from '../../protocol/ids.ts'
+import * as M from '../../protocol/messages.ts'
+import { call, serve } from '../../protocol/rpc.ts'
+import { sign, verify } from '../../protocol/sign.ts'
+import { encode } from '../../protocol/codec.ts'
+import { forwardChunk } from '../../protocol/chunk-transfer.ts'
+import { fullAddrs, type StorNode } from '../../node/index.ts'
+import type { DB } from '../../store/db.ts'
+import type { Devices } from '../../store/devices.ts'
+import { sha256 } from '../../store/devices.ts'
+import { Records } from '../../store/db.ts'
+import { ChunkStore } from './chunks.ts'
+
+export interface VendorOptions {
+  node: StorNode
+  db: DB
+  key: PrivateKey
+  devices: Devices
+  /** The FAT replicas of this network; only their grants and orders count. */
+  fats: Multiaddr[]
+  log: Logger
+  /** Called when the vendor cannot reach any FAT (the daemon prints it). */
+  onWarning?: (message: string) => void
+}
+
+export interface Vendor {
+  readonly store: ChunkStore
+  /** Resolves after the first successful announcement. */
+  readonly announced: Promise<void>
+  heartbeat: () => Promise<void>
+  stop: () => Promise<void>
+}
+
+/** Offers its devices: takes chunks within FAT grants, forwards replicas, serves and erases chunks. */
+export async function createVendor (opts: VendorOptions): Promise<Vendor> {
+  const { node, log, key, devices } = opts
+  const self = node.peerId.toString()
+  const fatIds = new Set(opts.fats.map(a => a.getComponents().find(c => c.name === 'p2p')?.value).filter((v): v is string => v != null))
+  const store = new ChunkStore(opts.db, devices)
+  const doneOrders = new Records<number>(opts.db, 'order-done')
+  const held = await store.load()
+  log('vendor %s: %d chunks on %d devices', self, held, devices.info().length)
+  let inflight = 0
+
+  const checkGrant = async (grant: M.Grant, owner: string, fileId: string): Promise<void> => {
+    if (!fatIds.has(grant.fat)) throw new AccessDeniedError(`the grant is signed by ${grant.fat}, which is not a FAT server of this network`)
+    await verify(grant.fat, 'grant', grant)
+    if (grant.vendor !== self) throw new AccessDeniedError('the grant is for another vendor')
+    if (grant.owner !== owner || grant.fileId !== fileId) throw new AccessDeniedError('the grant is for another owner or file')
+    if (grant.expires < Date.now()) throw new AccessDeniedError('the grant has expired; ask the FAT for a new allocation')
+  }
+
+  const applyOrder = async (order: M.Order): Promise<void> => {
+    if (!fatIds.has(order.fat)) throw new AccessDeniedError(`the order is signed by ${order.fat}, which is not a FAT server of this network`)
+    await verify(order.fat, 'order', order)
+    if (order.vendor !== self) throw new AccessDeniedError('the order is for another vendor')
+    if (await doneOrders.get(order.id) != null) return
+    const erased = await store.settle(order.fileId, new Set(order.kind === 'erase' ? [] : order.keep))
+    await opts.db.batch([doneOrders.put(order.id, Date.now())])
+    log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.fileId, erased)
+  }
+
+  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_WIRE_CHUNK + 2 * DATA_FRAME, maxInboundStreams: 16, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+    const { header, hop } = msg
+    const me = header.route[hop]
+    if (me == null || me.vendor !== self) throw new AccessDeniedError(`hop ${hop} of the route is not this vendor`)
+    const sender = hop === 0 ? header.owner : header.route[hop - 1].vendor
+    if (remotePeer !== sender) throw new AccessDeniedError(`hop ${hop} must come from ${sender}`)
+    await verify(header.owner, 'header', header)
+    await checkGrant(me.grant, header.owner, header.fileId)
+    inflight++
+    try {
+      // the sender waits for a go-ahead, so refused chunks cost it no bytes
+      await fs.write(encode({ t: 'ok' }), { signal })
+      const bytes = await fs.readData(header.size, { signal })
+      if (sha256(bytes) !== header.chunkId) throw new IntegrityError(`chunk bytes do not match chunk id ${header.chunkId}`)
+      const next = header.route[hop + 1]
+      const [, downstream] = await Promise.all([
+        store.put(header.owner, header.fileId, header.chunkId, bytes, header.pieces, me.grant),
+        next == null
+          ? { receipts: [], failed: [] }
+          : forwardChunk(node, next, header, hop + 1, bytes, signal).catch(err => ({ receipts: [], failed: [{ vendor: next.vendor, reason: String(err.message).slice(0, 500) }] }))
+      ])
+      const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: header.fileId, chunkId: header.chunkId, size: header.size })
+      return { t: 'stored', receipts: [receipt, ...downstream.receipts], failed: downstream.failed }
+    } finally {
+      inflight--
+    }
+  })
+
+  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 32, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+    const rec = await store.get(msg.fileId, msg.chunkId)
+    if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${msg.chunkId} of file ${msg.fileId}`)
+    if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
+    const bytes = await store.read(rec)
+    await fs.write(encode({ t: 'chunk', size: bytes.byteLength }), { signal })
+    await fs.writeData(bytes, { signal })
+    return undefined
+  })
+
+  await serve(node, ORDER_PROTOCOL, { checks: { order: M.OrderMsg }, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 8, timeoutMs: 60_000, log }, async ({ msg }) => {
+    await applyOrder(msg.order)
+    return { t: 'ok' }
+  })
+
+  let done: string[] = []
+  let timer: NodeJS.Timeout | undefined
+  let stopped = false
+  let heartbeatMs = 2000
+  let firstAnnounce: () => void
+  const announced = new Promise<void>(resolve => { firstAnnounce = resolve })
+
+  const heartbeat = async (): Promise<void> => {
+    const msg = {
+      t: 'announce',
+      addrs: fullAddrs(node),
+      capacity: devices.capacity(),
+      free: devices.free(),
+      devices: devices.info().map(d => ({ path: d.path, capacity: d.capacity, free: Math.max(0, d.free), failed: d.failed })),
+      inflight,
+      done
+    }
+    const errors: string[] = []
+    let reached = false
+    for (const fat of opts.fats) {
+      try {
+        const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(10_000) })
+        reached = true
+        heartbeatMs = reply.heartbeatMs
+        done = []
+        for (const order of reply.orders) {
+          try {
+            await applyOrder(order)
+            done.push(order.id)
+          } catch (err: any) {
+            log.error('order %s refused: %s', order.id, err.message)
+          }
+        }
+      } catch (err: any) {
+        errors.push(err.message)
+      }
+    }
+    if (reached) firstAnnounce()
+    else opts.onWarning?.(`no FAT server answered: ${errors.join('; ')}`)
+  }
+
+  const loop = (): void => {
+    if (stopped) return
+    heartbeat().catch(err => { log.error('heartbeat: %s', err.message) }).finally(() => {
+      if (!stopped) timer = setTimeout(loop, heartbeatMs)
+    })
+  }
+  loop()
+
+  return {
+    store,
+    announced,
+    heartbeat,
+    async stop () {
+      stopped = true
+      clearTimeout(timer)
+      await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL].map(async p => { await node.unhandle(p) }))
+    }
+  }
+}

@@ -1,0 +1,123 @@
+import { createHash } from 'node:crypto'
+import { mkdir, open, readFile, rename, rm, statfs, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { InvalidArgumentError, IntegrityError, NoSpaceError } from '../errors.ts'
+import { parseSize } from '../units.ts'
+import type { Logger } from '../logger.ts'
+
+export interface DeviceSpec { path: string, quota?: number }
+
+export interface DeviceInfo { path: string, capacity: number, used: number, free: number, failed: boolean }
+
+export interface PieceRef { device: string, name: string, size: number, sha256: string }
+
+/** Parses --device PATH[:SIZE]. */
+export function parseDeviceSpec (text: string): DeviceSpec {
+  const m = /^(.+?)(?::([0-9.]+\s*[a-zA-Z]*))?$/.exec(text)
+  if (m == null || m[1] === '') throw new InvalidArgumentError(`--device: "${text}" is not PATH or PATH:SIZE`)
+  return { path: resolve(m[1]), quota: m[2] != null ? parseSize(m[2], `--device ${text}`) : undefined }
+}
+
+export function sha256 (bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex')
+}
+
+interface Device extends DeviceInfo { dir: string }
+
+/** The disks a vendor offers: directories with quotas, where pieces are written durably and checked. */
+export class Devices {
+  private constructor (private readonly devices: Device[], private readonly log: Logger) {}
+
+  static async open (specs: DeviceSpec[], log: Logger): Promise<Devices> {
+    if (specs.length === 0) throw new InvalidArgumentError('--device: a vendor needs at least one --device PATH[:SIZE]')
+    const devices: Device[] = []
+    for (const spec of specs) {
+      const dir = join(spec.path, 'stor-pieces')
+      try {
+        await mkdir(dir, { recursive: true })
+        const probe = join(dir, '.probe')
+        await writeFile(probe, 'ok')
+        await rm(probe)
+      } catch (err: any) {
+        throw new InvalidArgumentError(`--device ${spec.path}: not a writable directory (${err.code ?? err.message}); create it or fix its permissions`)
+      }
+      const fsInfo = await statfs(dir)
+      const capacity = spec.quota ?? fsInfo.bavail * fsInfo.bsize
+      if (devices.some(d => d.path === spec.path)) throw new InvalidArgumentError(`--device ${spec.path}: given twice`)
+      devices.push({ path: spec.path, dir, capacity, used: 0, free: capacity, failed: false })
+    }
+    return new Devices(devices, log)
+  }
+
+  info (): DeviceInfo[] {
+    return this.devices.map(({ path, capacity, used, free, failed }) => ({ path, capacity, used, free, failed }))
+  }
+
+  capacity (): number { return this.devices.reduce((n, d) => n + d.capacity, 0) }
+  free (): number { return this.devices.reduce((n, d) => n + (d.failed ? 0 : d.free), 0) }
+
+  /** Counts a piece already on disk (from the local table at start). */
+  account (piece: PieceRef): void {
+    const d = this.byPath(piece.device)
+    if (d != null) { d.used += piece.size; d.free = d.capacity - d.used }
+  }
+
+  /**
+   * Writes a piece to the healthy device with the most room, preferring those not in `avoid`;
+   * a write counts once it is flushed and read back with the right hash. A failing device is
+   * marked failed and the piece goes to the next one.
+   */
+  async write (name: string, bytes: Uint8Array, avoid: Set<string>): Promise<PieceRef> {
+    const hash = sha256(bytes)
+    const order = this.devices
+      .filter(d => !d.failed && d.free >= bytes.byteLength)
+      .sort((a, b) => Number(avoid.has(a.path)) - Number(avoid.has(b.path)) || b.free - a.free)
+    for (const d of order) {
+      try {
+        await writeDurably(join(d.dir, name), bytes)
+        const back = await readFile(join(d.dir, name))
+        if (sha256(back) !== hash) throw new IntegrityError(`read-back hash mismatch for ${name}`)
+        d.used += bytes.byteLength
+        d.free = d.capacity - d.used
+        return { device: d.path, name, size: bytes.byteLength, sha256: hash }
+      } catch (err: any) {
+        this.log.error('device %s failed writing %s: %s', d.path, name, err.message)
+        d.failed = true
+        await rm(join(d.dir, name), { force: true }).catch(() => {})
+      }
+    }
+    throw new NoSpaceError(`no healthy device has room for ${bytes.byteLength} bytes`)
+  }
+
+  async read (piece: PieceRef): Promise<Uint8Array> {
+    const d = this.byPath(piece.device)
+    if (d == null) throw new IntegrityError(`device ${piece.device} is no longer configured`)
+    const bytes = await readFile(join(d.dir, piece.name))
+    if (bytes.byteLength !== piece.size || sha256(bytes) !== piece.sha256) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt`)
+    return bytes
+  }
+
+  async remove (piece: PieceRef): Promise<void> {
+    const d = this.byPath(piece.device)
+    if (d == null) return
+    await rm(join(d.dir, piece.name), { force: true })
+    d.used = Math.max(0, d.used - piece.size)
+    d.free = d.capacity - d.used
+  }
+
+  private byPath (path: string): Device | undefined {
+    return this.devices.find(d => d.path === path)
+  }
+}
+
+async function writeDurably (path: string, bytes: Uint8Array): Promise<void> {
+  const tmp = `${path}.tmp`
+  const fh = await open(tmp, 'w')
+  try {
+    await fh.write(bytes)
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+  await rename(tmp, path)
+}
