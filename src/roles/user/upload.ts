@@ -37,7 +37,7 @@ export interface UploadOptions {
   onProgress?: (p: Progress) => void
 }
 
-export interface Placement { chunk: number, vendors: string[] }
+export interface Placement { chunk: number, chunkId: string, vendors: string[] }
 
 export interface UploadResult { fileId: string, size: number, chunks: number, placements: Placement[] }
 
@@ -136,5 +136,5 @@ export async function upload (ctx: UploadContext, path: string, opts: UploadOpti
     chunks
   }
   await ctx.commit(table)
-  return { fileId, size, chunks: count, placements: chunks.map(c => ({ chunk: c.i, vendors: c.replicas.map(r => r.vendor) })) }
+  return { fileId, size, chunks: count, placements: chunks.map(c => ({ chunk: c.i, chunkId: c.id, vendors: c.replicas.map(r => r.vendor) })) }
 }

@@ -1,0 +1,65 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { spawn } from 'node:child_process'
+import { createReadStream } from 'node:fs'
+import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { binPath } from '../src/cluster.ts'
+
+export async function tempDir (name: string): Promise<{ dir: string, remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), `stor-${name}-`))
+  return { dir, remove: async () => { await rm(dir, { recursive: true, force: true }) } }
+}
+
+export async function randomFile (path: string, bytes: number): Promise<string> {
+  const fh = await open(path, 'w')
+  for (let off = 0; off < bytes; off += 1 << 20) await fh.write(randomBytes(Math.min(1 << 20, bytes - off)))
+  await fh.close()
+  return path
+}
+
+export async function sha256File (path: string): Promise<string> {
+  const h = createHash('sha256')
+  for await (const part of createReadStream(path)) h.update(part as Buffer)
+  return h.digest('hex')
+}
+
+/** Bytes in all files below a folder. */
+export async function diskUsage (dir: string): Promise<number> {
+  let total = 0
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size
+  }
+  return total
+}
+
+/** Names of all files below a folder. */
+export async function filesUnder (dir: string): Promise<string[]> {
+  return (await readdir(dir, { withFileTypes: true, recursive: true })).filter(e => e.isFile()).map(e => e.name)
+}
+
+/** Polls `check` until it returns true, failing after `timeoutMs` with `what`. */
+export async function eventually (what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  for (;;) {
+    if (await check()) return
+    if (Date.now() > until) throw new Error(`timed out waiting until ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+}
+
+export interface CliResult { code: number | null, stdout: string, stderr: string }
+
+/** Runs the built CLI as a user would, with no terminal. */
+export async function cli (args: string[], timeoutMs = 120_000): Promise<CliResult> {
+  return await new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [binPath(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', d => { stdout += d })
+    child.stderr.on('data', d => { stderr += d })
+    const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
+    child.on('error', reject)
+    child.on('exit', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
+  })
+}
