@@ -28,7 +28,8 @@ export async function sha256File (path: string): Promise<string> {
 export async function diskUsage (dir: string): Promise<number> {
   let total = 0
   for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.isFile()) total += (await stat(join(e.parentPath, e.name))).size
+    // a file may be erased between listing and stat: it then counts as gone
+    if (e.isFile()) total += (await stat(join(e.parentPath, e.name)).catch(() => ({ size: 0 }))).size
   }
   return total
 }
