@@ -49,7 +49,7 @@ async function main (): Promise<void> {
     stopping = true
     const t = setTimeout(() => process.exit(0), 3000)
     t.unref()
-    node.stop().finally(() => process.exit(0))
+    Promise.resolve(node.stop()).finally(() => process.exit(0))
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)

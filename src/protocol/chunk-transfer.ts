@@ -36,10 +36,10 @@ export async function forwardChunk (node: Libp2p, to: M.Hop, header: M.ChunkHead
   })
 }
 
-/** Fetches one chunk's bytes from a vendor; the caller checks them against the chunk id. */
-export async function fetchChunk (node: Libp2p, from: Target, fileId: string, chunkId: string, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
+/** Fetches one chunk's bytes from a vendor with the owner's signed request; the caller checks them against the chunk id. */
+export async function fetchChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch>, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
   return await withStream(node, from, FETCH_PROTOCOL, MAX_WIRE_CHUNK + 2 * DATA_FRAME, { signal }, async fs => {
-    await fs.write(encode({ t: 'fetch', fileId, chunkId }), { signal })
+    await fs.write(encode(request), { signal })
     const head = decodeReply(await fs.read({ signal }), { chunk: M.ChunkReply }, MAX_VENDOR_MESSAGE)
     if (head.size !== expectedSize) throw new MalformedMessageError(`vendor offers ${head.size} bytes for a chunk of ${expectedSize}`)
     return await fs.readData(head.size, { signal })

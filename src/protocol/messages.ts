@@ -78,6 +78,9 @@ export type Device = Infer<typeof Device>
 export const VendorAddrs = obj({ vendor: peer, addrs })
 export type VendorAddrs = Infer<typeof VendorAddrs>
 
+/** A request that reads or changes a user's files carries the owner's signature, a nonce and a time (see auth.ts). */
+export const Auth = obj({ owner: peer, nonce: hex(16), time, sig })
+
 // ---- /stor/fat/1.0.0 requests and replies
 
 export const Announce = obj({
@@ -91,19 +94,19 @@ export const Announce = obj({
 })
 export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000) })
 
-export const Allocate = obj({ t: t('allocate'), bytes: int(0, MAX_BYTES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_WIRE_CHUNK) })
+export const Allocate = obj({ t: t('allocate'), bytes: int(0, MAX_BYTES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_WIRE_CHUNK), auth: Auth })
 export const Allocated = obj({ t: t('allocated'), fileId, expires: time, candidates: arr(Hop, MAX_CANDIDATES) })
 
-export const Commit = obj({ t: t('commit'), table: FileTable })
-export const GetTable = obj({ t: t('get'), fileId })
+export const Commit = obj({ t: t('commit'), table: FileTable, auth: Auth })
+export const GetTable = obj({ t: t('get'), fileId, auth: Auth })
 export const TableReply = obj({ t: t('table'), table: FileTable, vendors: arr(VendorAddrs, 1024) })
 
 export const FileSummary = obj({ fileId, name: str(255), size: int(0, MAX_BYTES), chunks: int(0, 1_000_000), replicas: int(1, MAX_REPLICAS), created: time })
 export type FileSummary = Infer<typeof FileSummary>
-export const List = obj({ t: t('list') })
+export const List = obj({ t: t('list'), auth: Auth })
 export const Files = obj({ t: t('files'), files: arr(FileSummary, 100_000) })
 
-export const Release = obj({ t: t('release'), fileId })
+export const Release = obj({ t: t('release'), fileId, auth: Auth })
 export const Released = obj({ t: t('released'), fileId, freed: int(0, MAX_BYTES) })
 
 export const VendorStatus = obj({
@@ -125,7 +128,7 @@ export const StatusReply = obj({ t: t('status-reply'), fat: peer, vendors: arr(V
 
 export const Store = obj({ t: t('store'), header: ChunkHeader, hop: int(0, MAX_REPLICAS - 1) })
 export const Stored = obj({ t: t('stored'), receipts: arr(Receipt, MAX_REPLICAS), failed: arr(obj({ vendor: peer, reason: str(500) }), MAX_REPLICAS) })
-export const Fetch = obj({ t: t('fetch'), fileId, chunkId })
+export const Fetch = obj({ t: t('fetch'), fileId, chunkId, auth: Auth })
 export const ChunkReply = obj({ t: t('chunk'), size: int(0, MAX_WIRE_CHUNK) })
 export const OrderMsg = obj({ t: t('order'), order: Order })
 

@@ -1,7 +1,8 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { Libp2p, Connection, Stream, AbortOptions } from '@libp2p/interface'
-import { UnreachableError, StorError, codeOf, MalformedMessageError } from '../errors.ts'
+import { UnreachableError, StorError, codeOf, MalformedMessageError, LimitError } from '../errors.ts'
+import { RateLimiter } from './rate.ts'
 import type { Logger } from '../logger.ts'
 import { decode, decodeReply, encode } from './codec.ts'
 import type { Check } from './schema.ts'
@@ -65,6 +66,8 @@ export interface ServeOptions<C> {
   maxInboundStreams: number
   timeoutMs: number
   log: Logger
+  /** Requests one peer may make per second on this protocol (with a burst of twice as many). */
+  ratePerSecond?: number
 }
 
 /**
@@ -72,12 +75,14 @@ export interface ServeOptions<C> {
  * error reply naming what was wrong. A bad peer never takes the node down.
  */
 export async function serve<C extends Check<any>> (node: Libp2p, protocol: string, opts: ServeOptions<C>, handler: (req: Request<Message<C>>) => Promise<object | undefined>): Promise<void> {
+  const rate = new RateLimiter(opts.ratePerSecond ?? 500, 2 * (opts.ratePerSecond ?? 500))
   await node.handle(protocol, async (stream, connection) => {
     const signal = AbortSignal.timeout(opts.timeoutMs)
     const remotePeer = connection.remotePeer.toString()
     const fs = frames(stream, opts.maxMessage, opts.maxBuffer)
     let reply: object | undefined
     try {
+      if (!rate.take(remotePeer)) throw new LimitError(`too many requests on ${protocol}; slow down and try again`)
       const msg = decode(await fs.read({ signal }), opts.checks, opts.maxMessage)
       reply = await handler({ msg, remotePeer, connection, fs, signal })
     } catch (err: any) {

@@ -6,6 +6,7 @@ import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } fro
 import * as M from '../../protocol/messages.ts'
 import { call, serve } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
+import { ReplayGuard } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import { Serial } from '../../serial.ts'
@@ -72,7 +73,11 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   }
   const timer = setInterval(() => { serial.run(expireLeases).catch(err => log.error('lease expiry: %s', err.message)) }, Math.min(1000, opts.leaseMs / 2))
 
+  const guard = new ReplayGuard()
+
   await serve(node, FAT_PROTOCOL, { checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 60_000, log }, async ({ msg, remotePeer }) => {
+    // requests on a user's files must be signed by that user, fresh and never seen before
+    if ('auth' in msg) await guard.check(msg, remotePeer)
     switch (msg.t) {
       case 'announce': {
         const now = Date.now()

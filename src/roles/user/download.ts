@@ -5,6 +5,8 @@ import { fetchChunk } from '../../protocol/chunk-transfer.ts'
 import type * as M from '../../protocol/messages.ts'
 import type { StorNode } from '../../node/index.ts'
 import { sha256 } from '../../store/devices.ts'
+import { signRequest } from '../../protocol/auth.ts'
+import type { PrivateKey } from '@libp2p/interface'
 import { parallel } from '../../parallel.ts'
 import { decryptChunk } from './cipher.ts'
 import type { Keystore } from './keystore.ts'
@@ -13,6 +15,7 @@ import type { Progress } from './types.ts'
 
 export interface DownloadContext {
   node: StorNode
+  key: PrivateKey
   keystore: Keystore
   log: Logger
 }
@@ -54,7 +57,8 @@ export async function download (ctx: DownloadContext, reply: M.Message<typeof M.
         busy.set(vendor, (busy.get(vendor) ?? 0) + 1)
         try {
           const signal = opts.signal != null ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.chunkTimeoutMs)]) : AbortSignal.timeout(opts.chunkTimeoutMs)
-          const sealed = await fetchChunk(ctx.node, { peer: vendor, addrs: addrs.get(vendor) ?? [] }, table.fileId, c.id, c.size, signal)
+          const request = await signRequest(ctx.key, table.owner, { t: 'fetch' as const, fileId: table.fileId, chunkId: c.id })
+          const sealed = await fetchChunk(ctx.node, { peer: vendor, addrs: addrs.get(vendor) ?? [] }, request, c.size, signal)
           if (sha256(sealed) !== c.id) throw new IntegrityError(`chunk ${i} from ${vendor} does not match its hash`)
           const plain = decryptChunk(fileKey, table.fileId, i, sealed)
           await fh.write(plain, 0, plain.byteLength, i * table.chunkSize)

@@ -5,6 +5,7 @@ import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_REPLICAS, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
 import { call } from '../../protocol/rpc.ts'
+import { signRequest } from '../../protocol/auth.ts'
 import type { Check } from '../../protocol/schema.ts'
 import type { StorNode } from '../../node/index.ts'
 import { download, type DownloadResult } from './download.ts'
@@ -65,11 +66,13 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const keystore = await Keystore.open(opts.dataDir)
   if (opts.fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
 
-  const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>): Promise<M.Message<C>> => {
+  const self = node.peerId.toString()
+  /** Asks the FAT servers in turn; requests on our files are signed, fresh for each try. */
+  const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>, signed = true): Promise<M.Message<C>> => {
     const errors: string[] = []
     for (const fat of opts.fats) {
       try {
-        return await call(node, fat, FAT_PROTOCOL, msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+        return await call(node, fat, FAT_PROTOCOL, signed ? await signRequest(opts.key, self, msg) : msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
       } catch (err: any) {
         if (!(err instanceof UnreachableError)) throw err
         errors.push(err.message)
@@ -121,7 +124,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
     },
     async download (fileId, out, o = {}) {
       const reply = await table(fileId)
-      const result = await download({ node, keystore, log }, reply, out, { concurrency: o.concurrency ?? 4, chunkTimeoutMs: 60_000, signal: o.signal, onProgress: o.onProgress })
+      const result = await download({ node, key: opts.key, keystore, log }, reply, out, { concurrency: o.concurrency ?? 4, chunkTimeoutMs: 60_000, signal: o.signal, onProgress: o.onProgress })
       if (o.release === true) await release(fileId)
       return { ...result, released: o.release === true }
     },
@@ -130,7 +133,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
     },
     release,
     async status () {
-      return await ask({ t: 'status' }, { 'status-reply': M.StatusReply })
+      return await ask({ t: 'status' }, { 'status-reply': M.StatusReply }, false)
     }
   }
 }

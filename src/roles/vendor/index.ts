@@ -6,6 +6,7 @@ import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, MAX_
 import * as M from '../../protocol/messages.ts'
 import { call, serve } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
+import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
 import { forwardChunk } from '../../protocol/chunk-transfer.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
@@ -92,7 +93,9 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     }
   })
 
+  const guard = new ReplayGuard()
   await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 32, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+    await guard.check(msg, remotePeer)
     const rec = await store.get(msg.fileId, msg.chunkId)
     if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${msg.chunkId} of file ${msg.fileId}`)
     if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
