@@ -3,7 +3,7 @@ import '../src/polyfill.ts'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, runDemo, parseSize, parseDuration, formatSize, StorError, type Client } from '../src/index.ts'
+import { openClient, startDaemon, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, type Client } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { progressBar } from './progress.ts'
 
@@ -112,6 +112,24 @@ userOpts(program.command('status').description('the FAT server\'s view of the ne
       `FAT ${s.fat}: ${s.files} files, ${s.allocations} open allocations`,
       ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}`)
     ].join('\n'))
+  })
+
+const key = program.command('key').description('back up and restore a user\'s identity and keys')
+key.command('export <FILE>')
+  .description('write the identity and master key to FILE (keep it secret: it opens every file)')
+  .option('--data-dir <dir>', 'the user identity and keys', defaultDataDir)
+  .option('--json', 'print one JSON object')
+  .action(async (file: string, opts) => {
+    const r = await exportKeys(opts.dataDir, resolve(file))
+    print(opts.json === true, { ...r, file: resolve(file) }, () => `exported identity ${r.peerId} to ${resolve(file)}`)
+  })
+key.command('import <FILE>')
+  .description('restore an exported identity into an empty data directory')
+  .option('--data-dir <dir>', 'the user identity and keys', defaultDataDir)
+  .option('--json', 'print one JSON object')
+  .action(async (file: string, opts) => {
+    const r = await importKeys(opts.dataDir, resolve(file))
+    print(opts.json === true, r, () => `imported identity ${r.peerId} into ${opts.dataDir}`)
   })
 
 program.command('demo [FILE]')

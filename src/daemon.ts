@@ -65,6 +65,8 @@ async function openNode (dataDir: string, listen: string[], server: boolean): Pr
 export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const bootstrap = parseBootstrap(opts.bootstrap)
   const listen = parseListen(opts.listen.length > 0 ? opts.listen : ['/ip4/0.0.0.0/tcp/0'])
+  if (opts.heartbeatMs != null && (opts.heartbeatMs < 100 || opts.heartbeatMs > 3_600_000)) throw new InvalidArgumentError('--heartbeat: must be from 100ms to 1h')
+  if (opts.leaseMs != null && opts.leaseMs < 1000) throw new InvalidArgumentError('--lease: must be at least 1s')
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
   const log = logger(`stor:${opts.role}`)
   const devices = opts.role === 'vendor' ? await Devices.open(opts.devices ?? [], log) : undefined

@@ -5,6 +5,7 @@ export type { Daemon, DaemonOptions, Client, ClientOptions, Role } from './daemo
 export type { User, UploadOptions, TransferOptions, UploadResult, DownloadResult, FileSummary, StatusReport, Allocation, Progress } from './roles/user/index.ts'
 export { DEFAULT_CHUNK_SIZE, DEFAULT_REPLICAS } from './roles/user/index.ts'
 export { runDemo } from './demo.ts'
+export { exportKeys, importKeys } from './roles/user/keyfile.ts'
 export { startCluster, spawnDaemon } from './cluster.ts'
 export type { Cluster, ClusterOptions, DaemonProcess } from './cluster.ts'
 export * from './errors.ts'

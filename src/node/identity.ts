@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 
-const KEY_FILE = 'peer.key'
+export const KEY_FILE = 'peer.key'
 
 /** The node's identity, created once and kept in the data directory so a restart keeps the peer id. */
 export async function loadOrCreateKey (dataDir: string): Promise<PrivateKey> {

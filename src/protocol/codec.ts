@@ -1,4 +1,4 @@
-import { MalformedMessageError, errorFromCode } from '../errors.ts'
+import { LimitError, MalformedMessageError, errorFromCode } from '../errors.ts'
 import { ErrorReply, type Message } from './messages.ts'
 import type { Check } from './schema.ts'
 
@@ -11,7 +11,7 @@ export function encode (msg: object): Uint8Array {
 
 /** Strictly decodes one message that must be one of `checks`, chosen by its `t` field. */
 export function decode<C extends Check<any>> (bytes: Uint8Array, checks: Record<string, C>, maxBytes: number): Message<C> {
-  if (bytes.byteLength > maxBytes) throw new MalformedMessageError(`message of ${bytes.byteLength} bytes is over the limit of ${maxBytes}`)
+  if (bytes.byteLength > maxBytes) throw new LimitError(`message of ${bytes.byteLength} bytes is over the limit of ${maxBytes}`)
   let value: unknown
   try {
     value = JSON.parse(decoder.decode(bytes))

@@ -1,5 +1,5 @@
 import { arr, bool, hex, int, obj, oneOf, peer, str, type Check, type Infer } from './schema.ts'
-import { MAX_ADDRS, MAX_CANDIDATES, MAX_PIECES, MAX_REPLICAS, MAX_WIRE_CHUNK } from './ids.ts'
+import { MAX_ADDRS, MAX_CANDIDATES, MAX_CHUNK_SIZE, MAX_PIECES, MAX_REPLICAS, MAX_WIRE_CHUNK } from './ids.ts'
 
 const MAX_BYTES = 2 ** 50
 const time = int(0, 2 ** 48)
@@ -64,7 +64,7 @@ export const FileTable = obj({
   owner: peer,
   name: str(255),
   size: int(0, MAX_BYTES),
-  chunkSize: int(1, MAX_WIRE_CHUNK),
+  chunkSize: int(1, MAX_CHUNK_SIZE),
   replicas: int(1, MAX_REPLICAS),
   created: time,
   cipher: obj({ alg: oneOf('aes-256-gcm'), wrappedKey: hex(128, true) }),
@@ -94,7 +94,7 @@ export const Announce = obj({
 })
 export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000) })
 
-export const Allocate = obj({ t: t('allocate'), bytes: int(0, MAX_BYTES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_WIRE_CHUNK), auth: Auth })
+export const Allocate = obj({ t: t('allocate'), bytes: int(0, MAX_BYTES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), auth: Auth })
 export const Allocated = obj({ t: t('allocated'), fileId, expires: time, candidates: arr(Hop, MAX_CANDIDATES) })
 
 export const Commit = obj({ t: t('commit'), table: FileTable, auth: Auth })

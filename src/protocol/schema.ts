@@ -66,10 +66,10 @@ export const obj = <S extends Shape>(shape: S): Check<FromShape<S>> => (v, p) =>
   if (typeof v !== 'object' || v == null || Array.isArray(v)) fail(p, 'expected an object')
   const out: Record<string, unknown> = {}
   for (const key of Object.keys(v)) {
-    if (!(key in shape)) fail(`${p}.${key}`, 'unknown field')
+    if (!Object.hasOwn(shape, key)) fail(`${p}.${key}`, 'unknown field')
   }
   for (const [key, check] of Object.entries(shape)) {
-    out[key] = check((v as Record<string, unknown>)[key], `${p}.${key}`)
+    out[key] = check(Object.hasOwn(v, key) ? (v as Record<string, unknown>)[key] : undefined, `${p}.${key}`)
   }
   return out as FromShape<S>
 }

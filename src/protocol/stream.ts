@@ -1,6 +1,6 @@
 import { lpStream } from '@libp2p/utils'
 import type { Stream, AbortOptions } from '@libp2p/interface'
-import { MalformedMessageError } from '../errors.ts'
+import { LimitError, MalformedMessageError } from '../errors.ts'
 import { DATA_FRAME, MAX_STREAM_BUFFER } from './ids.ts'
 
 /** A stream read and written as length-prefixed frames, each at most `maxFrame` bytes. */
@@ -16,7 +16,15 @@ export interface FrameStream {
 
 export function frames (stream: Stream, maxFrame: number, maxBuffer = MAX_STREAM_BUFFER): FrameStream {
   const lp = lpStream(stream, { maxDataLength: Math.max(maxFrame, DATA_FRAME), maxBufferSize: Math.max(maxBuffer, maxFrame + 64) })
-  const read = async (opts?: AbortOptions): Promise<Uint8Array> => (await lp.read(opts)).subarray()
+  const read = async (opts?: AbortOptions): Promise<Uint8Array> => {
+    try {
+      return (await lp.read(opts)).subarray()
+    } catch (err: any) {
+      if (err.name === 'InvalidDataLengthError' || err.name === 'InvalidDataLengthLengthError') throw new LimitError(`frame over the limit of ${Math.max(maxFrame, DATA_FRAME)} bytes`)
+      if (err.name === 'InvalidMessageLengthError') throw new MalformedMessageError('frame length prefix is invalid')
+      throw err
+    }
+  }
   const write = async (frame: Uint8Array, opts?: AbortOptions): Promise<void> => { await lp.write(frame, opts) }
   return {
     stream,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { mkdir, open, readFile, rename, rm, statfs, writeFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { InvalidArgumentError, IntegrityError, NoSpaceError } from '../errors.ts'
 import { parseSize } from '../units.ts'
 import type { Logger } from '../logger.ts'
@@ -22,7 +22,7 @@ export function sha256 (bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex')
 }
 
-interface Device extends DeviceInfo { dir: string }
+interface Device extends DeviceInfo { dir: string, quota: boolean }
 
 /** The disks a vendor offers: directories with quotas, where pieces are written durably and checked. */
 export class Devices {
@@ -44,7 +44,7 @@ export class Devices {
       const fsInfo = await statfs(dir)
       const capacity = spec.quota ?? fsInfo.bavail * fsInfo.bsize
       if (devices.some(d => d.path === spec.path)) throw new InvalidArgumentError(`--device ${spec.path}: given twice`)
-      devices.push({ path: spec.path, dir, capacity, used: 0, free: capacity, failed: false })
+      devices.push({ path: spec.path, dir, capacity, used: 0, free: capacity, failed: false, quota: spec.quota != null })
     }
     return new Devices(devices, log)
   }
@@ -59,7 +59,11 @@ export class Devices {
   /** Counts a piece already on disk (from the local table at start). */
   account (piece: PieceRef): void {
     const d = this.byPath(piece.device)
-    if (d != null) { d.used += piece.size; d.free = d.capacity - d.used }
+    if (d == null) return
+    // without a quota, capacity was the disk's free space, which these pieces already took
+    if (!d.quota) d.capacity += piece.size
+    d.used += piece.size
+    d.free = d.capacity - d.used
   }
 
   /**
@@ -83,7 +87,7 @@ export class Devices {
       } catch (err: any) {
         this.log.error('device %s failed writing %s: %s', d.path, name, err.message)
         d.failed = true
-        await rm(join(d.dir, name), { force: true }).catch(() => {})
+        await Promise.all([name, `${name}.tmp`].map(async n => { await rm(join(d.dir, n), { force: true }).catch(() => {}) }))
       }
     }
     throw new NoSpaceError(`no healthy device has room for ${bytes.byteLength} bytes`)
@@ -120,4 +124,7 @@ async function writeDurably (path: string, bytes: Uint8Array): Promise<void> {
     await fh.close()
   }
   await rename(tmp, path)
+  // the rename itself must survive a crash too
+  const dir = await open(dirname(path), 'r')
+  try { await dir.sync() } finally { await dir.close() }
 }

@@ -29,6 +29,9 @@ export interface Fat {
   stop: () => Promise<void>
 }
 
+/** Orders carried by one heartbeat reply; the rest follow on the next beats. */
+const ORDERS_PER_HEARTBEAT = 200
+
 const REQUESTS = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status }
 
 /** The File Allocation Table service: vendors' resources in, provisional grants out, final tables kept. */
@@ -86,7 +89,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
           await table.upsertVendor({ peer: remotePeer, addrs: msg.addrs, capacity: msg.capacity, free: msg.free, devices: msg.devices, inflight: msg.inflight, joined: now })
           await table.orderDone(remotePeer, msg.done)
         })
-        const orders = await Promise.all((await table.pendingOrders(remotePeer)).map(signOrder))
+        const orders = await Promise.all((await table.pendingOrders(remotePeer, ORDERS_PER_HEARTBEAT)).map(signOrder))
         return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders }
       }
       case 'allocate': {

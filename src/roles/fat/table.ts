@@ -236,9 +236,12 @@ export class FatTable {
 
   // ---- orders owed to vendors
 
-  async pendingOrders (vendor: string): Promise<PendingOrder[]> {
+  async pendingOrders (vendor: string, max: number): Promise<PendingOrder[]> {
     const out: PendingOrder[] = []
-    for await (const [, o] of this.orderRecs.entries(`${vendor}/`)) out.push(o)
+    for await (const [, o] of this.orderRecs.entries(`${vendor}/`)) {
+      if (out.length >= max) break
+      out.push(o)
+    }
     return out
   }
 
@@ -252,7 +255,7 @@ export class FatTable {
 
   private async write (op: Op, ops: Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>): Promise<void> {
     const seq = ++this.seq
-    await this.db.batch([...ops, this.logRecs.put(String(seq).padStart(16, '0'), { ...op, seq, at: Date.now() })])
+    await this.db.batch([...ops, this.logRecs.put(String(seq).padStart(16, '0'), { ...op, seq, at: Date.now() })], { sync: true })
   }
 }
 

@@ -10,7 +10,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { parallel } from '../../parallel.ts'
 import { decryptChunk } from './cipher.ts'
 import type { Keystore } from './keystore.ts'
-import { measure, ranked } from './rank.ts'
+import { measure } from './rank.ts'
 import type { Progress } from './types.ts'
 
 export interface DownloadContext {
@@ -37,8 +37,8 @@ export async function download (ctx: DownloadContext, reply: M.Message<typeof M.
   const { table } = reply
   const fileKey = ctx.keystore.unwrap(table.cipher.wrappedKey, table.fileId)
   const addrs = new Map(reply.vendors.map(v => [v.vendor, v.addrs]))
-  const order = ranked(await measure(ctx.node, reply.vendors))
-  const rank = new Map(order.map((v, i) => [v, i]))
+  const measures = await measure(ctx.node, reply.vendors)
+  const latency = (v: string): number => measures.get(v)?.latencyMs ?? Number.POSITIVE_INFINITY
   const busy = new Map<string, number>()
   const sources: DownloadResult['sources'] = []
   let fallbacks = 0
@@ -50,7 +50,7 @@ export async function download (ctx: DownloadContext, reply: M.Message<typeof M.
     await parallel(opts.concurrency, table.chunks.length, async i => {
       const c = table.chunks[i]
       // the best replica first; among equals the one with the fewest transfers in flight
-      const replicas = c.replicas.map(r => r.vendor).sort((a, b) => (rank.get(a) ?? 1e9) - (rank.get(b) ?? 1e9) || (busy.get(a) ?? 0) - (busy.get(b) ?? 0))
+      const replicas = c.replicas.map(r => r.vendor).sort((a, b) => latency(a) - latency(b) || (busy.get(a) ?? 0) - (busy.get(b) ?? 0))
       const errors: string[] = []
       for (const vendor of replicas) {
         opts.signal?.throwIfAborted()

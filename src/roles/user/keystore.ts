@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { open, seal } from './cipher.ts'
 
-const MASTER_FILE = 'master.key'
+export const MASTER_FILE = 'master.key'
 
 /**
  * The user's master key, kept in its data directory: every file key is wrapped with it and the

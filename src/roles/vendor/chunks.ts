@@ -26,6 +26,8 @@ export class ChunkStore {
   private readonly chunks: Records<ChunkRecord>
   private readonly grants: Records<GrantUse>
   private readonly serial = new Serial()
+  /** Stores in progress, so a retried chunk waits for the first attempt instead of writing twice. */
+  private readonly writing = new Map<string, Promise<void>>()
 
   constructor (readonly db: DB, readonly devices: Devices) {
     this.chunks = new Records(db, 'chunk')
@@ -47,6 +49,15 @@ export class ChunkStore {
    * bytes against the owner's grant. Storing the same chunk twice is a no-op.
    */
   async put (owner: string, fileId: string, chunkId: string, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
+    const key = `${fileId}/${chunkId}`
+    const running = this.writing.get(key)
+    if (running != null) { await running; return }
+    const job = this.write(owner, fileId, chunkId, bytes, pieces, grant).finally(() => this.writing.delete(key))
+    this.writing.set(key, job)
+    await job
+  }
+
+  private async write (owner: string, fileId: string, chunkId: string, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
     if (await this.get(fileId, chunkId) != null) return
     await this.reserve(owner, fileId, bytes.byteLength, grant)
     const refs: PieceRef[] = []
@@ -59,7 +70,7 @@ export class ChunkStore {
         refs.push(ref)
       }
       const rec: ChunkRecord = { owner, fileId, chunkId, size: bytes.byteLength, pieces: refs, kept: false, stored: Date.now() }
-      await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, rec)])
+      await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, rec)], { sync: true })
     } catch (err) {
       await Promise.all(refs.map(async r => { await this.devices.remove(r) }))
       await this.reserve(owner, fileId, -bytes.byteLength, grant)

@@ -128,17 +128,17 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       done
     }
     const errors: string[] = []
+    const applied: string[] = []
     let reached = false
     for (const fat of opts.fats) {
       try {
         const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(10_000) })
         reached = true
         heartbeatMs = reply.heartbeatMs
-        done = []
         for (const order of reply.orders) {
           try {
             await applyOrder(order)
-            done.push(order.id)
+            applied.push(order.id)
           } catch (err: any) {
             log.error('order %s refused: %s', order.id, err.message)
           }
@@ -147,7 +147,10 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
         errors.push(err.message)
       }
     }
-    if (reached) firstAnnounce()
+    if (reached) {
+      done = applied
+      firstAnnounce()
+    }
     else opts.onWarning?.(`no FAT server answered: ${errors.join('; ')}`)
   }
 
