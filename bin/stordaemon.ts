@@ -6,6 +6,7 @@ import { Command, Option } from 'commander'
 import { openClient, startDaemon, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, type Client } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { progressBar } from './progress.ts'
+import { expandPaths } from './paths.ts'
 
 const collect = (value: string, prev: string[] = []): string[] => [...prev, value]
 const defaultDataDir = join(homedir(), '.stordaemon')
@@ -69,17 +70,19 @@ const userOpts = (c: Command): Command => c
   .option('--data-dir <dir>', 'the user identity and keys', defaultDataDir)
   .option('--json', 'print one JSON object')
 
-userOpts(program.command('upload <FILE>').description('store a file; prints its id'))
+userOpts(program.command('upload <FILE...>').description('store files (a folder: every file in it) under one allocation; prints each file\'s id'))
   .option('--replicas <n>', 'copies of each chunk on distinct vendors', '2')
   .option('--chunk-size <size>', 'plaintext bytes per chunk', '4MiB')
-  .action(async (file: string, opts) => {
+  .action(async (files: string[], opts) => {
     const replicas = Number(opts.replicas)
     if (!/^\d+$/.test(opts.replicas)) throw new StorError(`--replicas: "${opts.replicas}" is not a whole number`, 'ERR_INVALID_ARGUMENT')
     const chunkSize = parseSize(opts.chunkSize, '--chunk-size')
     const bar = progressBar(opts.json !== true)
-    const r = await withClient(opts, async c => await c.upload(resolve(file), { replicas, chunkSize, onProgress: bar.update }))
+    const { paths, names } = await expandPaths(files)
+    const r = await withClient(opts, async c => await c.uploadMany(paths, { replicas, chunkSize, names, onProgress: bar.update }))
     bar.done()
-    print(opts.json === true, r, () => r.fileId)
+    if (r.length === 1 && files.length === 1 && paths[0] === resolve(files[0])) print(opts.json === true, r[0], () => r[0].fileId)
+    else print(opts.json === true, { files: r }, () => r.map(f => `${f.fileId}  ${f.path}`).join('\n'))
   })
 
 userOpts(program.command('download <ID> <OUT>').description('fetch a file by id into OUT'))

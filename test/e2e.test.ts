@@ -94,7 +94,7 @@ describe('end to end: one FAT and three vendors as processes, users as separate 
 
   it('releases an uncommitted allocation when its lease expires', async function () {
     const before = await fatTaken()
-    const a = await alice.allocate(5 * MiB, 2, CHUNK)
+    const a = await alice.allocate([5 * MiB], 2, CHUNK)
     assert.ok(a.candidates.length >= 2)
     const locked = await fatTaken()
     assert.ok(locked.locked > before.locked, 'the allocation locks space')

@@ -146,8 +146,8 @@ describe('trust no one: encryption, owners, signed grants and orders, garbage', 
     const me = mallory.peerId.toString()
     const v0 = cluster.vendors[0].peerId
     for (const [fatId, why] of [[me, /not a FAT server of this network/], [cluster.fat.peerId, /grant signature/]] as const) {
-      const grant = await sign<M.Grant>(malloryKey, 'grant', { fileId: randomBytes(16).toString('hex'), owner: me, vendor: v0, bytes: 10 * MiB, expires: Date.now() + 60_000, fat: fatId })
-      const header = await sign<M.ChunkHeader>(malloryKey, 'header', { owner: me, fileId: grant.fileId, chunkId, size: bytes.byteLength, pieces: 1, route: [{ vendor: v0, addrs: [], grant }] })
+      const grant = await sign<M.Grant>(malloryKey, 'grant', { allocationId: randomBytes(16).toString('hex'), owner: me, vendor: v0, bytes: 10 * MiB, expires: Date.now() + 60_000, fat: fatId })
+      const header = await sign<M.ChunkHeader>(malloryKey, 'header', { owner: me, allocationId: grant.allocationId, fileId: randomBytes(16).toString('hex'), chunkId, size: bytes.byteLength, pieces: 1, route: [{ vendor: v0, addrs: [], grant }] })
       const r = await raw(mallory, vendorTarget(0), STORE_PROTOCOL, encode({ t: 'store', header, hop: 0 }), bytes)
       assert.equal(r.code, 'ERR_ACCESS_DENIED', JSON.stringify(r))
       assert.match(r.message, why)
@@ -155,12 +155,12 @@ describe('trust no one: encryption, owners, signed grants and orders, garbage', 
 
     // an expired grant, used by its rightful owner
     const carolId = carol.peerId.toString()
-    const alloc = await raw(carol, fat(), FAT_PROTOCOL, encode(await signRequest(carolKey, carolId, { t: 'allocate', bytes: 1000, replicas: 1, chunkSize: MiB })))
+    const alloc = await raw(carol, fat(), FAT_PROTOCOL, encode(await signRequest(carolKey, carolId, { t: 'allocate', sizes: [1000], replicas: 1, chunkSize: MiB })))
     assert.equal(alloc.t, 'allocated', JSON.stringify(alloc))
     const hop = alloc.candidates[0] as M.Hop
     await eventually('the grant expired', async () => Date.now() > hop.grant.expires + 100)
     const sealed = randomBytes(1028)
-    const expiredHeader = await sign<M.ChunkHeader>(carolKey, 'header', { owner: carolId, fileId: alloc.fileId, chunkId: sha256(sealed), size: sealed.byteLength, pieces: 1, route: [hop] })
+    const expiredHeader = await sign<M.ChunkHeader>(carolKey, 'header', { owner: carolId, allocationId: alloc.allocationId, fileId: alloc.fileIds[0], chunkId: sha256(sealed), size: sealed.byteLength, pieces: 1, route: [hop] })
     const target = cluster.vendors.findIndex(v => v.peerId === hop.vendor)
     const expired = await raw(carol, vendorTarget(target), STORE_PROTOCOL, encode({ t: 'store', header: expiredHeader, hop: 0 }), sealed)
     assert.equal(expired.code, 'ERR_ACCESS_DENIED')
@@ -189,7 +189,7 @@ describe('trust no one: encryption, owners, signed grants and orders, garbage', 
 
     // an erase order signed by a stranger, and one naming the real FAT but signed by the stranger
     for (const [fatId, why] of [[me, /not a FAT server of this network/], [cluster.fat.peerId, /order signature/]] as const) {
-      const order = await sign<M.Order>(malloryKey, 'order', { id: randomBytes(16).toString('hex'), kind: 'erase', fileId: up.fileId, vendor: chunk.vendors[0], keep: [], issued: Date.now(), fat: fatId })
+      const order = await sign<M.Order>(malloryKey, 'order', { id: randomBytes(16).toString('hex'), kind: 'erase', scope: up.fileId, vendor: chunk.vendors[0], keep: [], issued: Date.now(), fat: fatId })
       const r = await raw(mallory, vendorTarget(holder), ORDER_PROTOCOL, encode({ t: 'order', order }))
       assert.equal(r.code, 'ERR_ACCESS_DENIED', JSON.stringify(r))
       assert.match(r.message, why)

@@ -20,7 +20,7 @@ export function decode<C extends Check<any>> (bytes: Uint8Array, checks: Record<
   }
   const kind = (value as { t?: unknown } | null)?.t
   if (typeof kind !== 'string' || !Object.hasOwn(checks, kind)) {
-    throw new MalformedMessageError(`unexpected message type ${JSON.stringify(kind)?.slice(0, 40)}`)
+    throw new MalformedMessageError(`unexpected message type ${typeof kind === 'string' ? JSON.stringify(kind.slice(0, 40)) : typeof kind}`)
   }
   return checks[kind](value, kind)
 }

@@ -2,18 +2,21 @@ import { arr, bool, hex, int, obj, oneOf, peer, str, type Check, type Infer } fr
 import { MAX_ADDRS, MAX_CANDIDATES, MAX_CHUNK_SIZE, MAX_PIECES, MAX_REPLICAS, MAX_WIRE_CHUNK } from './ids.ts'
 
 const MAX_BYTES = 2 ** 50
+/** Files one allocation and one commit may carry. */
+export const MAX_FILES = 10_000
 const time = int(0, 2 ** 48)
 const addr = str(300, /^\/[\x21-\x7e]*$/)
 const addrs = arr(addr, MAX_ADDRS)
 const sig = hex(64)
 const fileId = hex(16)
+const allocationId = hex(16)
 const chunkId = hex(32)
 const t = <T extends string>(name: T): Check<T> => oneOf(name)
 
 // ---- signed records: each is signed by one party over its canonical form without `sig`
 
-/** FAT -> user, checked by vendors: `vendor` may take up to `bytes` of `owner`'s file `fileId` until `expires`. */
-export const Grant = obj({ fileId, owner: peer, vendor: peer, bytes: int(0, MAX_BYTES), expires: time, fat: peer, sig })
+/** FAT -> user, checked by vendors: `vendor` may take up to `bytes` of `owner`'s allocation until `expires`. */
+export const Grant = obj({ allocationId, owner: peer, vendor: peer, bytes: int(0, MAX_BYTES), expires: time, fat: peer, sig })
 export type Grant = Infer<typeof Grant>
 
 export const Hop = obj({ vendor: peer, addrs, grant: Grant })
@@ -22,6 +25,7 @@ export type Hop = Infer<typeof Hop>
 /** user -> vendors: what a chunk is and where it goes; signed by the owner, re-applied at each hop. */
 export const ChunkHeader = obj({
   owner: peer,
+  allocationId,
   fileId,
   chunkId,
   size: int(0, MAX_WIRE_CHUNK),
@@ -35,11 +39,14 @@ export type ChunkHeader = Infer<typeof ChunkHeader>
 export const Receipt = obj({ vendor: peer, fileId, chunkId, size: int(0, MAX_WIRE_CHUNK), sig })
 export type Receipt = Infer<typeof Receipt>
 
-/** FAT -> vendor: settle keeps the listed chunks of a file and erases the rest; erase removes them all. */
+/**
+ * FAT -> vendor. settle: of the chunks stored under allocation `scope`, keep those listed and
+ * erase the rest. erase: remove every chunk of file `scope`.
+ */
 export const Order = obj({
   id: hex(16),
   kind: oneOf('settle', 'erase'),
-  fileId,
+  scope: hex(16),
   vendor: peer,
   keep: arr(chunkId, 1_000_000),
   issued: time,
@@ -94,10 +101,10 @@ export const Announce = obj({
 })
 export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000) })
 
-export const Allocate = obj({ t: t('allocate'), bytes: int(0, MAX_BYTES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), auth: Auth })
-export const Allocated = obj({ t: t('allocated'), fileId, expires: time, candidates: arr(Hop, MAX_CANDIDATES) })
+export const Allocate = obj({ t: t('allocate'), sizes: arr(int(0, MAX_BYTES), MAX_FILES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), auth: Auth })
+export const Allocated = obj({ t: t('allocated'), allocationId, fileIds: arr(fileId, MAX_FILES), expires: time, candidates: arr(Hop, MAX_CANDIDATES) })
 
-export const Commit = obj({ t: t('commit'), table: FileTable, auth: Auth })
+export const Commit = obj({ t: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), auth: Auth })
 export const GetTable = obj({ t: t('get'), fileId, auth: Auth })
 export const TableReply = obj({ t: t('table'), table: FileTable, vendors: arr(VendorAddrs, 1024) })
 
@@ -122,7 +129,7 @@ export const VendorStatus = obj({
 })
 export type VendorStatus = Infer<typeof VendorStatus>
 export const Status = obj({ t: t('status') })
-export const StatusReply = obj({ t: t('status-reply'), fat: peer, vendors: arr(VendorStatus, 10_000), files: int(0, 2 ** 40), allocations: int(0, 2 ** 40) })
+export const StatusReply = obj({ t: t('status-reply'), fat: peer, position: int(0, 2 ** 48), digest: hex(32), vendors: arr(VendorStatus, 10_000), files: int(0, 2 ** 40), allocations: int(0, 2 ** 40) })
 
 // ---- vendor protocols
 

@@ -22,6 +22,7 @@ export function frames (stream: Stream, maxFrame: number, maxBuffer = MAX_STREAM
     } catch (err: any) {
       if (err.name === 'InvalidDataLengthError' || err.name === 'InvalidDataLengthLengthError') throw new LimitError(`frame over the limit of ${Math.max(maxFrame, DATA_FRAME)} bytes`)
       if (err.name === 'InvalidMessageLengthError') throw new MalformedMessageError('frame length prefix is invalid')
+      if (err.name === 'StreamBufferError') throw new LimitError('the peer sent more than the stream may buffer')
       throw err
     }
   }

@@ -37,18 +37,26 @@ export interface UploadOptions extends TransferOptions {
   replicas?: number
   chunkSize?: number
   pieces?: number
+  /** The name to record (default: the file's base name). */
   name?: string
+}
+
+export interface UploadManyOptions extends Omit<UploadOptions, 'name'> {
+  /** Names to record, one per path (default: the base names). */
+  names?: string[]
 }
 
 export interface User {
   readonly peerId: string
   upload: (path: string, opts?: UploadOptions) => Promise<UploadResult>
+  /** Stores several files under one allocation and one commit. */
+  uploadMany: (paths: string[], opts?: UploadManyOptions) => Promise<UploadResult[]>
   download: (fileId: string, out: string, opts?: TransferOptions & { release?: boolean }) => Promise<DownloadResult & { released: boolean }>
   list: () => Promise<FileSummary[]>
   release: (fileId: string) => Promise<{ fileId: string, freed: number }>
   status: () => Promise<StatusReport>
   /** Asks for a provisional allocation without storing anything (it expires with its lease). */
-  allocate: (bytes: number, replicas: number, chunkSize?: number) => Promise<Allocation>
+  allocate: (sizes: number[], replicas: number, chunkSize?: number) => Promise<Allocation>
 }
 
 export const DEFAULT_REPLICAS = 2
@@ -81,10 +89,10 @@ export async function createUser (opts: UserOptions): Promise<User> {
     throw new UnreachableError(`no FAT server answered: ${errors.join('; ')}`)
   }
 
-  const allocate = async (bytes: number, replicas: number, chunkSize = DEFAULT_CHUNK_SIZE): Promise<Allocation> => {
+  const allocate = async (sizes: number[], replicas: number, chunkSize = DEFAULT_CHUNK_SIZE): Promise<Allocation> => {
     if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS) throw new InvalidArgumentError(`--replicas: ${replicas} is not a whole number from 1 to ${MAX_REPLICAS}`)
     if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > MAX_CHUNK_SIZE) throw new InvalidArgumentError(`--chunk-size: ${chunkSize} must be from 1 byte to ${MAX_CHUNK_SIZE / MiB} MiB`)
-    return await ask({ t: 'allocate', bytes, replicas, chunkSize }, { allocated: M.Allocated })
+    return await ask({ t: 'allocate', sizes, replicas, chunkSize }, { allocated: M.Allocated })
   }
 
   const table = async (fileId: string): Promise<M.Message<typeof M.TableReply>> => {
@@ -98,29 +106,32 @@ export async function createUser (opts: UserOptions): Promise<User> {
     return { fileId: r.fileId, freed: r.freed }
   }
 
+  const uploadMany = async (paths: string[], o: UploadManyOptions): Promise<UploadResult[]> => await upload({
+    node,
+    key: opts.key,
+    keystore,
+    log,
+    allocate,
+    commit: async (allocationId, tables) => { await ask({ t: 'commit', allocationId, tables }, { ok: M.Ok }) }
+  }, paths, {
+    replicas: o.replicas ?? DEFAULT_REPLICAS,
+    chunkSize: o.chunkSize ?? DEFAULT_CHUNK_SIZE,
+    pieces: o.pieces ?? DEFAULT_PIECES,
+    concurrency: o.concurrency ?? 4,
+    chunkTimeoutMs: 60_000,
+    names: o.names,
+    signal: o.signal,
+    onProgress: o.onProgress
+  })
+
   return {
     peerId: node.peerId.toString(),
     allocate,
     async upload (path, o = {}) {
-      const replicas = o.replicas ?? DEFAULT_REPLICAS
-      const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE
-      return await upload({
-        node,
-        key: opts.key,
-        keystore,
-        log,
-        allocate: async (bytes, r, cs) => await allocate(bytes, r, cs),
-        commit: async t => { await ask({ t: 'commit', table: t }, { ok: M.Ok }) }
-      }, path, {
-        replicas,
-        chunkSize,
-        pieces: o.pieces ?? DEFAULT_PIECES,
-        concurrency: o.concurrency ?? 4,
-        chunkTimeoutMs: 60_000,
-        name: o.name,
-        signal: o.signal,
-        onProgress: o.onProgress
-      })
+      return (await uploadMany([path], { ...o, names: o.name != null ? [o.name] : undefined }))[0]
+    },
+    async uploadMany (paths, o = {}) {
+      return await uploadMany(paths, o)
     },
     async download (fileId, out, o = {}) {
       const reply = await table(fileId)

@@ -6,6 +6,7 @@ import { Serial } from '../../serial.ts'
 
 export interface ChunkRecord {
   owner: string
+  allocationId: string
   fileId: string
   chunkId: string
   size: number
@@ -14,6 +15,8 @@ export interface ChunkRecord {
   kept: boolean
   stored: number
 }
+
+export interface ChunkPlace { owner: string, allocationId: string, fileId: string, chunkId: string }
 
 export interface GrantUse { owner: string, bytes: number, used: number, expires: number }
 
@@ -25,6 +28,8 @@ export interface GrantUse { owner: string, bytes: number, used: number, expires:
 export class ChunkStore {
   private readonly chunks: Records<ChunkRecord>
   private readonly grants: Records<GrantUse>
+  /** allocationId/fileId/chunkId, so a settle order finds an allocation's chunks without a scan */
+  private readonly byAllocation: Records<number>
   private readonly serial = new Serial()
   /** Stores in progress, so a retried chunk waits for the first attempt instead of writing twice. */
   private readonly writing = new Map<string, Promise<void>>()
@@ -32,6 +37,7 @@ export class ChunkStore {
   constructor (readonly db: DB, readonly devices: Devices) {
     this.chunks = new Records(db, 'chunk')
     this.grants = new Records(db, 'grant')
+    this.byAllocation = new Records(db, 'by-alloc')
   }
 
   async load (): Promise<number> {
@@ -48,18 +54,18 @@ export class ChunkStore {
    * Cuts a chunk into `pieces` sub-chunks on distinct devices where there are enough, counting its
    * bytes against the owner's grant. Storing the same chunk twice is a no-op.
    */
-  async put (owner: string, fileId: string, chunkId: string, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
-    const key = `${fileId}/${chunkId}`
+  async put (where: ChunkPlace, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
+    const key = `${where.fileId}/${where.chunkId}`
     const running = this.writing.get(key)
     if (running != null) { await running; return }
-    const job = this.write(owner, fileId, chunkId, bytes, pieces, grant).finally(() => this.writing.delete(key))
+    const job = this.write(where, bytes, pieces, grant).finally(() => this.writing.delete(key))
     this.writing.set(key, job)
     await job
   }
 
-  private async write (owner: string, fileId: string, chunkId: string, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
+  private async write ({ owner, allocationId, fileId, chunkId }: ChunkPlace, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
     if (await this.get(fileId, chunkId) != null) return
-    await this.reserve(owner, fileId, bytes.byteLength, grant)
+    await this.reserve(owner, allocationId, bytes.byteLength, grant)
     const refs: PieceRef[] = []
     try {
       const pieceSize = Math.max(1, Math.ceil(bytes.byteLength / pieces))
@@ -69,11 +75,11 @@ export class ChunkStore {
         used.add(ref.device)
         refs.push(ref)
       }
-      const rec: ChunkRecord = { owner, fileId, chunkId, size: bytes.byteLength, pieces: refs, kept: false, stored: Date.now() }
-      await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, rec)], { sync: true })
+      const rec: ChunkRecord = { owner, allocationId, fileId, chunkId, size: bytes.byteLength, pieces: refs, kept: false, stored: Date.now() }
+      await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, rec), this.byAllocation.put(`${allocationId}/${fileId}/${chunkId}`, 1)], { sync: true })
     } catch (err) {
       await Promise.all(refs.map(async r => { await this.devices.remove(r) }))
-      await this.reserve(owner, fileId, -bytes.byteLength, grant)
+      await this.reserve(owner, allocationId, -bytes.byteLength, grant)
       throw err
     }
   }
@@ -86,18 +92,30 @@ export class ChunkStore {
     return bytes
   }
 
-  /** Keeps the listed chunks of a file (marking them committed) and erases every other. */
-  async settle (fileId: string, keep: Set<string>): Promise<number> {
+  /** Of the chunks stored under an allocation, keeps the listed ones (now committed) and erases the rest. */
+  async settle (allocationId: string, keep: Set<string>): Promise<number> {
     let erased = 0
-    for await (const [key, c] of this.chunks.entries(`${fileId}/`)) {
-      if (keep.has(c.chunkId)) {
-        if (!c.kept) await this.db.batch([this.chunks.put(key, { ...c, kept: true })])
-      } else {
-        await this.erase(key, c)
+    for await (const [key] of this.byAllocation.entries(`${allocationId}/`)) {
+      const [, fileId, chunkId] = key.split('/')
+      const c = await this.get(fileId, chunkId)
+      if (c != null && keep.has(chunkId)) {
+        if (!c.kept) await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, { ...c, kept: true })])
+      } else if (c != null) {
+        await this.erase(c)
         erased++
       }
     }
-    if (keep.size === 0) await this.db.batch([this.grants.del(fileId)])
+    await this.db.batch([this.grants.del(allocationId)])
+    return erased
+  }
+
+  /** Erases every chunk of a released file. */
+  async eraseFile (fileId: string): Promise<number> {
+    let erased = 0
+    for await (const [, c] of this.chunks.entries(`${fileId}/`)) {
+      await this.erase(c)
+      erased++
+    }
     return erased
   }
 
@@ -107,18 +125,18 @@ export class ChunkStore {
     return out
   }
 
-  private async erase (key: string, c: ChunkRecord): Promise<void> {
-    await this.db.batch([this.chunks.del(key)])
+  private async erase (c: ChunkRecord): Promise<void> {
+    await this.db.batch([this.chunks.del(`${c.fileId}/${c.chunkId}`), this.byAllocation.del(`${c.allocationId}/${c.fileId}/${c.chunkId}`)], { sync: true })
     await Promise.all(c.pieces.map(async p => { await this.devices.remove(p) }))
   }
 
-  private async reserve (owner: string, fileId: string, delta: number, grant: { bytes: number, expires: number }): Promise<void> {
+  private async reserve (owner: string, allocationId: string, delta: number, grant: { bytes: number, expires: number }): Promise<void> {
     await this.serial.run(async () => {
-      const use = await this.grants.get(fileId) ?? { owner, bytes: grant.bytes, used: 0, expires: grant.expires }
+      const use = await this.grants.get(allocationId) ?? { owner, bytes: grant.bytes, used: 0, expires: grant.expires }
       if (delta > 0 && use.used + delta > use.bytes) {
-        throw new LimitError(`the grant for file ${fileId} allows ${use.bytes} bytes here; ${use.used} are used and this chunk needs ${delta}`)
+        throw new LimitError(`the grant for allocation ${allocationId} allows ${use.bytes} bytes here; ${use.used} are used and this chunk needs ${delta}`)
       }
-      await this.db.batch([this.grants.put(fileId, { ...use, used: Math.max(0, use.used + delta) })])
+      await this.db.batch([this.grants.put(allocationId, { ...use, used: Math.max(0, use.used + delta) })])
     })
   }
 }

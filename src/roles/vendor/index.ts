@@ -47,11 +47,11 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   log('vendor %s: %d chunks on %d devices', self, held, devices.info().length)
   let inflight = 0
 
-  const checkGrant = async (grant: M.Grant, owner: string, fileId: string): Promise<void> => {
+  const checkGrant = async (grant: M.Grant, owner: string, allocationId: string): Promise<void> => {
     if (!fatIds.has(grant.fat)) throw new AccessDeniedError(`the grant is signed by ${grant.fat}, which is not a FAT server of this network`)
     await verify(grant.fat, 'grant', grant)
     if (grant.vendor !== self) throw new AccessDeniedError('the grant is for another vendor')
-    if (grant.owner !== owner || grant.fileId !== fileId) throw new AccessDeniedError('the grant is for another owner or file')
+    if (grant.owner !== owner || grant.allocationId !== allocationId) throw new AccessDeniedError('the grant is for another owner or allocation')
     if (grant.expires < Date.now()) throw new AccessDeniedError('the grant has expired; ask the FAT for a new allocation')
   }
 
@@ -60,9 +60,9 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     await verify(order.fat, 'order', order)
     if (order.vendor !== self) throw new AccessDeniedError('the order is for another vendor')
     if (await doneOrders.get(order.id) != null) return
-    const erased = await store.settle(order.fileId, new Set(order.kind === 'erase' ? [] : order.keep))
+    const erased = order.kind === 'erase' ? await store.eraseFile(order.scope) : await store.settle(order.scope, new Set(order.keep))
     await opts.db.batch([doneOrders.put(order.id, Date.now())])
-    log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.fileId, erased)
+    log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.scope, erased)
   }
 
   await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_WIRE_CHUNK + 2 * DATA_FRAME, maxInboundStreams: 16, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
@@ -72,7 +72,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     const sender = hop === 0 ? header.owner : header.route[hop - 1].vendor
     if (remotePeer !== sender) throw new AccessDeniedError(`hop ${hop} must come from ${sender}`)
     await verify(header.owner, 'header', header)
-    await checkGrant(me.grant, header.owner, header.fileId)
+    await checkGrant(me.grant, header.owner, header.allocationId)
     inflight++
     try {
       // the sender waits for a go-ahead, so refused chunks cost it no bytes
@@ -81,7 +81,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       if (sha256(bytes) !== header.chunkId) throw new IntegrityError(`chunk bytes do not match chunk id ${header.chunkId}`)
       const next = header.route[hop + 1]
       const [, downstream] = await Promise.all([
-        store.put(header.owner, header.fileId, header.chunkId, bytes, header.pieces, me.grant),
+        store.put(header, bytes, header.pieces, me.grant),
         next == null
           ? { receipts: [], failed: [] }
           : forwardChunk(node, next, header, hop + 1, bytes, signal).catch(err => ({ receipts: [], failed: [{ vendor: next.vendor, reason: String(err.message).slice(0, 500) }] }))

@@ -1,0 +1,26 @@
+import { readdir, stat } from 'node:fs/promises'
+import { join, relative, resolve } from 'node:path'
+import { InvalidArgumentError } from '../src/index.ts'
+
+/** FILE arguments as regular files: a folder stands for every file below it, named relative to it. */
+export async function expandPaths (args: string[]): Promise<{ paths: string[], names: string[] }> {
+  const paths: string[] = []
+  const names: string[] = []
+  for (const arg of args) {
+    const path = resolve(arg)
+    const info = await stat(path).catch(() => { throw new InvalidArgumentError(`FILE: ${path} does not exist or cannot be read`) })
+    if (!info.isDirectory()) {
+      paths.push(path)
+      names.push(path.split('/').pop() ?? path)
+      continue
+    }
+    const entries = (await readdir(path, { recursive: true, withFileTypes: true })).filter(e => e.isFile())
+    for (const e of entries.sort((a, b) => join(a.parentPath, a.name).localeCompare(join(b.parentPath, b.name)))) {
+      const full = join(e.parentPath, e.name)
+      paths.push(full)
+      names.push(relative(path, full))
+    }
+  }
+  if (paths.length === 0) throw new InvalidArgumentError('FILE: the folders given hold no files')
+  return { paths, names }
+}
