@@ -39,7 +39,8 @@ export const peer: Check<string> = (v, p) => {
   const s = str(128, /^[1-9A-HJ-NP-Za-km-z]+$/)(v, p)
   let ok = peerIdCache.get(s)
   if (ok == null) {
-    try { peerIdFromString(s); ok = true } catch { ok = false }
+    // only the canonical form, so one identity has one string
+    try { ok = peerIdFromString(s).toString() === s } catch { ok = false }
     if (peerIdCache.size > 10_000) peerIdCache.clear()
     peerIdCache.set(s, ok)
   }
@@ -72,4 +73,24 @@ export const obj = <S extends Shape>(shape: S): Check<FromShape<S>> => (v, p) =>
     out[key] = check(Object.hasOwn(v, key) ? (v as Record<string, unknown>)[key] : undefined, `${p}.${key}`)
   }
   return out as FromShape<S>
+}
+
+/** A map from keys to values, both checked, with at most `max` entries. */
+export const dict = <V>(key: Check<string>, value: Check<V>, max: number): Check<Record<string, V>> => (v, p) => {
+  if (typeof v !== 'object' || v == null || Array.isArray(v)) fail(p, 'expected an object')
+  const entries = Object.keys(v)
+  if (entries.length > max) fail(p, `more than ${max} entries`)
+  const out: Record<string, V> = {}
+  for (const k of entries) {
+    key(k, `${p} key`)
+    out[k] = value((v as Record<string, unknown>)[k], `${p}.${k}`)
+  }
+  return out
+}
+
+/** One of several object shapes, chosen by the string in field `tag`. */
+export const union = <C extends Check<any>>(tag: string, checks: Record<string, C>): Check<Infer<C>> => (v, p) => {
+  const kind = (v as Record<string, unknown> | null)?.[tag]
+  if (typeof kind !== 'string' || !Object.hasOwn(checks, kind)) fail(`${p}.${tag}`, `expected one of ${Object.keys(checks).join(', ')}`)
+  return checks[kind](v, p)
 }
