@@ -41,6 +41,7 @@ const program = new Command('stordaemon')
   .option('--device <path[:size]>', 'vendor: a directory to offer, with an optional quota like 20GiB (repeatable)', collect)
   .option('--lease <duration>', 'fat: how long an uncommitted allocation stays locked', '10m')
   .option('--heartbeat <duration>', 'fat: how often vendors report', '2s')
+  .option('--join-secret <secret>', 'fat: replicas prove they know it to join the replica set (default: $STOR_JOIN_SECRET)')
   .action(async (opts) => {
     if (opts.role == null) { program.help(); return }
     if (opts.dataDir == null) throw new StorError('--data-dir: a daemon needs a data directory for its identity and tables', 'ERR_INVALID_ARGUMENT')
@@ -52,6 +53,7 @@ const program = new Command('stordaemon')
       devices: (opts.device ?? []).map(parseDeviceSpec),
       leaseMs: parseDuration(opts.lease, '--lease'),
       heartbeatMs: parseDuration(opts.heartbeat, '--heartbeat'),
+      joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET,
       onWarning: m => { process.stderr.write(`stordaemon: warning: ${m}\n`) }
     })
     process.stdout.write(`peer ${daemon.peerId}\n${daemon.addrs.map(a => `listen ${a}\n`).join('')}ready\n`)

@@ -20,6 +20,8 @@ export interface DaemonOptions {
   devices?: DeviceSpec[]
   leaseMs?: number
   heartbeatMs?: number
+  /** fat: replicas must present it to join the replica set (keep it secret); unset lets any FAT join. */
+  joinSecret?: string
   onWarning?: (message: string) => void
 }
 
@@ -77,7 +79,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     node = opened.node
     const heartbeatMs = opts.heartbeatMs ?? 2000
     const role = opts.role === 'fat'
-      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs })
+      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret })
       : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning })
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
     if ('announced' in role) await role.announced

@@ -32,6 +32,8 @@ export const UnreachableError = named('UnreachableError', 'ERR_UNREACHABLE')
 export const IntegrityError = named('IntegrityError', 'ERR_INTEGRITY')
 /** A limit was hit: too large, too many, too fast. */
 export const LimitError = named('LimitError', 'ERR_LIMIT')
+/** The service cannot do it now (no FAT replica orders writes, or none reaches a majority); try again. */
+export const UnavailableError = named('UnavailableError', 'ERR_UNAVAILABLE')
 /** Another process already uses this data directory. */
 export const LockedError = named('LockedError', 'ERR_LOCKED')
 
@@ -44,7 +46,8 @@ const byCode = new Map<string, new (message: string) => StorError>([
   ['ERR_UNREACHABLE', UnreachableError],
   ['ERR_INTEGRITY', IntegrityError],
   ['ERR_LIMIT', LimitError],
-  ['ERR_LOCKED', LockedError]
+  ['ERR_LOCKED', LockedError],
+  ['ERR_UNAVAILABLE', UnavailableError]
 ])
 
 /** Rebuilds the named error a remote peer reported. */

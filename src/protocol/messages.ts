@@ -1,16 +1,16 @@
 import { arr, bool, hex, int, obj, oneOf, peer, str, type Check, type Infer } from './schema.ts'
 import { MAX_ADDRS, MAX_CANDIDATES, MAX_CHUNK_SIZE, MAX_PIECES, MAX_REPLICAS, MAX_WIRE_CHUNK } from './ids.ts'
 
-const MAX_BYTES = 2 ** 50
+export const MAX_BYTES = 2 ** 50
 /** Files one allocation and one commit may carry. */
 export const MAX_FILES = 10_000
-const time = int(0, 2 ** 48)
+export const time = int(0, 2 ** 48)
 const addr = str(300, /^\/[\x21-\x7e]*$/)
-const addrs = arr(addr, MAX_ADDRS)
+export const addrs = arr(addr, MAX_ADDRS)
 const sig = hex(64)
-const fileId = hex(16)
-const allocationId = hex(16)
-const chunkId = hex(32)
+export const fileId = hex(16)
+export const allocationId = hex(16)
+export const chunkId = hex(32)
 const t = <T extends string>(name: T): Check<T> => oneOf(name)
 
 // ---- signed records: each is signed by one party over its canonical form without `sig`
@@ -99,7 +99,11 @@ export const Announce = obj({
   inflight: int(0, 1_000_000),
   done: arr(hex(16), 10_000)
 })
-export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000) })
+/** A FAT replica: its peer id and addresses. */
+export const Replica = obj({ peer, addrs })
+export type Replica = Infer<typeof Replica>
+
+export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000), fats: arr(Replica, 15) })
 
 export const Allocate = obj({ t: t('allocate'), sizes: arr(int(0, MAX_BYTES), MAX_FILES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), auth: Auth })
 export const Allocated = obj({ t: t('allocated'), allocationId, fileIds: arr(fileId, MAX_FILES), expires: time, candidates: arr(Hop, MAX_CANDIDATES) })
@@ -129,7 +133,11 @@ export const VendorStatus = obj({
 })
 export type VendorStatus = Infer<typeof VendorStatus>
 export const Status = obj({ t: t('status') })
-export const StatusReply = obj({ t: t('status-reply'), fat: peer, position: int(0, 2 ** 48), digest: hex(32), vendors: arr(VendorStatus, 10_000), files: int(0, 2 ** 40), allocations: int(0, 2 ** 40) })
+export const ReplicaStatus = obj({ peer, addrs, reachable: bool, leader: bool, term: int(0, 2 ** 48), applied: int(0, 2 ** 48), digest: hex(32, true) })
+export type ReplicaStatus = Infer<typeof ReplicaStatus>
+export const Members = obj({ t: t('members') })
+export const MembersReply = obj({ t: t('members-reply'), leader: str(128), members: arr(Replica, 15) })
+export const StatusReply = obj({ t: t('status-reply'), fat: peer, position: int(0, 2 ** 48), digest: hex(32), replicas: arr(ReplicaStatus, 15), vendors: arr(VendorStatus, 10_000), files: int(0, 2 ** 40), allocations: int(0, 2 ** 40) })
 
 // ---- vendor protocols
 

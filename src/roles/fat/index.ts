@@ -1,5 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
-import { InvalidArgumentError } from '../../errors.ts'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { AccessDeniedError, InvalidArgumentError, UnavailableError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
@@ -9,7 +10,11 @@ import { ReplayGuard } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import { Serial } from '../../serial.ts'
-import { FatTable, bytesPerVendor, newOrder, type AllocationRecord, type Op, type PendingOrder } from './table.ts'
+import { FAT_SYNC_PROTOCOL } from '../../protocol/ids.ts'
+import type { ProbeReply } from '../../protocol/fat-sync.ts'
+import * as S from '../../protocol/fat-sync.ts'
+import { FatTable, bytesPerVendor, newOrder, type AllocationRecord, type PendingOrder } from './table.ts'
+import { createReplication, type Replication } from './replication.ts'
 
 export interface FatOptions {
   node: StorNode
@@ -21,17 +26,29 @@ export interface FatOptions {
   /** Extra lease time per MiB allocated, so a large upload is not cut off. */
   leaseMsPerMiB?: number
   heartbeatMs: number
+  /** Replicas to join through; none founds a new network. */
+  join: Multiaddr[]
+  joinSecret?: string
+  electionMs?: [number, number]
 }
 
 export interface Fat {
   readonly table: FatTable
+  readonly replication: Replication
   stop: () => Promise<void>
 }
 
 /** Orders carried by one heartbeat reply; the rest follow on the next beats. */
 const ORDERS_PER_HEARTBEAT = 200
 
-const REQUESTS = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status }
+const REQUESTS = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status, members: M.Members }
+
+/** Changes only the replica that orders writes makes; the others forward them to it, expecting these replies. */
+const WRITES: Record<string, Record<string, any>> = {
+  allocate: { allocated: M.Allocated },
+  commit: { ok: M.Ok },
+  release: { released: M.Released }
+}
 
 /** What a FAT knows of a vendor from its heartbeats alone; never logged. */
 interface Liveness { lastSeen: number, free: number, inflight: number }
@@ -42,14 +59,41 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const self = node.peerId.toString()
   const table = new FatTable(opts.db)
   await table.load()
+  const replication = await createReplication({
+    node,
+    db: opts.db,
+    log,
+    join: opts.join,
+    joinSecret: opts.joinSecret,
+    applied: table.position,
+    electionMs: opts.electionMs,
+    apply: async entry => { await table.apply(entry.index, entry.op) },
+    digest: async () => await table.digest()
+  })
   const serial = new Serial()
   const guard = new ReplayGuard()
   const liveness = new Map<string, Liveness>()
   const silentMs = opts.heartbeatMs * 3
   const alive = (peer: string): boolean => Date.now() - (liveness.get(peer)?.lastSeen ?? 0) <= silentMs
 
-  /** Every change goes through here, one at a time, in log order. */
-  const propose = async (op: Op): Promise<void> => { await table.apply(table.position + 1, op) }
+  /** Every change goes through the replicated log: it counts once a majority of replicas holds it. */
+  const propose = replication.propose
+  const members = (): M.Replica[] => replication.members().map(m => ({ peer: m.peer, addrs: m.addrs }))
+  const isReplica = (peer: string): boolean => replication.members().some(m => m.peer === peer)
+
+  /** Hands a write to the replica that orders writes, waiting a little for one to be elected. */
+  const forward = async (msg: M.Message<typeof REQUESTS[keyof typeof REQUESTS]>): Promise<object> => {
+    const deadline = Date.now() + 5000
+    for (;;) {
+      const leader = replication.leader()
+      if (leader != null && leader.peer !== self) {
+        return await call(node, { peer: leader.peer, addrs: leader.addrs }, FAT_PROTOCOL, msg, WRITES[msg.t], { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(20_000) }) as object
+      }
+      if (replication.isLeader()) return await handle(msg, (msg as { auth: { owner: string } }).auth.owner)
+      if (Date.now() > deadline) throw new UnavailableError('no FAT replica orders writes right now (an election is under way, or a majority is unreachable); try again')
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+  }
 
   const signOrder = async (o: PendingOrder): Promise<M.Order> => await sign<M.Order>(key, 'order', { ...o, fat: self })
 
@@ -73,6 +117,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       tables.flatMap(t => t.chunks.filter(c => c.replicas.some(r => r.vendor === v)).map(c => c.id))))
 
   const expireLeases = async (): Promise<void> => {
+    if (!replication.isLeader()) return
     for (const a of table.expired(Date.now())) {
       const orders = settleOrders(a, [])
       await propose({ op: 'expire', allocationId: a.allocationId, orders })
@@ -85,6 +130,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const handlers: { [K in keyof typeof REQUESTS]: (msg: M.Message<typeof REQUESTS[K]>, remotePeer: string) => Promise<object> } = {
     async announce (msg, remotePeer) {
       liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight })
+      // every replica hears every vendor; the one that orders writes logs what changed and owes the orders
+      if (!replication.isLeader()) return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders: [], fats: members() }
       await serial.run(async () => {
         const rec = { peer: remotePeer, addrs: msg.addrs, capacity: msg.capacity, devices: msg.devices, joined: Date.now() }
         if (table.vendorChanged(rec)) await propose({ op: 'vendor', vendor: rec })
@@ -93,7 +140,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         if (done.length > 0) await propose({ op: 'delivered', vendor: remotePeer, ids: done })
       })
       const orders = await Promise.all((await table.pendingOrders(remotePeer, ORDERS_PER_HEARTBEAT)).map(signOrder))
-      return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders }
+      return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders, fats: members() }
     },
 
     async allocate (msg, remotePeer) {
@@ -158,20 +205,45 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         const u = table.usage(v.peer)
         return { vendor: v.peer, addrs: v.addrs, capacity: v.capacity, used: u.used, locked: u.locked, available: u.available, devices: v.devices, lastSeen: liveness.get(v.peer)?.lastSeen ?? 0, alive: alive(v.peer) }
       })
-      return { t: 'status-reply', fat: self, position: table.position, digest: await table.digest(), vendors, files: table.fileCount(), allocations: table.allocationCount() }
+      const replicas = await Promise.all(replication.members().map(async m => {
+        let p: ProbeReply | undefined
+        try {
+          p = m.peer === self
+            ? { t: 'probe-reply', ...replication.state(), digest: await table.digest() }
+            : await call(node, { peer: m.peer, addrs: m.addrs }, FAT_SYNC_PROTOCOL, { t: 'probe' }, { 'probe-reply': S.ProbeReply }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(3000) })
+        } catch {}
+        return { peer: m.peer, addrs: m.addrs, reachable: p != null, leader: p != null && p.leader === m.peer, term: p?.term ?? 0, applied: p?.applied ?? 0, digest: p?.digest ?? '' }
+      }))
+      return { t: 'status-reply', fat: self, position: table.position, digest: await table.digest(), replicas, vendors, files: table.fileCount(), allocations: table.allocationCount() }
+    },
+
+    async members () {
+      return { t: 'members-reply', leader: replication.leader()?.peer ?? '', members: members() }
     }
   }
 
+  const handle = async (msg: M.Message<typeof REQUESTS[keyof typeof REQUESTS]>, requester: string): Promise<object> =>
+    await (handlers[msg.t] as (m: typeof msg, p: string) => Promise<object>)(msg, requester)
+
   await serve(node, FAT_PROTOCOL, { checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 60_000, log }, async ({ msg, remotePeer }) => {
-    // requests on a user's files must be signed by that user, fresh and never seen before
-    if ('auth' in msg) await guard.check(msg, remotePeer)
-    return await (handlers[msg.t] as (m: typeof msg, p: string) => Promise<object>)(msg, remotePeer)
+    let requester = remotePeer
+    if ('auth' in msg) {
+      // requests on a user's files are signed by that user, fresh and never seen before; another
+      // replica may hand one on, the user's signature travelling with it
+      requester = msg.auth.owner
+      if (requester !== remotePeer && !isReplica(remotePeer)) throw new AccessDeniedError('the request is signed by another peer than the one that sent it')
+      await guard.check(msg, requester)
+    }
+    if (Object.hasOwn(WRITES, msg.t) && !replication.isLeader()) return await forward(msg)
+    return await handle(msg, requester)
   })
 
   return {
     table,
+    replication,
     async stop () {
       clearInterval(timer)
+      await replication.stop()
       await node.unhandle(FAT_PROTOCOL)
       await serial.run(async () => {})
     }

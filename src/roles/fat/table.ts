@@ -1,47 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { AccessDeniedError, InvalidArgumentError, NoSpaceError, NotFoundError } from '../../errors.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
-import type { Device, FileTable, FileSummary } from '../../protocol/messages.ts'
+import type { FileTable, FileSummary } from '../../protocol/messages.ts'
+import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member } from '../../protocol/fat-sync.ts'
 import { Records, type DB } from '../../store/db.ts'
 
-export interface VendorRecord {
-  peer: string
-  addrs: string[]
-  capacity: number
-  devices: Device[]
-  joined: number
-}
-
-export interface AllocationRecord {
-  allocationId: string
-  owner: string
-  /** One size and one file id per file the allocation may hold. */
-  sizes: number[]
-  fileIds: string[]
-  replicas: number
-  chunkSize: number
-  expires: number
-  /** vendor -> bytes locked for this allocation */
-  grants: Record<string, number>
-}
-
-/** An order the FAT owes a vendor until the vendor acknowledges it. */
-export interface PendingOrder { id: string, vendor: string, kind: 'settle' | 'erase', scope: string, keep: string[], issued: number }
-
-/**
- * One entry of the ordered op log. Every change to the table is one, carrying everything needed
- * to apply it (ids, grants, orders), so any replica that applies the same ops in the same order
- * holds the same table.
- */
-export type Op =
-  | { op: 'vendor', vendor: VendorRecord }
-  | { op: 'allocate', allocation: AllocationRecord }
-  | { op: 'commit', allocationId: string, tables: FileTable[], orders: PendingOrder[] }
-  | { op: 'expire', allocationId: string, orders: PendingOrder[] }
-  | { op: 'release', fileId: string, orders: PendingOrder[] }
-  | { op: 'delivered', vendor: string, ids: string[] }
-
-export interface LogEntry { seq: number, at: number, op: Op }
+export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member } from '../../protocol/fat-sync.ts'
 
 export function chunkCount (size: number, chunkSize: number): number {
   return Math.ceil(size / chunkSize)
@@ -85,8 +49,8 @@ export class FatTable {
   private readonly allocRecs: Records<AllocationRecord>
   private readonly fileRecs: Records<FileTable>
   private readonly orderRecs: Records<PendingOrder>
-  private readonly logRecs: Records<LogEntry>
   private readonly metaRecs: Records<number>
+  private readonly memberRecs: Records<Member[]>
   private seq = 0
 
   constructor (private readonly db: DB) {
@@ -94,8 +58,8 @@ export class FatTable {
     this.allocRecs = new Records(db, 'alloc')
     this.fileRecs = new Records(db, 'file')
     this.orderRecs = new Records(db, 'order')
-    this.logRecs = new Records(db, 'log')
     this.metaRecs = new Records(db, 'meta')
+    this.memberRecs = new Records(db, 'members')
   }
 
   async load (): Promise<void> {
@@ -111,7 +75,7 @@ export class FatTable {
     this.seq = await this.metaRecs.get('seq') ?? 0
   }
 
-  /** The sequence number of the last op applied. */
+  /** The index of the last op applied. */
   get position (): number { return this.seq }
 
   // ---- reads
@@ -159,20 +123,10 @@ export class FatTable {
     return out
   }
 
-  async logFrom (seq: number, max: number): Promise<LogEntry[]> {
-    const out: LogEntry[] = []
-    for await (const [, e] of this.logRecs.entries()) {
-      if (e.seq < seq) continue
-      if (out.length >= max) break
-      out.push(e)
-    }
-    return out
-  }
-
   /** A digest of the materialised table: replicas that agree have the same one. */
   async digest (): Promise<string> {
     const h = createHash('sha256')
-    for (const prefix of ['vendor', 'alloc', 'file', 'order']) {
+    for (const prefix of ['members', 'vendor', 'alloc', 'file', 'order']) {
       for await (const [k, v] of this.db.iterator({ gte: `${prefix}/`, lt: `${prefix}/\xff` })) h.update(k).update(v)
     }
     return h.digest('hex')
@@ -254,8 +208,8 @@ export class FatTable {
 
   // ---- the one way the table changes
 
-  /** Applies op number `seq`: memory and level change together, with the op kept in the log. */
-  async apply (seq: number, op: Op, at = Date.now()): Promise<void> {
+  /** Applies op number `seq` of the replicated log: memory and level change together. */
+  async apply (seq: number, op: Op): Promise<void> {
     if (seq !== this.seq + 1) throw new Error(`op ${seq} applied out of order after ${this.seq}`)
     const batch: Batch = []
     const orders = (list: PendingOrder[]): void => { for (const o of list) batch.push(this.orderRecs.put(`${o.vendor}/${o.id}`, o)) }
@@ -310,9 +264,14 @@ export class FatTable {
       case 'delivered':
         for (const id of op.ids) batch.push(this.orderRecs.del(`${op.vendor}/${id}`))
         break
+      case 'members':
+        batch.push(this.memberRecs.put('current', op.members))
+        break
+      case 'noop':
+        break
     }
     this.seq = seq
-    batch.push(this.logRecs.put(String(seq).padStart(16, '0'), { seq, at, op }), this.metaRecs.put('seq', seq))
+    batch.push(this.metaRecs.put('seq', seq))
     await this.db.batch(batch, { sync: true })
   }
 

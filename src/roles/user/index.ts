@@ -1,10 +1,10 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { InvalidArgumentError, UnreachableError } from '../../errors.ts'
+import { InvalidArgumentError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_REPLICAS, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
-import { call } from '../../protocol/rpc.ts'
+import { call, type Target } from '../../protocol/rpc.ts'
 import { signRequest } from '../../protocol/auth.ts'
 import type { Check } from '../../protocol/schema.ts'
 import type { StorNode } from '../../node/index.ts'
@@ -63,6 +63,8 @@ export const DEFAULT_REPLICAS = 2
 export const DEFAULT_CHUNK_SIZE = 4 * MiB
 export const DEFAULT_PIECES = 2
 const FILE_ID = /^[0-9a-f]{32}$/
+/** How long a command keeps trying other FAT replicas while one dies and another takes over. */
+const FAILOVER_MS = 20_000
 
 function checkFileId (id: string): void {
   if (!FILE_ID.test(id)) throw new InvalidArgumentError(`ID: "${id}" is not a file id (32 hex digits, as printed by upload and ls)`)
@@ -76,17 +78,42 @@ export async function createUser (opts: UserOptions): Promise<User> {
 
   const self = node.peerId.toString()
   /** Asks the FAT servers in turn; requests on our files are signed, fresh for each try. */
-  const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>, signed = true): Promise<M.Message<C>> => {
-    const errors: string[] = []
-    for (const fat of opts.fats) {
-      try {
-        return await call(node, fat, FAT_PROTOCOL, signed ? await signRequest(opts.key, self, msg) : msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
-      } catch (err: any) {
-        if (!(err instanceof UnreachableError)) throw err
-        errors.push(err.message)
-      }
+  /** The FAT replicas: those given, then every member of their replica set once one answers. */
+  const replicas: Target[] = [...opts.fats]
+  const known = new Set(opts.fats.map(a => a.getComponents().find(c => c.name === 'p2p')?.value))
+  let learned = false
+  const learn = async (from: Target): Promise<void> => {
+    const r = await call(node, from, FAT_PROTOCOL, { t: 'members' }, { 'members-reply': M.MembersReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(5_000) })
+    learned = true
+    for (const m of r.members) {
+      if (known.has(m.peer)) continue
+      known.add(m.peer)
+      replicas.push({ peer: m.peer, addrs: m.addrs })
     }
-    throw new UnreachableError(`no FAT server answered: ${errors.join('; ')}`)
+  }
+
+  /**
+   * Asks the FAT replicas in turn; requests on our files are signed, afresh for each try. When the
+   * replica set is known, a replica that is down or busy electing is tried again on another for a
+   * while, so a replica's death does not fail the command.
+   */
+  const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>, signed = true): Promise<M.Message<C>> => {
+    const deadline = Date.now() + FAILOVER_MS
+    const errors: string[] = []
+    for (;;) {
+      for (const fat of [...replicas]) {
+        try {
+          if (!learned) await learn(fat)
+          return await call(node, fat, FAT_PROTOCOL, signed ? await signRequest(opts.key, self, msg) : msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+        } catch (err: any) {
+          if (!(err instanceof UnreachableError) && !(err instanceof UnavailableError)) throw err
+          errors.push(err.message)
+        }
+      }
+      if (!learned || Date.now() > deadline) break
+      await new Promise(resolve => setTimeout(resolve, 250))
+    }
+    throw new UnreachableError(`no FAT server answered: ${[...new Set(errors)].slice(-3).join('; ')}`)
   }
 
   const allocate = async (sizes: number[], replicas: number, chunkSize = DEFAULT_CHUNK_SIZE): Promise<Allocation> => {
@@ -112,7 +139,16 @@ export async function createUser (opts: UserOptions): Promise<User> {
     keystore,
     log,
     allocate,
-    commit: async (allocationId, tables) => { await ask({ t: 'commit', allocationId, tables }, { ok: M.Ok }) }
+    commit: async (allocationId, tables) => {
+      try {
+        await ask({ t: 'commit', allocationId, tables }, { ok: M.Ok })
+      } catch (err) {
+        // a commit retried on another replica after its reply was lost finds the allocation gone:
+        // it took effect if the files are there
+        if (!(err instanceof NotFoundError) || tables.length === 0) throw err
+        await table(tables[0].fileId)
+      }
+    }
   }, paths, {
     replicas: o.replicas ?? DEFAULT_REPLICAS,
     chunkSize: o.chunkSize ?? DEFAULT_CHUNK_SIZE,

@@ -4,7 +4,7 @@ import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.t
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, ORDER_PROTOCOL, STORE_PROTOCOL, DATA_FRAME } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
-import { call, serve } from '../../protocol/rpc.ts'
+import { call, serve, type Target } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
@@ -40,7 +40,16 @@ export interface Vendor {
 export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const { node, log, key, devices } = opts
   const self = node.peerId.toString()
-  const fatIds = new Set(opts.fats.map(a => a.getComponents().find(c => c.name === 'p2p')?.value).filter((v): v is string => v != null))
+  /**
+   * The FAT replicas of this network: pinned at start by --bootstrap, then the replica set those
+   * replicas report. Only their grants and orders count.
+   */
+  const fats = new Map<string, Target>()
+  for (const a of opts.fats) {
+    const id = a.getComponents().find(c => c.name === 'p2p')?.value
+    if (id != null) fats.set(id, a)
+  }
+  const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
   const doneOrders = new Records<number>(opts.db, 'order-done')
   const held = await store.load()
@@ -130,10 +139,11 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     const errors: string[] = []
     const applied: string[] = []
     let reached = false
-    for (const fat of opts.fats) {
+    for (const fat of [...fats.values()]) {
       try {
-        const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(10_000) })
+        const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(5_000) })
         reached = true
+        for (const r of reply.fats) if (!fats.has(r.peer)) fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
         heartbeatMs = reply.heartbeatMs
         for (const order of reply.orders) {
           try {

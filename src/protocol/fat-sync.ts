@@ -1,0 +1,77 @@
+import { arr, bool, dict, hex, int, obj, oneOf, peer, str, union, type Check, type Infer } from './schema.ts'
+import { MAX_REPLICAS } from './ids.ts'
+import { Device, FileTable, MAX_BYTES, MAX_FILES, addrs, allocationId, chunkId, fileId, time } from './messages.ts'
+
+/**
+ * The FAT replicas' own protocol (/stor/fat-sync/1.0.0): the ordered op log that every replica
+ * applies, elections of the replica that orders writes, and catch-up. Only members of the
+ * replica set may speak it.
+ */
+
+const t = <T extends string>(name: T): Check<T> => oneOf(name)
+const term = int(0, 2 ** 48)
+const index = int(0, 2 ** 48)
+const MAX_MEMBERS = 15
+
+export const Member = obj({ peer, addrs })
+export type Member = Infer<typeof Member>
+
+export const VendorRecord = obj({ peer, addrs, capacity: int(0, MAX_BYTES), devices: arr(Device, 256), joined: time })
+export type VendorRecord = Infer<typeof VendorRecord>
+
+export const AllocationRecord = obj({
+  allocationId,
+  owner: peer,
+  sizes: arr(int(0, MAX_BYTES), MAX_FILES),
+  fileIds: arr(fileId, MAX_FILES),
+  replicas: int(1, MAX_REPLICAS),
+  chunkSize: int(1, 2 ** 30),
+  expires: time,
+  grants: dict(peer, int(0, MAX_BYTES), 64)
+})
+export type AllocationRecord = Infer<typeof AllocationRecord>
+
+export const PendingOrder = obj({ id: hex(16), vendor: peer, kind: oneOf('settle', 'erase'), scope: hex(16), keep: arr(chunkId, 1_000_000), issued: time })
+export type PendingOrder = Infer<typeof PendingOrder>
+
+const orders = arr(PendingOrder, 100_000)
+
+/** Every change to the table is one op; a replica that applies the same ops in order holds the same table. */
+export const Op = union('op', {
+  members: obj({ op: t('members'), members: arr(Member, MAX_MEMBERS) }),
+  vendor: obj({ op: t('vendor'), vendor: VendorRecord }),
+  allocate: obj({ op: t('allocate'), allocation: AllocationRecord }),
+  commit: obj({ op: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), orders }),
+  expire: obj({ op: t('expire'), allocationId, orders }),
+  release: obj({ op: t('release'), fileId, orders }),
+  delivered: obj({ op: t('delivered'), vendor: peer, ids: arr(hex(16), 10_000) }),
+  noop: obj({ op: t('noop') })
+})
+export type Op = Infer<typeof Op>
+
+export const Entry = obj({ index, term, at: time, op: Op })
+export type Entry = Infer<typeof Entry>
+
+// ---- requests between replicas
+
+/** A candidate asks for a vote in `term`; its log ends at lastIndex/lastTerm. */
+export const Vote = obj({ t: t('vote'), term, lastIndex: index, lastTerm: term })
+export const VoteReply = obj({ t: t('vote-reply'), term, granted: bool })
+
+/** The leader's heartbeat and log shipment: entries follow prevIndex/prevTerm; commit is its commit index. */
+export const Append = obj({ t: t('append'), term, prevIndex: index, prevTerm: term, entries: arr(Entry, 1000), commit: index })
+/** success, or where the follower's log ends so the leader can back up (lastIndex). */
+export const AppendReply = obj({ t: t('append-reply'), term, success: bool, lastIndex: index })
+
+/** A new replica asks to join the replica set (sent to any member; the leader adds it). */
+export const Join = obj({ t: t('join'), addrs, proof: hex(32, true) })
+export const JoinReply = obj({ t: t('join-reply'), leader: str(128), members: arr(Member, MAX_MEMBERS) })
+
+/** What `status` shows of each replica. */
+export const Probe = obj({ t: t('probe') })
+export const ProbeReply = obj({ t: t('probe-reply'), term, leader: str(128), applied: index, commit: index, lastIndex: index, digest: hex(32) })
+export type ProbeReply = Infer<typeof ProbeReply>
+
+export const SYNC_REQUESTS = { vote: Vote, append: Append, join: Join, probe: Probe }
+
+export type Message<C> = Infer<C>
