@@ -20,13 +20,17 @@ export interface DaemonProcess {
   readonly child: ChildProcess
   /** Everything the process wrote to stderr so far. */
   stderr: () => string
+  /** Stops the process (SIGTERM, or the signal given) and waits for it to exit. */
   kill: (signal?: NodeJS.Signals) => Promise<void>
+  /** Starts it again on the same data directory and port, once it has exited. */
+  restart: () => Promise<DaemonProcess>
 }
 
 /** Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`. */
 export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000): Promise<DaemonProcess> {
   await mkdir(dataDir, { recursive: true })
-  const child = spawn(process.execPath, [binPath(), '--role', role, '--data-dir', dataDir, '--listen', '/ip4/127.0.0.1/tcp/0', ...args], {
+  const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
+  const child = spawn(process.execPath, [binPath(), '--role', role, '--data-dir', dataDir, ...listen, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FORCE_COLOR: '0' }
   })
@@ -56,15 +60,28 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
     async kill (signal = 'SIGTERM') {
       if (child.exitCode != null || child.signalCode != null) return
       child.kill(signal)
+      child.kill('SIGCONT')
       const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
       await exited
       clearTimeout(t)
+    },
+    async restart () {
+      const port = /\/tcp\/(\d+)/.exec(addrs[0] ?? '')?.[1] ?? '0'
+      const rest = args.filter((a, i) => a !== '--listen' && args[i - 1] !== '--listen')
+      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs)
     }
   }
 }
 
+/** A daemon's loopback multiaddr, for --bootstrap. */
+export function loopbackAddr (p: DaemonProcess): string {
+  return p.addrs.find(a => a.includes('/127.0.0.1/')) ?? p.addrs[0]
+}
+
 export interface ClusterOptions {
   dir: string
+  /** FAT replicas (default 1): the first founds the network, the others join through it. */
+  fats?: number
   vendors?: number
   devicesPerVendor?: number
   /** e.g. 200MiB; default: the free space of the disk */
@@ -74,7 +91,9 @@ export interface ClusterOptions {
 }
 
 export interface Cluster {
+  /** The first FAT replica. */
   fat: DaemonProcess
+  fats: DaemonProcess[]
   vendors: DaemonProcess[]
   /** The FAT's loopback multiaddr, for --bootstrap. */
   bootstrap: string
@@ -85,10 +104,14 @@ export interface Cluster {
 /** A local network as separate processes: one FAT and `vendors` vendors with their own devices. */
 export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
   const fat = await spawnDaemon('fat', join(opts.dir, 'fat'), opts.fatArgs ?? [])
-  const bootstrap = fat.addrs.find(a => a.includes('/127.0.0.1/')) ?? fat.addrs[0]
+  const bootstrap = loopbackAddr(fat)
+  const fats = [fat]
   const deviceDirs = (v: number): string[] => Array.from({ length: opts.devicesPerVendor ?? 2 }, (_, d) => join(opts.dir, `vendor${v}`, `disk${d}`))
   const vendors: DaemonProcess[] = []
   try {
+    for (let f = 1; f < (opts.fats ?? 1); f++) {
+      fats.push(await spawnDaemon('fat', join(opts.dir, `fat${f}`), ['--bootstrap', bootstrap, ...(opts.fatArgs ?? [])]))
+    }
     for (let v = 0; v < (opts.vendors ?? 3); v++) {
       const devs = deviceDirs(v)
       await Promise.all(devs.map(async d => await mkdir(d, { recursive: true })))
@@ -96,16 +119,17 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
       vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), ['--bootstrap', bootstrap, ...deviceArgs, ...(opts.vendorArgs ?? [])]))
     }
   } catch (err) {
-    await Promise.all([fat, ...vendors].map(async p => { await p.kill('SIGKILL') }))
+    await Promise.all([...fats, ...vendors].map(async p => { await p.kill('SIGKILL') }))
     throw err
   }
   return {
     fat,
+    fats,
     vendors,
     bootstrap,
     deviceDirs,
     async stop () {
-      await Promise.all([...vendors, fat].map(async p => { await p.kill() }))
+      await Promise.all([...vendors, ...fats].map(async p => { await p.kill() }))
     }
   }
 }
