@@ -5,7 +5,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { startCluster, openClient, type Cluster, type Client, type DaemonProcess, type StatusReport } from '../src/index.ts'
 import { loopbackAddr } from '../src/cluster.ts'
 import { createNode, type StorNode } from '../src/node/index.ts'
-import { FAT_SYNC_PROTOCOL } from '../src/protocol/ids.ts'
+import { FAT_PROTOCOL, FAT_SYNC_PROTOCOL } from '../src/protocol/ids.ts'
+import { signRequest } from '../src/protocol/auth.ts'
 import { call } from '../src/protocol/rpc.ts'
 import { encode } from '../src/protocol/codec.ts'
 import * as M from '../src/protocol/messages.ts'
@@ -128,5 +129,103 @@ describe('mirrored FAT replicas', function () {
     assert.ok(tables.every(t => t != null))
     assert.deepEqual(tables[1], tables[0])
     assert.deepEqual(tables[2], tables[0])
+  })
+  it('a replica stopped while 100 files are committed catches up on restart, and grants nothing meanwhile', async function () {
+    const watcher = clients[0]
+    const before = await status(watcher)
+    const leader = leaderOf(before) as string
+    const victimIndex = cluster.fats.findIndex(f => f.peerId !== leader)
+    const victim = cluster.fats[victimIndex]
+    await victim.kill()
+    const writer = await client('bulk-writer', cluster.fats.find(f => f.peerId === leader) as DaemonProcess)
+    const dir = join(tmp.dir, 'bulk')
+    await (await import('node:fs/promises')).mkdir(dir)
+    const paths = await Promise.all(Array.from({ length: 100 }, async (_, i) => await randomFile(join(dir, `f${i}`), 1000 + i)))
+    for (let b = 0; b < 100; b += 20) await writer.uploadMany(paths.slice(b, b + 20), { chunkSize: MiB })
+    assert.ok((await writer.list()).length >= 100)
+    const behind = await status(writer)
+    const restarted = await victim.restart()
+    cluster.fats[victimIndex] = restarted
+    // while it catches up it is a follower: nothing it holds can be granted from
+    const early = await status(writer)
+    const mine = early.replicas.find(r => r.peer === restarted.peerId)
+    assert.ok(mine != null && !mine.leader)
+    await eventually('the restarted replica caught up', async () => {
+      const s = await status(writer)
+      return agreed(s) && (s.replicas.find(r => r.peer === restarted.peerId)?.applied ?? 0) >= behind.position
+    }, 60_000)
+    const s = await status(writer)
+    assert.equal(leaderOf(s), leader, 'the restart did not disturb the leader')
+    const direct = await openClient({ dataDir: join(tmp.dir, 'bulk-writer'), bootstrap: [loopbackAddr(restarted)] })
+    try {
+      assert.equal((await direct.list()).length, (await writer.list()).length)
+    } finally {
+      await direct.close()
+    }
+  })
+
+  it('a frozen leader is deposed: the others go on granting, and after SIGCONT it grants nothing from its stale table', async function () {
+    const watcher = clients[0]
+    const old = fatNamed(leaderOf(await status(watcher)) as string)
+    const other = cluster.fats.find(f => f !== old) as DaemonProcess
+    const viaOther = await client('frozen-other', other)
+    const userKey = await generateKeyPair('Ed25519')
+    const user = await createNode({ privateKey: userKey, listen: [], dhtServer: false })
+    const oldAddr = multiaddr(loopbackAddr(old))
+    await user.dial(oldAddr)
+    old.child.kill('SIGSTOP')
+    try {
+      // a request that reaches the frozen leader waits in its socket until it wakes; no failover here
+      const request = await signRequest(userKey, user.peerId.toString(), { t: 'allocate', sizes: [MiB], replicas: 1, chunkSize: MiB })
+      const stale = call(user, oldAddr, FAT_PROTOCOL, request, { allocated: M.Allocated }, { maxReply: 1 << 20, signal: AbortSignal.timeout(60_000) }).then(a => a, (err: Error) => err)
+      const started = Date.now()
+      await eventually('another replica leads', async () => {
+        const s = await viaOther.status()
+        const l = leaderOf(s)
+        return l != null && l !== old.peerId
+      }, 20_000)
+      const granted = await viaOther.allocate([MiB], 2, MiB)
+      assert.ok(granted.candidates.length >= 2)
+      assert.ok(Date.now() - started < 15_000)
+      old.child.kill('SIGCONT')
+      const result = await stale
+      // woken, the old leader either refuses (it cannot reach a majority in its term) or, once it
+      // knows it was deposed, hands the request to the new leader: it never grants on its own
+      if (result instanceof Error) assert.equal(result.name, 'UnavailableError', result.message)
+      else assert.ok(result.candidates.every(c => c.grant.fat !== old.peerId), 'a grant signed by the deposed leader')
+    } finally {
+      old.child.kill('SIGCONT')
+      await user.stop()
+    }
+    await eventually('the old leader caught up as a follower', async () => {
+      const s = await viaOther.status()
+      return agreed(s) && leaderOf(s) !== old.peerId
+    }, 30_000)
+  })
+
+  it('kill -9 of the leader while uploads run: every upload completes through another replica, every file downloads', async function () {
+    const watcher = clients[0]
+    await eventually('no allocation is open', async () => (await status(watcher)).allocations === 0, 60_000)
+    const leader = fatNamed(leaderOf(await status(watcher)) as string)
+    const users = await Promise.all([0, 1, 2].map(async u => await client(`survivor-${u}`, leader)))
+    const files = await Promise.all(users.map(async (_, u) => await randomFile(join(tmp.dir, `during-${u}`), 12 * MiB + u)))
+    let killedAt = 0
+    const uploads = users.map(async (u, i) => {
+      const r = await u.upload(files[i], {
+        chunkSize: MiB,
+        onProgress: p => {
+          if (killedAt === 0 && p.bytes >= 2 * MiB) { killedAt = Date.now(); void leader.kill('SIGKILL') }
+        }
+      })
+      return { r, done: Date.now() }
+    })
+    const results = await Promise.all(uploads)
+    assert.ok(killedAt > 0, 'the leader was killed mid-upload')
+    for (const { done } of results) assert.ok(done - killedAt < 10_000, `an upload finished ${done - killedAt} ms after the kill`)
+    for (const [i, { r }] of results.entries()) {
+      const out = join(tmp.dir, `during-${i}.out`)
+      await users[i].download(r.fileId, out)
+      assert.equal(await sha256File(out), await sha256File(files[i]))
+    }
   })
 })

@@ -122,6 +122,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
 
   // ---- elections
 
+  /** Runs in the queue only to change state: the ballots go out after, so replicas can answer each other. */
   const startElection = async (): Promise<void> => {
     if (stopped || role === 'leader' || !isMember(self)) { resetElectionTimer(); return }
     role = 'candidate'
@@ -131,18 +132,16 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     resetElectionTimer()
     let votes = 1
     const ballot = { t: 'vote', term, lastIndex: raft.lastIndex, lastTerm: raft.lastTerm }
-    await Promise.all(others().map(async m => {
-      try {
-        const r = await rpc(m, ballot, { 'vote-reply': S.VoteReply })
+    if (votes >= majority()) { await becomeLeader(); return }
+    for (const m of others()) {
+      void rpc(m, ballot, { 'vote-reply': S.VoteReply }).then(async r => {
         await serial.run(async () => {
-          if (r.term > raft.term) await becomeFollower(r.term, '')
-          else if (r.granted && role === 'candidate' && raft.term === term) votes++
+          if (r.term > raft.term) { await becomeFollower(r.term, ''); return }
+          if (!r.granted || role !== 'candidate' || raft.term !== term) return
+          if (++votes >= majority()) await becomeLeader()
         })
-      } catch {}
-    }))
-    await serial.run(async () => {
-      if (role === 'candidate' && raft.term === term && votes >= majority()) await becomeLeader()
-    })
+      }, () => {})
+    }
   }
 
   const becomeLeader = async (): Promise<void> => {
