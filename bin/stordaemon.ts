@@ -113,8 +113,10 @@ userOpts(program.command('release <ID>').description('erase a file from the netw
 userOpts(program.command('status').description('the FAT server\'s view of the network'))
   .action(async (opts) => {
     const s = await withClient(opts, async c => await c.status())
+    const agreed = new Set(s.replicas.filter(r => r.reachable).map(r => `${r.applied}/${r.digest}`)).size === 1
     print(opts.json === true, s, () => [
-      `FAT ${s.fat}: ${s.files} files, ${s.allocations} open allocations`,
+      `FAT ${s.fat}: ${s.files} files, ${s.allocations} open allocations; replicas ${agreed ? 'agree' : 'differ'}`,
+      ...s.replicas.map(r => `replica ${r.peer} ${r.reachable ? 'up' : 'unreachable'}${r.leader ? ' (orders writes)' : ''}  term ${r.term}  position ${r.applied}  digest ${r.digest.slice(0, 12)}`),
       ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}`)
     ].join('\n'))
   })
