@@ -175,7 +175,7 @@ export class FatTable {
   /** Checks final tables against their allocation; throws a clear error for anything off. */
   checkCommit (owner: string, allocationId: string, tables: FileTable[]): AllocationRecord {
     const a = this.allocations.get(allocationId)
-    if (a == null) throw new NotFoundError(`no open allocation ${allocationId}: it was committed already, or its lease expired; upload again`)
+    if (a == null || a.expires <= Date.now()) throw new NotFoundError(`no open allocation ${allocationId}: it was committed already, or its lease expired; upload again`)
     if (a.owner !== owner) throw new AccessDeniedError(`allocation ${allocationId} belongs to another user`)
     const perVendor = new Map<string, number>()
     const seen = new Set<string>()
@@ -213,6 +213,14 @@ export class FatTable {
     if (seq !== this.seq + 1) throw new Error(`op ${seq} applied out of order after ${this.seq}`)
     const batch: Batch = []
     const orders = (list: PendingOrder[]): void => { for (const o of list) batch.push(this.orderRecs.put(`${o.vendor}/${o.id}`, o)) }
+    /** An allocation ends (committed or expired): its locks are released. */
+    const closeAllocation = (id: string): void => {
+      const a = this.allocations.get(id)
+      if (a == null) return
+      this.lock(a, -1)
+      this.allocations.delete(id)
+      batch.push(this.allocRecs.del(id))
+    }
     switch (op.op) {
       case 'vendor': {
         const joined = this.vendors.get(op.vendor.peer)?.joined ?? op.vendor.joined
@@ -227,12 +235,7 @@ export class FatTable {
         batch.push(this.allocRecs.put(op.allocation.allocationId, op.allocation))
         break
       case 'commit': {
-        const a = this.allocations.get(op.allocationId)
-        if (a != null) {
-          this.lock(a, -1)
-          this.allocations.delete(a.allocationId)
-          batch.push(this.allocRecs.del(a.allocationId))
-        }
+        closeAllocation(op.allocationId)
         for (const t of op.tables) {
           this.owners.set(t.fileId, t.owner)
           for (const [v, b] of bytesPerVendor(t)) add(this.used, v, b)
@@ -241,16 +244,10 @@ export class FatTable {
         orders(op.orders)
         break
       }
-      case 'expire': {
-        const a = this.allocations.get(op.allocationId)
-        if (a != null) {
-          this.lock(a, -1)
-          this.allocations.delete(a.allocationId)
-          batch.push(this.allocRecs.del(a.allocationId))
-        }
+      case 'expire':
+        closeAllocation(op.allocationId)
         orders(op.orders)
         break
-      }
       case 'release': {
         const t = await this.fileRecs.get(op.fileId)
         if (t != null) {
