@@ -1,6 +1,7 @@
 /**
- * Wire-protocol tests: every message of src/protocol/messages.ts, the codec (decode, decodeReply),
- * signatures (sign.ts) and length-prefixed frames (stream.ts).
+ * Wire-protocol tests: every message of src/protocol/messages.ts and of the FAT replicas' protocol
+ * src/protocol/fat-sync.ts (every Op variant travels inside an Append), the checkers of schema.ts,
+ * the codec (decode, decodeReply), signatures (sign.ts) and length-prefixed frames (stream.ts).
  *
  * The rule checked throughout: bytes from the network either decode to a valid message or are
  * refused with MalformedMessageError; never any other error, never a hang.
@@ -23,7 +24,8 @@ import * as E from '../src/errors.ts'
 import { decode, decodeReply, encode } from '../src/protocol/codec.ts'
 import { DATA_FRAME, KiB, MAX_CANDIDATES, MAX_FAT_MESSAGE, MAX_CHUNK_SIZE, MAX_PIECES, MAX_REPLICAS, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, MiB } from '../src/protocol/ids.ts'
 import * as M from '../src/protocol/messages.ts'
-import type { Check } from '../src/protocol/schema.ts'
+import * as S from '../src/protocol/fat-sync.ts'
+import { dict, int, obj, oneOf, str, union, type Check } from '../src/protocol/schema.ts'
 import { canonical, sign, verify, type Domain } from '../src/protocol/sign.ts'
 import { ReplayGuard, signRequest } from '../src/protocol/auth.ts'
 import { frames } from '../src/protocol/stream.ts'
@@ -37,12 +39,15 @@ type Path = Array<string | number>
 
 // ---------------------------------------------------------------- fixtures
 
-const [fatKey, userKey, vendorKey, vendor2Key] = await Promise.all([0, 1, 2, 3].map(async () => await generateKeyPair('Ed25519')))
+const [fatKey, userKey, vendorKey, vendor2Key, fat2Key, fat3Key] = await Promise.all([0, 1, 2, 3, 4, 5].map(async () => await generateKeyPair('Ed25519')))
 const FAT = peerIdFromPrivateKey(fatKey).toString()
 const USER = peerIdFromPrivateKey(userKey).toString()
 const VENDOR = peerIdFromPrivateKey(vendorKey).toString()
 const VENDOR2 = peerIdFromPrivateKey(vendor2Key).toString()
-const PEERS = [FAT, USER, VENDOR, VENDOR2]
+/** The other FAT replicas. */
+const FAT2 = peerIdFromPrivateKey(fat2Key).toString()
+const FAT3 = peerIdFromPrivateKey(fat3Key).toString()
+const PEERS = [FAT, USER, VENDOR, VENDOR2, FAT2, FAT3]
 
 const T0 = 1_750_000_000_000
 const hexOf = (seed: string, bytes: number): string => createHash('sha256').update(seed).digest('hex').repeat(4).slice(0, bytes * 2)
@@ -92,6 +97,58 @@ const vendorStatus: M.VendorStatus = {
   alive: true
 }
 
+const replica = (peer: string, port: number): M.Replica => ({ peer, addrs: [addrOf(peer, port), `/dns4/fat${port}.example.org/tcp/${port}`] })
+/** The FAT replica set; FAT leads. */
+const REPLICAS: M.Replica[] = [replica(FAT, 4000), replica(FAT2, 4010), replica(FAT3, 4020)]
+const replicaStatus: M.ReplicaStatus[] = [
+  { ...REPLICAS[0], reachable: true, leader: true, term: 7, applied: 42, digest: hexOf('log digest', 32) },
+  // a replica status could not probe: no digest
+  { ...REPLICAS[1], reachable: false, leader: false, term: 0, applied: 0, digest: '' }
+]
+
+// ---- fat-sync.ts: one op of every kind, as the leader logs them (lists kept non-empty, so every list is tested)
+const settleOrder: S.PendingOrder = { id: hexOf('settle order', 16), vendor: VENDOR, kind: 'settle', scope: ALLOCATION_ID, keep: [CHUNK_ID, CHUNK_ID2], issued: T0 }
+const eraseOrder: S.PendingOrder = { id: hexOf('erase order', 16), vendor: VENDOR2, kind: 'erase', scope: FILE_ID, keep: [CHUNK_ID], issued: T0 + 1 }
+const vendorRecord: S.VendorRecord = { peer: VENDOR, addrs: [addrOf(VENDOR, 4001)], capacity: 100 * GiB, devices: [device], joined: T0 }
+const allocationRecord: S.AllocationRecord = {
+  allocationId: ALLOCATION_ID,
+  owner: USER,
+  sizes: [5 * MiB, 1 * KiB],
+  fileIds: [FILE_ID, FILE_ID2],
+  replicas: 2,
+  chunkSize: 4 * MiB,
+  expires: T0 + 3_600_000,
+  grants: { [VENDOR]: 8 * MiB, [VENDOR2]: 8 * MiB }
+}
+/** One Op of every variant, keyed by its `op` tag. */
+const OPS: Record<string, S.Op> = {
+  members: { op: 'members', members: REPLICAS },
+  vendor: { op: 'vendor', vendor: vendorRecord },
+  allocate: { op: 'allocate', allocation: allocationRecord },
+  commit: { op: 'commit', allocationId: ALLOCATION_ID, tables: [fileTable], orders: [settleOrder] },
+  expire: { op: 'expire', allocationId: hexOf('expired allocation', 16), orders: [{ ...settleOrder, id: hexOf('expire order', 16), scope: hexOf('expired allocation', 16) }] },
+  release: { op: 'release', fileId: FILE_ID, orders: [eraseOrder] },
+  delivered: { op: 'delivered', vendor: VENDOR, ids: [settleOrder.id, eraseOrder.id] },
+  noop: { op: 'noop' }
+}
+const OP_TAGS = Object.keys(OPS)
+/** Ops as they occur too: empty lists, an allocation granting nothing. */
+const MORE_OPS: S.Op[] = [
+  { op: 'members', members: [] },
+  { op: 'vendor', vendor: { ...vendorRecord, addrs: [], devices: [] } },
+  { op: 'allocate', allocation: { ...allocationRecord, sizes: [], fileIds: [], grants: {} } },
+  { op: 'commit', allocationId: ALLOCATION_ID, tables: [], orders: [] },
+  { op: 'expire', allocationId: ALLOCATION_ID, orders: [{ ...settleOrder, keep: [] }] },
+  { op: 'release', fileId: FILE_ID, orders: [{ ...eraseOrder, keep: [] }] },
+  { op: 'delivered', vendor: VENDOR2, ids: [] }
+]
+const entry = (index: number, term: number, op: S.Op): S.Entry => ({ index, term, at: T0 + index, op })
+/** Entries 121.. of the log, one of every Op variant in this order. */
+const ENTRIES: S.Entry[] = OP_TAGS.map((tag, i) => entry(121 + i, i < 2 ? 6 : 7, OPS[tag]))
+const appendOf = (entries: S.Entry[]): M.Message<typeof S.Append> => ({ t: 'append', term: 7, prevIndex: entries.length > 0 ? entries[0].index - 1 : 128, prevTerm: 6, entries, commit: 120 })
+/** Path of the op of variant `tag` in the Append example. */
+const opIn = (tag: string): Array<string | number> => ['entries', OP_TAGS.indexOf(tag), 'op']
+
 /** Requests on a user's files carry the owner's signature, nonce and time (auth.ts). */
 const signed = async <T extends object>(msg: T): Promise<T & { auth: M.Message<typeof M.Auth> }> => await signRequest(userKey, USER, msg)
 
@@ -101,7 +158,7 @@ const ex = <C extends Check<any>>(check: C, msg: M.Message<C>): Example => ({ ch
 /** One valid instance of every message with a `t` field, keyed by its export name in messages.ts. */
 const EXAMPLES: Record<string, Example> = {
   Announce: ex(M.Announce, { t: 'announce', addrs: [addrOf(VENDOR, 4001)], capacity: 100 * GiB, free: 60 * GiB, devices: [device], inflight: 3, done: [hexOf('done', 16)] }),
-  Announced: ex(M.Announced, { t: 'announced', heartbeatMs: 2000, orders: [order] }),
+  Announced: ex(M.Announced, { t: 'announced', heartbeatMs: 2000, orders: [order], fats: REPLICAS }),
   Allocate: ex(M.Allocate, await signed({ t: 'allocate' as const, sizes: [5 * MiB, 1 * KiB], replicas: 2, chunkSize: 4 * MiB })),
   Allocated: ex(M.Allocated, { t: 'allocated', allocationId: ALLOCATION_ID, fileIds: [FILE_ID, FILE_ID2], expires: T0 + 3_600_000, candidates: [hop, hop2] }),
   Commit: ex(M.Commit, await signed({ t: 'commit' as const, allocationId: ALLOCATION_ID, tables: [fileTable] })),
@@ -112,14 +169,25 @@ const EXAMPLES: Record<string, Example> = {
   Release: ex(M.Release, await signed({ t: 'release' as const, fileId: FILE_ID })),
   Released: ex(M.Released, { t: 'released', fileId: FILE_ID, freed: 10 * MiB }),
   Status: ex(M.Status, { t: 'status' }),
-  StatusReply: ex(M.StatusReply, { t: 'status-reply', fat: FAT, position: 42, digest: hexOf('log digest', 32), vendors: [vendorStatus], files: 3, allocations: 1 }),
+  StatusReply: ex(M.StatusReply, { t: 'status-reply', fat: FAT, position: 42, digest: hexOf('log digest', 32), replicas: replicaStatus, vendors: [vendorStatus], files: 3, allocations: 1 }),
+  Members: ex(M.Members, { t: 'members' }),
+  MembersReply: ex(M.MembersReply, { t: 'members-reply', leader: FAT, members: REPLICAS }),
   Store: ex(M.Store, { t: 'store', header, hop: 0 }),
   Stored: ex(M.Stored, { t: 'stored', receipts: [receipt], failed: [{ vendor: VENDOR2, reason: 'cannot reach vendor2: connection refused' }] }),
   Fetch: ex(M.Fetch, await signed({ t: 'fetch' as const, fileId: FILE_ID, chunkId: CHUNK_ID })),
   ChunkReply: ex(M.ChunkReply, { t: 'chunk', size: SIZE0 }),
   OrderMsg: ex(M.OrderMsg, { t: 'order', order }),
   Ok: ex(M.Ok, { t: 'ok' }),
-  ErrorReply: ex(M.ErrorReply, { t: 'error', code: 'ERR_NOT_FOUND', message: 'this vendor holds no such chunk' })
+  ErrorReply: ex(M.ErrorReply, { t: 'error', code: 'ERR_NOT_FOUND', message: 'this vendor holds no such chunk' }),
+  // fat-sync.ts
+  Vote: ex(S.Vote, { t: 'vote', term: 8, lastIndex: 128, lastTerm: 7 }),
+  VoteReply: ex(S.VoteReply, { t: 'vote-reply', term: 8, granted: true }),
+  Append: ex(S.Append, appendOf(ENTRIES)),
+  AppendReply: ex(S.AppendReply, { t: 'append-reply', term: 7, success: false, lastIndex: 100 }),
+  Join: ex(S.Join, { t: 'join', addrs: REPLICAS[2].addrs, proof: hexOf('join proof', 32) }),
+  JoinReply: ex(S.JoinReply, { t: 'join-reply', leader: FAT, members: REPLICAS }),
+  Probe: ex(S.Probe, { t: 'probe' }),
+  ProbeReply: ex(S.ProbeReply, { t: 'probe-reply', term: 7, leader: FAT, applied: 120, commit: 120, lastIndex: 128, digest: hexOf('log digest', 32) })
 }
 
 // ---------------------------------------------------------------- the checks tables the handlers use
@@ -127,7 +195,9 @@ const EXAMPLES: Record<string, Example> = {
 interface Table { label: string, checks: Checks, maxBytes: number, reply: boolean }
 
 // src/roles/fat/index.ts `REQUESTS` (not exported; a test below keeps this copy in step with the source)
-const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status }
+const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status, members: M.Members }
+// src/roles/fat/index.ts `WRITES` (not exported either): the replies a replica expects when it hands a write to the leader
+const FAT_WRITES: Record<string, Checks> = { allocate: { allocated: M.Allocated }, commit: { ok: M.Ok }, release: { released: M.Released } }
 
 /** Every table a `serve` handler decodes requests with, and every table a caller decodes replies with (decodeReply adds `error`). */
 const TABLES: Table[] = [
@@ -145,7 +215,13 @@ const TABLES: Table[] = [
   { label: 'FAT <- vendor ok (order)', checks: { ok: M.Ok }, maxBytes: MAX_VENDOR_MESSAGE, reply: true },
   { label: 'sender <- vendor ok (store go-ahead)', checks: { ok: M.Ok }, maxBytes: MAX_VENDOR_MESSAGE, reply: true },
   { label: 'sender <- vendor stored', checks: { stored: M.Stored }, maxBytes: MAX_VENDOR_MESSAGE, reply: true },
-  { label: 'user <- vendor chunk', checks: { chunk: M.ChunkReply }, maxBytes: MAX_VENDOR_MESSAGE, reply: true }
+  { label: 'user <- vendor chunk', checks: { chunk: M.ChunkReply }, maxBytes: MAX_VENDOR_MESSAGE, reply: true },
+  { label: 'user <- FAT members-reply', checks: { 'members-reply': M.MembersReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'FAT sync requests (fat-sync.ts SYNC_REQUESTS)', checks: S.SYNC_REQUESTS, maxBytes: MAX_FAT_MESSAGE, reply: false },
+  { label: 'candidate <- replica vote-reply', checks: { 'vote-reply': S.VoteReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'leader <- replica append-reply', checks: { 'append-reply': S.AppendReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'new replica <- replica join-reply', checks: { 'join-reply': S.JoinReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'FAT status <- replica probe-reply', checks: { 'probe-reply': S.ProbeReply }, maxBytes: MAX_VENDOR_MESSAGE, reply: true }
 ]
 
 /** Where one message is decoded: on its own, and in every handler table that admits it. */
@@ -275,7 +351,10 @@ function nodes (v: Json, at: Path = []): Array<{ path: Path, value: Json }> {
 
 const isObject = (v: unknown): boolean => v != null && typeof v === 'object' && !Array.isArray(v)
 const objectPaths = (v: Json): Path[] => [[], ...nodes(v).filter(n => isObject(n.value)).map(n => n.path)]
-const fieldPaths = (v: Json): Path[] => nodes(v).filter(n => typeof n.path[n.path.length - 1] === 'string').map(n => n.path)
+/** Fields that are maps (schema.ts dict): their entries are not fields, removing one leaves a valid map. */
+const DICTS = new Set(['grants'])
+const inDict = (p: Path): boolean => p.length >= 2 && DICTS.has(String(p[p.length - 2]))
+const fieldPaths = (v: Json): Path[] => nodes(v).filter(n => typeof n.path[n.path.length - 1] === 'string' && !inDict(n.path)).map(n => n.path)
 const pathsOf = (v: Json, type: string): Path[] => nodes(v).filter(n => jsonType(n.value) === type).map(n => n.path)
 
 /** The JSON type a value has once serialized: `missing` when JSON.stringify drops it. */
@@ -286,14 +365,20 @@ function jsonType (v: unknown): string {
   return j === null ? 'null' : Array.isArray(j) ? 'array' : typeof j
 }
 
-/** Longest list each list field takes (messages.ts); `vendors` differs between the two replies that carry it. */
+/**
+ * Longest list each list field takes (messages.ts, fat-sync.ts). Some names differ by where they
+ * are: `vendors` between the two replies that carry it, `orders` between Announced and the ops of
+ * the log, `replicas` between StatusReply's replica set and a chunk's replicas.
+ */
 function listLimit (name: string, path: Path): number {
   const key = String(path[path.length - 1])
   if (key === 'vendors') return name === 'TableReply' ? 1024 : 10_000
+  if (key === 'orders') return path.includes('entries') ? 100_000 : 10_000
+  if (key === 'replicas' && name === 'StatusReply' && path.length === 1) return 15
   const limits: Record<string, number> = {
-    addrs: 16, devices: 256, done: 10_000, orders: 10_000, candidates: MAX_CANDIDATES, route: MAX_REPLICAS, receipts: MAX_REPLICAS,
+    addrs: 16, devices: 256, done: 10_000, candidates: MAX_CANDIDATES, route: MAX_REPLICAS, receipts: MAX_REPLICAS,
     failed: MAX_REPLICAS, replicas: MAX_REPLICAS, keep: 1_000_000, chunks: 1_000_000, files: 100_000,
-    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES
+    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, fats: 15, members: 15, entries: 1000, ids: 10_000
   }
   const limit = limits[key]
   assert.ok(limit != null, `no list limit known for ${name}${fmt(path)}: add it to listLimit`)
@@ -376,20 +461,39 @@ const badInteger = fc.oneof(
 describe('protocol', function () {
   describe('fixtures', function () {
     it('has a valid example of every exported message with a `t` field', function () {
-      const tMessages = new Map<string, string>()
-      for (const [name, value] of Object.entries(M)) {
-        if (typeof value !== 'function') continue
-        // obj() checks fields in order and every message declares `t` first: its error names the type
-        const r = attempt(() => (value as Check<unknown>)({}, '$'))
-        assert.ok(r.threw, `${name} accepts {}`)
-        const m = /^\$\.t: expected one of (.+)$/.exec((r.err as Error).message)
-        if (m != null) tMessages.set(name, m[1])
+      const tMessages = new Map<string, { t: string, check: unknown }>()
+      for (const mod of [M, S] as Array<Record<string, unknown>>) {
+        for (const [name, value] of Object.entries(mod)) {
+          if (typeof value !== 'function') continue
+          // obj() checks fields in order and every message declares `t` first: its error names the type
+          const r = attempt(() => (value as Check<unknown>)({}, '$'))
+          assert.ok(r.threw, `${name} accepts {}`)
+          const m = /^\$\.t: expected one of (.+)$/.exec((r.err as Error).message)
+          if (m != null) {
+            assert.ok(!tMessages.has(name), `${name} is exported by both messages.ts and fat-sync.ts`)
+            tMessages.set(name, { t: m[1], check: value })
+          }
+        }
       }
       assert.deepEqual([...tMessages.keys()].sort(), Object.keys(EXAMPLES).sort())
-      for (const [name, t] of tMessages) {
+      for (const [name, { t, check }] of tMessages) {
         assert.equal(EXAMPLES[name].msg.t, t, name)
-        assert.equal(EXAMPLES[name].check, (M as Record<string, unknown>)[name])
+        assert.equal(EXAMPLES[name].check, check, name)
       }
+      // one `t` per message, across both protocols (SYNC_REQUESTS and REQUESTS key on it)
+      const ts = [...tMessages.values()].map(x => x.t)
+      assert.equal(new Set(ts).size, ts.length)
+    })
+
+    it('the Append example carries one entry of every Op variant', function () {
+      const r = attempt(() => S.Op({ op: '\u0000' }, '$'))
+      assert.ok(r.threw)
+      const m = /^\$\.op: expected one of (.+)$/.exec((r.err as Error).message)
+      assert.ok(m != null, (r.err as Error).message)
+      const variants = m[1].split(', ')
+      assert.deepEqual([...variants].sort(), [...OP_TAGS].sort())
+      assert.deepEqual(EXAMPLES.Append.msg.entries.map((e: S.Entry) => e.op.op), OP_TAGS)
+      for (const op of [...Object.values(OPS), ...MORE_OPS]) assert.deepEqual(S.Op(clone(op), 'op'), op, op.op)
     })
 
     it('every example passes its check unchanged', function () {
@@ -399,27 +503,51 @@ describe('protocol', function () {
     })
 
     it('the handler tables here are the ones in src/roles and src/protocol', function () {
+      const exported = (mod: string, n: string): unknown => (mod === 'S' ? S as Record<string, unknown> : M as Record<string, unknown>)[n]
+      const sameTable = (a: Checks, b: Checks): boolean => Object.keys(a).length === Object.keys(b).length && Object.entries(a).every(([k, c]) => Object.hasOwn(b, k) && b[k] === c)
       const fatSrc = readFileSync(new URL('../src/roles/fat/index.ts', import.meta.url), 'utf8')
       const m = /const REQUESTS = \{([^}]*)\}/.exec(fatSrc)
       assert.ok(m != null, 'REQUESTS not found in src/roles/fat/index.ts')
       const parsed: Record<string, string> = Object.fromEntries(m[1].split(',').map(e => e.trim().split(/:\s*M\./)))
       assert.deepEqual(Object.keys(parsed).sort(), Object.keys(FAT_REQUESTS).sort())
       for (const [k, n] of Object.entries(parsed)) assert.equal(FAT_REQUESTS[k], (M as Record<string, unknown>)[n], k)
-      // every inline `{ key: M.Check }` table in the handlers and callers is one of TABLES
-      const files = ['../src/roles/fat/index.ts', '../src/roles/vendor/index.ts', '../src/roles/user/index.ts', '../src/protocol/chunk-transfer.ts']
+      assert.match(fatSrc, /serve\(node, FAT_PROTOCOL, \{ checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE,/)
+      // WRITES: the reply tables of forwarded writes, decoded with maxReply MAX_FAT_MESSAGE
+      const w = /const WRITES\b[^=]*= \{\n([\s\S]*?)\n\}/.exec(fatSrc)
+      assert.ok(w != null, 'WRITES not found in src/roles/fat/index.ts')
+      const writes: Record<string, Checks> = {}
+      for (const line of w[1].split('\n')) {
+        const e = /^\s*'?([a-z-]+)'?: \{ ((?:'?[a-z-]+'?: M\.[A-Za-z]+(?:, )?)+) \},?$/.exec(line)
+        assert.ok(e != null, `cannot read WRITES line ${JSON.stringify(line)}`)
+        writes[e[1]] = Object.fromEntries<Check<any>>(e[2].split(', ').map(x => x.split(': M.')).map(([k, n]) => [k.replace(/'/g, ''), exported('M', n) as Check<any>]))
+      }
+      assert.deepEqual(Object.keys(writes).sort(), Object.keys(FAT_WRITES).sort())
+      for (const [k, tb] of Object.entries(FAT_WRITES)) {
+        assert.ok(sameTable(writes[k], tb), `WRITES.${k}`)
+        assert.ok(Object.hasOwn(FAT_REQUESTS, k), `WRITES.${k} is no FAT request`)
+        assert.ok(TABLES.some(x => x.reply && x.maxBytes === MAX_FAT_MESSAGE && sameTable(x.checks, tb)), `WRITES.${k} is not covered by TABLES`)
+      }
+      assert.match(fatSrc, /FAT_PROTOCOL, msg, WRITES\[msg\.t\], \{ maxReply: MAX_FAT_MESSAGE,/)
+      // SYNC_REQUESTS: what the replicas serve on /stor/fat-sync
+      const replSrc = readFileSync(new URL('../src/roles/fat/replication.ts', import.meta.url), 'utf8')
+      assert.match(replSrc, /serve\(node, FAT_SYNC_PROTOCOL, \{ checks: S\.SYNC_REQUESTS, maxMessage: MAX_FAT_MESSAGE,/)
+      assert.deepEqual(S.SYNC_REQUESTS, { vote: S.Vote, append: S.Append, join: S.Join, probe: S.Probe })
+      assert.ok(TABLES.some(x => x.checks === S.SYNC_REQUESTS && x.maxBytes === MAX_FAT_MESSAGE && !x.reply))
+      // every inline `{ key: M.Check }` or `{ key: S.Check }` table in the handlers and callers is one of TABLES
+      const files = ['../src/roles/fat/index.ts', '../src/roles/fat/replication.ts', '../src/roles/vendor/index.ts', '../src/roles/user/index.ts', '../src/protocol/chunk-transfer.ts']
       let found = 0
       for (const f of files) {
         const src = readFileSync(new URL(f, import.meta.url), 'utf8')
-        for (const lit of src.matchAll(/\{ ((?:'?[a-z-]+'?: M\.[A-Za-z]+(?:, )?)+) \}/g)) {
+        for (const lit of src.matchAll(/\{ ((?:'?[a-z-]+'?: [MS]\.[A-Za-z]+(?:, )?)+) \}/g)) {
           if (lit[0] === m[0].slice('const REQUESTS = '.length)) continue
-          const entries = lit[1].split(', ').map(e => e.split(': M.'))
-          const checks = Object.fromEntries(entries.map(([k, n]) => [k.replace(/'/g, ''), (M as Record<string, unknown>)[n]]))
-          const same = TABLES.some(tb => Object.keys(tb.checks).length === entries.length && Object.entries(checks).every(([k, c]) => tb.checks[k] === c))
-          assert.ok(same, `${f}: table ${lit[0]} is not covered by TABLES in this file`)
+          const entries = lit[1].split(', ').map(e => /^'?([a-z-]+)'?: ([MS])\.([A-Za-z]+)$/.exec(e) as RegExpExecArray)
+          const checks = Object.fromEntries(entries.map(([, k, mod, n]) => [k, exported(mod, n)]))
+          assert.ok(Object.values(checks).every(c => typeof c === 'function'), `${f}: ${lit[0]} names no export`)
+          assert.ok(TABLES.some(tb => sameTable(checks as Checks, tb.checks)), `${f}: table ${lit[0]} is not covered by TABLES in this file`)
           found++
         }
       }
-      assert.ok(found >= 10, `found only ${found} tables in the sources`)
+      assert.ok(found >= 15, `found only ${found} tables in the sources`)
     })
   })
 
@@ -588,7 +716,16 @@ describe('protocol', function () {
         ['Announce', ['devices', 0, 'path'], 4096, n => '/'.repeat(n)],
         ['Announce', ['addrs', 0], 300, n => '/' + 'a'.repeat(n - 1)],
         ['Stored', ['failed', 0, 'reason'], 500, n => 'r'.repeat(n)],
-        ['Commit', ['tables', 0, 'cipher', 'wrappedKey'], 256, n => 'ab'.repeat(n / 2), 2]
+        ['Commit', ['tables', 0, 'cipher', 'wrappedKey'], 256, n => 'ab'.repeat(n / 2), 2],
+        ['Announced', ['fats', 0, 'addrs', 0], 300, n => '/' + 'a'.repeat(n - 1)],
+        ['MembersReply', ['leader'], 128, n => 'x'.repeat(n)],
+        ['JoinReply', ['leader'], 128, n => 'x'.repeat(n)],
+        ['ProbeReply', ['leader'], 128, n => 'x'.repeat(n)],
+        ['Join', ['proof'], 64, n => 'ab'.repeat(n / 2), 2],
+        ['StatusReply', ['replicas', 0, 'digest'], 64, n => 'cd'.repeat(n / 2), 2],
+        ['Append', [...opIn('vendor'), 'vendor', 'devices', 0, 'path'], 4096, n => '/'.repeat(n)],
+        ['Append', [...opIn('members'), 'members', 0, 'addrs', 0], 300, n => '/' + 'a'.repeat(n - 1)],
+        ['Append', [...opIn('commit'), 'tables', 0, 'name'], 255, n => 'a'.repeat(n)]
       ]
       for (const [name, path, max, make, step = 1] of cases) {
         const { check, msg } = EXAMPLES[name]
@@ -610,7 +747,26 @@ describe('protocol', function () {
         ['Commit', ['tables', 0, 'cipher', 'wrappedKey'], ['abc', 'AB', 'zz']],
         ['StatusReply', ['digest'], [hexOf('d', 31), hexOf('d', 33), '']],
         ['Announce', ['addrs', 0], ['ip4/127.0.0.1', '/ip4/127.0.0.1 /tcp/1', '/ip4/\u00e9', '/\n', '']],
-        ['ErrorReply', ['code'], ['err_not_found', 'ERR_', 'ERR_1', 'NOT_FOUND', 'ERR_X\n']]
+        ['ErrorReply', ['code'], ['err_not_found', 'ERR_', 'ERR_1', 'NOT_FOUND', 'ERR_X\n']],
+        ['Announced', ['fats', 0, 'peer'], ['', 'QmNotAPeer', FAT.slice(0, -1), FAT + '1', 'x']],
+        ['MembersReply', ['members', 0, 'peer'], ['', FAT.slice(0, -1), `${FAT2}0`]],
+        ['JoinReply', ['members', 0, 'peer'], ['', FAT.slice(0, -1)]],
+        ['StatusReply', ['replicas', 0, 'peer'], ['', FAT.slice(0, -1)]],
+        ['StatusReply', ['replicas', 0, 'digest'], ['a', 'AB', 'zz', hexOf('d', 31).toUpperCase()]],
+        ['Join', ['proof'], ['abc', 'AB', 'zz', ' ', hexOf('p', 32).toUpperCase()]],
+        ['ProbeReply', ['digest'], ['', hexOf('d', 31), hexOf('d', 32).toUpperCase()]],
+        ['Append', [...opIn('members'), 'op'], ['Members', 'member', '', 'noop ']],
+        ['Append', [...opIn('members'), 'members', 0, 'peer'], ['', 'QmNotAPeer', FAT.slice(0, -1)]],
+        ['Append', [...opIn('vendor'), 'vendor', 'peer'], [USER + '1', '']],
+        ['Append', [...opIn('vendor'), 'vendor', 'addrs', 0], ['ip4/127.0.0.1', '']],
+        ['Append', [...opIn('allocate'), 'allocation', 'owner'], ['', USER.slice(0, -1)]],
+        ['Append', [...opIn('allocate'), 'allocation', 'fileIds', 0], [FILE_ID.toUpperCase(), CHUNK_ID]],
+        ['Append', [...opIn('commit'), 'orders', 0, 'kind'], ['Settle', 'delete', '']],
+        ['Append', [...opIn('commit'), 'orders', 0, 'keep', 0], [FILE_ID, CHUNK_ID.toUpperCase()]],
+        ['Append', [...opIn('expire'), 'allocationId'], [CHUNK_ID, '']],
+        ['Append', [...opIn('release'), 'orders', 0, 'scope'], [CHUNK_ID, FILE_ID.slice(2)]],
+        ['Append', [...opIn('delivered'), 'vendor'], ['', VENDOR.slice(0, -1)]],
+        ['Append', [...opIn('delivered'), 'ids', 0], [FILE_ID.toUpperCase(), CHUNK_ID, '']]
       ]
       for (const [name, path, values] of cases) {
         const { check, msg } = EXAMPLES[name]
@@ -636,7 +792,37 @@ describe('protocol', function () {
         ['Commit', ['tables', 0, 'created'], 0, 2 ** 48],
         ['Commit', ['tables', 0, 'chunks', 0, 'i'], 0, 2 ** 40],
         ['StatusReply', ['files'], 0, 2 ** 40],
-        ['ChunkReply', ['size'], 0, MAX_WIRE_CHUNK]
+        ['ChunkReply', ['size'], 0, MAX_WIRE_CHUNK],
+        ['StatusReply', ['replicas', 0, 'term'], 0, 2 ** 48],
+        ['StatusReply', ['replicas', 0, 'applied'], 0, 2 ** 48],
+        ['Vote', ['term'], 0, 2 ** 48],
+        ['Vote', ['lastIndex'], 0, 2 ** 48],
+        ['Vote', ['lastTerm'], 0, 2 ** 48],
+        ['VoteReply', ['term'], 0, 2 ** 48],
+        ['Append', ['term'], 0, 2 ** 48],
+        ['Append', ['prevIndex'], 0, 2 ** 48],
+        ['Append', ['prevTerm'], 0, 2 ** 48],
+        ['Append', ['commit'], 0, 2 ** 48],
+        ['Append', ['entries', 0, 'index'], 0, 2 ** 48],
+        ['Append', ['entries', 0, 'term'], 0, 2 ** 48],
+        ['Append', ['entries', 0, 'at'], 0, 2 ** 48],
+        ['Append', [...opIn('vendor'), 'vendor', 'capacity'], 0, 2 ** 50],
+        ['Append', [...opIn('vendor'), 'vendor', 'joined'], 0, 2 ** 48],
+        ['Append', [...opIn('vendor'), 'vendor', 'devices', 0, 'free'], 0, 2 ** 50],
+        ['Append', [...opIn('allocate'), 'allocation', 'sizes', 0], 0, 2 ** 50],
+        ['Append', [...opIn('allocate'), 'allocation', 'replicas'], 1, MAX_REPLICAS],
+        ['Append', [...opIn('allocate'), 'allocation', 'chunkSize'], 1, 2 ** 30],
+        ['Append', [...opIn('allocate'), 'allocation', 'expires'], 0, 2 ** 48],
+        ['Append', [...opIn('allocate'), 'allocation', 'grants', VENDOR], 0, 2 ** 50],
+        ['Append', [...opIn('commit'), 'tables', 0, 'size'], 0, 2 ** 50],
+        ['Append', [...opIn('commit'), 'orders', 0, 'issued'], 0, 2 ** 48],
+        ['Append', [...opIn('release'), 'orders', 0, 'issued'], 0, 2 ** 48],
+        ['AppendReply', ['term'], 0, 2 ** 48],
+        ['AppendReply', ['lastIndex'], 0, 2 ** 48],
+        ['ProbeReply', ['term'], 0, 2 ** 48],
+        ['ProbeReply', ['applied'], 0, 2 ** 48],
+        ['ProbeReply', ['commit'], 0, 2 ** 48],
+        ['ProbeReply', ['lastIndex'], 0, 2 ** 48]
       ]
       for (const [name, path, min, max] of cases) {
         const { check, msg } = EXAMPLES[name]
@@ -688,6 +874,245 @@ describe('protocol', function () {
         }
       }
       assert.deepEqual(accepted, [], `unknown fields accepted: ${accepted.join(', ')}`)
+    })
+  })
+
+  describe('fat-sync.ts: every Op variant inside an Append', function () {
+    const sync = TABLES.find(tb => tb.checks === S.SYNC_REQUESTS) as Table
+    const own: Table = { label: '{ append } alone', checks: { append: S.Append }, maxBytes: MAX_FAT_MESSAGE, reply: false }
+    const ctxs = [own, sync]
+    const ctxArb = fc.constantFrom(...ctxs)
+    /** An Append carrying one entry whose op is `op`, valid or not. */
+    const inAppend = (op: unknown): Json => appendOf([{ index: 121, term: 7, at: T0, op } as S.Entry])
+    const OP: Path = ['entries', 0, 'op']
+    const under = (p: Path, root: Path): boolean => root.every((k, i) => p[i] === k)
+    const opRefused = (v: unknown, what: string, messageRe?: RegExp): void => {
+      const r = attempt(() => S.Op(v, 'op'))
+      assert.ok(r.threw, `Op accepted ${what}`)
+      assertMalformed(r.err, `Op ${what}`)
+      if (messageRe != null) assert.match((r.err as Error).message, messageRe, what)
+      for (const ctx of ctxs) expectMalformed(ctx, encode(inAppend(v)), `an Append with ${what}`, ctx.maxBytes, messageRe)
+    }
+
+    it('every variant round-trips alone through Op and Entry, and inside an Append in the sync handler table', function () {
+      for (const op of [...Object.values(OPS), ...MORE_OPS]) {
+        const wire = JSON.parse(JSON.stringify(op))
+        assert.deepEqual(S.Op(wire, 'op'), op, op.op)
+        assert.deepEqual(S.Entry(JSON.parse(JSON.stringify(entry(5, 2, op))), 'entry'), entry(5, 2, op), op.op)
+        const bytes = encode(inAppend(op))
+        for (const ctx of ctxs) {
+          assert.equal(run(ctx, bytes), 'valid', `${op.op} in ${ctx.label}`)
+          assert.deepEqual(decode(bytes, ctx.checks, ctx.maxBytes).entries[0].op, op)
+        }
+      }
+      // all of them in one heartbeat, and a heartbeat with no entries
+      const all = appendOf([...Object.values(OPS), ...MORE_OPS].map((op, i) => entry(200 + i, 7, op)))
+      assert.deepEqual(decode(encode(all), S.SYNC_REQUESTS, MAX_FAT_MESSAGE), all)
+      assert.deepEqual(decode(encode(appendOf([])), S.SYNC_REQUESTS, MAX_FAT_MESSAGE), appendOf([]))
+    })
+
+    it('an Op with an unknown `op` tag, or a tag that is not a string, is refused with MalformedMessageError', function () {
+      const tagRe = /\.op: expected one of members, vendor, allocate, commit, expire, release, delivered, noop$/
+      const unknown = ['', 'MEMBERS', 'Noop', 'noop ', ' noop', 'no-op', 'noop\u0000', 'append', 'vote', 'announce', 'op', 'undefined', 'null',
+        '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf', '__defineGetter__']
+      const notString: unknown[] = [null, 0, 1, -1, 0.5, true, false, [], ['noop'], [['members']], {}, { op: 'noop' }]
+      for (const tag of [...unknown, ...notString]) {
+        opRefused({ op: tag }, `op ${JSON.stringify(tag)}`, tagRe)
+        // a body that is otherwise a valid variant does not help
+        opRefused({ ...OPS.members, op: tag }, `a members op tagged ${JSON.stringify(tag)}`, tagRe)
+      }
+      opRefused({}, 'no op tag', tagRe)
+      opRefused(deleteAt(OPS.members, ['op']), 'a members op without its tag', tagRe)
+      // the tag as an own `__proto__` field, as JSON.parse makes it, and a tag in a nested object
+      for (const text of ['{"__proto__":{"op":"noop"}}', '{"x":{"op":"noop"}}', '{"__proto__":"noop"}']) {
+        const op = JSON.parse(text)
+        opRefused(op, text, tagRe)
+        expectMalformed(own, utf8(JSON.stringify(inAppend(0)).replace('"op":0', `"op":${text}`)), `an Append with op ${text}`)
+      }
+      // an op that is no object at all
+      for (const v of [null, 0, 'noop', 'members', true, [], [{ op: 'noop' }]]) opRefused(v, `op = ${JSON.stringify(v)}`)
+      // and any other string or value
+      fc.assert(fc.property(fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.anything().filter(v => typeof v !== 'string')), ctxArb, (tag, ctx) => {
+        fc.pre(!(typeof tag === 'string' && OP_TAGS.includes(tag)))
+        assert.throws(() => S.Op({ op: tag }, 'op'), (err: unknown) => { assertMalformed(err, 'Op'); return true })
+        expectMalformed(ctx, encode(inAppend({ ...OPS.noop, op: tag })), `op tag ${String(JSON.stringify(tag)).slice(0, 60)}`)
+      }), { numRuns: RUNS })
+    })
+
+    it('an Op carrying another variant\'s tag is refused', function () {
+      for (const a of OP_TAGS) {
+        for (const b of OP_TAGS.filter(x => x !== a)) opRefused({ ...OPS[a], op: b }, `a ${a} op tagged ${b}`)
+      }
+    })
+
+    it('in every variant, a removed field, an unknown field or a value of another JSON type is refused', function () {
+      const others: unknown[] = [null, true, 0, 'x', [], {}]
+      for (const tag of OP_TAGS) {
+        const msg = inAppend(OPS[tag])
+        for (const path of fieldPaths(msg).filter(p => under(p, OP))) {
+          expectMalformed(own, encode(deleteAt(msg, path)), `${tag} without ${fmt(path)}`)
+        }
+        for (const path of objectPaths(msg).filter(p => under(p, OP))) {
+          for (const k of ['extra', 'Op', 'sig', '__proto__', 'constructor']) {
+            const m = clone(msg)
+            Object.defineProperty(getAt(m, path), k, { value: 1, enumerable: true, writable: true, configurable: true })
+            expectMalformed(own, encode(m), `${tag}: ${fmt(path)} with unknown field ${k}`)
+          }
+        }
+        for (const { path, value } of nodes(msg).filter(n => under(n.path, OP))) {
+          for (const v of others) {
+            if (jsonType(v) === jsonType(value)) continue
+            expectMalformed(own, encode(setAt(msg, path, v)), `${tag}: ${fmt(path)} = ${JSON.stringify(v)}`)
+          }
+        }
+      }
+    })
+
+    it('in every variant, a negative, fractional or huge integer in any number field is refused', function () {
+      for (const tag of OP_TAGS) {
+        const msg = inAppend(OPS[tag])
+        for (const path of pathsOf(msg, 'number').filter(p => under(p, OP))) {
+          for (const n of [-1, -0.5, 0.5, 1.5, 2 ** 50 + 1, 2 ** 53, 2 ** 64, 1e21]) {
+            expectMalformed(own, encode(setAt(msg, path, n)), `${tag}: ${fmt(path)} = ${n}`)
+          }
+        }
+      }
+    })
+
+    it('byte mutations of an Append with one entry of any variant are a valid message or MalformedMessageError', function () {
+      const encoded = Object.fromEntries(OP_TAGS.map(tag => [tag, encode(inAppend(OPS[tag]))]))
+      fc.assert(fc.property(fc.constantFrom(...OP_TAGS), ctxArb, fc.array(mutationArb, { minLength: 1, maxLength: 4 }), (tag, ctx, muts) => {
+        run(ctx, mutate(encoded[tag], muts))
+      }), { numRuns: RUNS })
+    })
+
+    it('random objects tagged with a variant are a valid Op or MalformedMessageError', function () {
+      const fields = [...new Set(Object.values(OPS).flatMap(op => Object.keys(op)))]
+      const field = fc.oneof(fc.constantFrom(...fields, 'x', '__proto__'), fc.string({ maxLength: 8 }))
+      const value = fc.oneof(fc.jsonValue(), fc.constantFrom(...Object.values(OPS).flatMap(op => Object.values(op))))
+      fc.assert(fc.property(fc.constantFrom(...OP_TAGS), fc.dictionary(field, value, { maxKeys: 5 }), ctxArb, (tag, d, ctx) => {
+        const op = JSON.parse(JSON.stringify({ ...d, op: tag }))
+        const r = attempt(() => S.Op(op, 'op'))
+        if (r.threw) assertMalformed(r.err, 'Op')
+        assert.equal(run(ctx, encode(inAppend(op))), r.threw ? 'malformed' : 'valid')
+      }), { numRuns: RUNS })
+    })
+
+    it('an allocation\'s grants: at most 64, keyed by peer ids, of byte counts', async function () {
+      const GRANTS: Path = [...OP, 'allocation', 'grants']
+      const msg = inAppend(OPS.allocate)
+      const peers = await Promise.all(Array.from({ length: 64 }, async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()))
+      const full = Object.fromEntries(peers.map((p, i) => [p, i * MiB]))
+      for (const ctx of ctxs) assert.equal(run(ctx, encode(setAt(msg, GRANTS, full))), 'valid', '64 grants')
+      expectMalformed(own, encode(setAt(msg, GRANTS, { ...full, [VENDOR]: 1 })), '65 grants', own.maxBytes, /grants: more than 64 entries/)
+      // entries are counted before their keys are checked
+      const many = Object.fromEntries(Array.from({ length: 10_000 }, (_, i) => [`k${i}`, 0]))
+      expectMalformed(own, encode(setAt(msg, GRANTS, many)), '10000 grants', own.maxBytes, /grants: more than 64 entries/)
+      for (const k of ['', 'x', VENDOR + '1', VENDOR.slice(0, -1), VENDOR.toLowerCase(), '__proto__', 'constructor', 'toString', 'QmNotAPeer']) {
+        const text = JSON.stringify(setAt(msg, GRANTS, '\u0000HOLE')).replace('"\\u0000HOLE"', `{${JSON.stringify(VENDOR)}:1,${JSON.stringify(k)}:1}`)
+        for (const ctx of ctxs) expectMalformed(ctx, utf8(text), `a grant keyed ${JSON.stringify(k)}`, ctx.maxBytes, /grants key: /)
+      }
+      for (const v of [-1, 0.5, 2 ** 50 + 1, '1', null, true, [], {}]) {
+        expectMalformed(own, encode(setAt(msg, [...GRANTS, VENDOR2], v)), `a grant of ${JSON.stringify(v)}`)
+      }
+      for (const v of [[], [[VENDOR, 1]], null, 'x', 1, true]) {
+        expectMalformed(own, encode(setAt(msg, GRANTS, v)), `grants = ${JSON.stringify(v)}`)
+      }
+    })
+
+    it('a replica that knows no leader or no digest says so with an empty string where the schema allows it', function () {
+      const cases: Array<[string, Path, boolean]> = [
+        ['MembersReply', ['leader'], true],
+        ['JoinReply', ['leader'], true],
+        ['ProbeReply', ['leader'], true],
+        ['Join', ['proof'], true],
+        ['StatusReply', ['replicas', 0, 'digest'], true],
+        ['ProbeReply', ['digest'], false],
+        ['StatusReply', ['digest'], false]
+      ]
+      for (const [name, path, ok] of cases) {
+        const { check, msg } = EXAMPLES[name]
+        const tb: Table = { label: name, checks: { [msg.t]: check }, maxBytes: Infinity, reply: false }
+        if (ok) assert.equal(run(tb, encode(setAt(msg, path, ''))), 'valid', `${name}${fmt(path)} = ''`)
+        else expectMalformed(tb, encode(setAt(msg, path, '')), `${name}${fmt(path)} = ''`)
+      }
+    })
+  })
+
+  describe('schema.ts: dict and union', function () {
+    const refused = (check: Check<unknown>, v: unknown, what: string, messageRe?: RegExp): void => {
+      const r = attempt(() => check(v, 'm'))
+      assert.ok(r.threw, `accepted ${what}`)
+      assertMalformed(r.err, what)
+      if (messageRe != null) assert.match((r.err as Error).message, messageRe, what)
+    }
+
+    it('union: the shape named by the tag, and nothing without a known string tag', function () {
+      const u = union('kind', { a: obj({ kind: oneOf('a'), n: int(0, 9) }), b: obj({ kind: oneOf('b'), s: str(3) }) })
+      assert.deepEqual(u({ kind: 'a', n: 1 }, 'm'), { kind: 'a', n: 1 })
+      assert.deepEqual(u({ s: 'xy', kind: 'b' }, 'm'), { kind: 'b', s: 'xy' })
+      const tagRe = /^m\.kind: expected one of a, b$/
+      for (const v of [null, undefined, 0, 'a', true, [], ['a'], {}, { kind: 'c' }, { kind: 'A' }, { kind: 1 }, { kind: null }, { kind: ['a'] }, { kind: { kind: 'a' } },
+        { kind: '__proto__' }, { kind: 'constructor' }, { kind: 'toString' }, { kind: 'hasOwnProperty' }, JSON.parse('{"__proto__":{"kind":"a"},"n":1}')]) {
+        refused(u, v, `union of ${JSON.stringify(v)}`, tagRe)
+      }
+      // the chosen shape is checked in full: the tag does not let another variant's fields in
+      for (const v of [{ kind: 'a', s: 'xy' }, { kind: 'b', n: 1 }, { kind: 'a', n: 1, s: 'x' }, { kind: 'a', n: 10 }, { kind: 'b', s: 'wxyz' }]) {
+        refused(u, v, `union of ${JSON.stringify(v)}`, /^m\.[ns]: /)
+      }
+      fc.assert(fc.property(fc.oneof(fc.anything(), fc.record({ kind: fc.constantFrom('a', 'b'), n: fc.anything(), s: fc.anything() }, { requiredKeys: ['kind'] })), v => {
+        const r = attempt(() => u(v, 'm'))
+        if (r.threw) assertMalformed(r.err, 'union')
+      }), { numRuns: RUNS })
+    })
+
+    it('dict: every key and value checked, entries counted first, a fresh plain object out', function () {
+      let keyChecks = 0
+      const key: Check<string> = (v, p) => { keyChecks++; return str(5, /^[a-z]+$/)(v, p) }
+      const d = dict(key, int(0, 9), 3)
+      for (const v of [{}, { a: 1 }, { a: 1, bc: 2, def: 9 }]) {
+        const out = d(v, 'm')
+        assert.deepEqual(out, v)
+        assert.notEqual(out, v)
+        assert.equal(Object.getPrototypeOf(out), Object.prototype)
+      }
+      keyChecks = 0
+      refused(d, { a: 1, b: 2, c: 3, d: 4 }, '4 entries', /^m: more than 3 entries$/)
+      assert.equal(keyChecks, 0, 'keys checked before the entries were counted')
+      for (const v of [null, undefined, [], [1], 'a', 1, true]) refused(d, v, `dict of ${JSON.stringify(v)}`, /^m: expected an object$/)
+      for (const k of ['A', '', 'abcdef', '1', 'a b']) refused(d, { [k]: 1 }, `key ${JSON.stringify(k)}`, /^m key: /)
+      for (const v of [10, -1, 0.5, '1', null, [], {}]) refused(d, { a: v }, `value ${JSON.stringify(v)}`, /^m\.a: /)
+      fc.assert(fc.property(fc.oneof(fc.jsonValue(), fc.dictionary(fc.string({ maxLength: 6 }), fc.oneof(fc.nat(12), fc.jsonValue()), { maxKeys: 4 })), v => {
+        const text = JSON.stringify(v)
+        fc.pre(!text.includes('"__proto__"')) // the test below
+        const wire = JSON.parse(text)
+        const r = attempt(() => d(wire, 'm'))
+        if (r.threw) assertMalformed(r.err, 'dict')
+        else assert.deepEqual(r.value, wire)
+      }), { numRuns: RUNS })
+    })
+
+    // [SRC BUG schema.ts:86, latent] dict() copies entries with `out[k] = ...`. For the key
+    // `__proto__` (an own field when JSON.parse makes it) that assignment does not make a field: a
+    // primitive value is dropped, so the map decodes to fewer entries than it has; an object value
+    // becomes the result's prototype, so its fields show through as if they were entries. Not
+    // reachable today: the only dict (AllocationRecord.grants) keys on peer ids, which `__proto__`
+    // is not (the grants test above pins that). Fix: create the field, e.g.
+    // `Object.defineProperty(out, k, { value: value(..), enumerable: true, writable: true, configurable: true })`,
+    // or build `out` with Object.fromEntries (which defines fields); or refuse the key `__proto__` with MalformedMessageError.
+    it('[SRC BUG schema.ts:86] dict() neither drops a `__proto__` key nor takes its value as the prototype', function () {
+      const d = dict(str(20), int(0, 9), 3)
+      const v = JSON.parse('{"__proto__":1,"a":2}')
+      const r = attempt(() => d(v, 'm'))
+      if (r.threw) assertMalformed(r.err, '__proto__ key')
+      else assert.deepEqual(Object.keys(r.value), ['__proto__', 'a'], 'the `__proto__` entry was dropped')
+      const dObj = dict(str(20), obj({ x: int(0, 9) }), 3)
+      const r2 = attempt(() => dObj(JSON.parse('{"__proto__":{"x":1}}'), 'm'))
+      if (r2.threw) assertMalformed(r2.err, '__proto__ key')
+      else {
+        assert.equal(Object.getPrototypeOf(r2.value), Object.prototype, 'the `__proto__` entry became the prototype')
+        assert.deepEqual(Object.keys(r2.value), ['__proto__'])
+      }
     })
   })
 

@@ -80,12 +80,8 @@ export const dict = <V>(key: Check<string>, value: Check<V>, max: number): Check
   if (typeof v !== 'object' || v == null || Array.isArray(v)) fail(p, 'expected an object')
   const entries = Object.keys(v)
   if (entries.length > max) fail(p, `more than ${max} entries`)
-  const out: Record<string, V> = {}
-  for (const k of entries) {
-    key(k, `${p} key`)
-    out[k] = value((v as Record<string, unknown>)[k], `${p}.${k}`)
-  }
-  return out
+  // built from entries, so a key like __proto__ stays a plain key and never becomes the prototype
+  return Object.fromEntries(entries.map(k => [key(k, `${p} key`), value((v as Record<string, unknown>)[k], `${p}.${k}`)]))
 }
 
 /** One of several object shapes, chosen by the string in field `tag`. */
