@@ -73,7 +73,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const serial = new Serial()
   const guard = new ReplayGuard()
   const liveness = new Map<string, Liveness>()
-  const silentMs = opts.heartbeatMs * 3
+  // three missed beats, and never less than a few seconds: a loaded machine delays heartbeats
+  const silentMs = Math.max(opts.heartbeatMs * 3, 5000)
   const alive = (peer: string): boolean => Date.now() - (liveness.get(peer)?.lastSeen ?? 0) <= silentMs
 
   /** Every change goes through the replicated log: it counts once a majority of replicas holds it. */

@@ -139,7 +139,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     const errors: string[] = []
     const applied: string[] = []
     let reached = false
-    for (const fat of [...fats.values()]) {
+    // every replica at once: one slow or dead replica must not make this vendor look silent to the others
+    await Promise.all([...fats.values()].map(async fat => {
       try {
         const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(5_000) })
         reached = true
@@ -156,7 +157,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       } catch (err: any) {
         errors.push(err.message)
       }
-    }
+    }))
     if (reached) {
       done = applied
       firstAnnounce()
