@@ -4,7 +4,7 @@
 //   npm run bench            BENCH_MB=32 node dist/bench/index.js
 import '../src/polyfill.ts'
 import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream, readFileSync } from 'node:fs'
+import { createReadStream, readdirSync, readFileSync } from 'node:fs'
 import { mkdtemp, open, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -98,6 +98,35 @@ function cpuSnapshot (cluster: Cluster): Map<string, number | undefined> {
   return m
 }
 
+/** Pids of this process's children still alive (Linux), for a last sweep at cleanup. */
+function childPids (): number[] {
+  const out: number[] = []
+  let entries: string[] = []
+  try { entries = readdirSync('/proc') } catch { return out }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (Number(fields[1]) === process.pid && fields[0] !== 'Z') out.push(Number(e))
+    } catch {}
+  }
+  return out
+}
+
+/** Ends children that an interrupted start left behind: SIGTERM, then SIGKILL after a grace period. */
+async function endChildren (): Promise<void> {
+  let pids = childPids()
+  if (pids.length === 0) return
+  log(`cleanup: ending ${pids.length} leftover child process(es) ${pids.join(', ')}`)
+  for (const pid of pids) { try { process.kill(pid, 'SIGTERM') } catch {} }
+  for (let i = 0; i < 50 && pids.length > 0; i++) {
+    await new Promise(resolve => setTimeout(resolve, 100))
+    pids = pids.filter(pid => childPids().includes(pid))
+  }
+  for (const pid of pids) { try { process.kill(pid, 'SIGKILL') } catch {} }
+}
+
 function cpuDelta (before: Map<string, number | undefined>, after: Map<string, number | undefined>, seconds: number): string {
   return [...after].map(([k, v]) => {
     const b = before.get(k)
@@ -115,13 +144,16 @@ async function measureRaw (cleanup: Cleanup, total: number): Promise<RawResult[]
   try {
     // a short warm-up, not reported: connection, JIT
     await sendRaw(node, peer.addr, Math.min(16 * MiB, total), WRITE_SIZES[0], signal)
-    const results: RawResult[] = []
-    for (const w of WRITE_SIZES) {
-      const r = await sendRaw(node, peer.addr, total, w, signal)
-      log(`raw: ${total / MiB} MiB in ${w / 1024} KiB writes: ${r.seconds.toFixed(2)} s, ${r.MBs.toFixed(1)} MB/s (receiver saw ${r.receiverMBs.toFixed(1)}), at most ${(r.maxQueued / MiB).toFixed(2)} MiB queued, ${r.drains} drain waits`)
-      results.push(r)
+    // two rounds in opposite orders, the best of each write size kept: the machine may be busy
+    const best = new Map<number, RawResult>()
+    for (const order of [WRITE_SIZES, [...WRITE_SIZES].reverse()]) {
+      for (const w of order) {
+        const r = await sendRaw(node, peer.addr, total, w, signal)
+        log(`raw: ${total / MiB} MiB in ${w / 1024} KiB writes: ${r.seconds.toFixed(2)} s, ${r.MBs.toFixed(1)} MB/s (receiver saw ${r.receiverMBs.toFixed(1)}), at most ${(r.maxQueued / MiB).toFixed(2)} MiB queued, ${r.drains} drain waits, sender rss at most ${(r.maxRss / MiB).toFixed(0)} MiB`)
+        if (r.MBs > (best.get(w)?.MBs ?? 0)) best.set(w, r)
+      }
     }
-    return results
+    return WRITE_SIZES.map(w => best.get(w) as RawResult)
   } catch (err: any) {
     const e = peer.stderr()
     if (e !== '') log(`raw-peer stderr:\n${e.slice(-4000)}`)
@@ -214,6 +246,8 @@ async function main (): Promise<number> {
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
+  // say where a warning comes from (e.g. MaxListenersExceededWarning) without needing --trace-warnings
+  process.on('warning', w => { if (w.name !== 'DeprecationWarning') log(`warning from: ${w.stack?.split('\n').slice(1, 12).join(' <- ').replace(/\s+/g, ' ')}`) })
   const fatal = (err: any): void => {
     log(`fatal: ${err?.stack ?? err}`)
     cleanup.run().finally(() => process.exit(1))
@@ -221,16 +255,19 @@ async function main (): Promise<number> {
   process.on('uncaughtException', fatal)
   process.on('unhandledRejection', fatal)
 
+  // registered first, so it runs last: whatever child a failed start left running
+  cleanup.add('leftover child processes', endChildren)
   try {
     const sizeMiB = benchSize()
     const total = sizeMiB * MiB
     // the whole run may not take longer than this; then it fails and cleans up
     const limitS = Math.max(900, sizeMiB * 15)
-    const watchdog = setTimeout(() => { fatal(new Error(`the benchmark took longer than ${limitS} s`)) }, limitS * 1000)
-    watchdog.unref()
+    // kept referenced: should everything else stall with no handle left, this still ends the run as a failure
+    setTimeout(() => { fatal(new Error(`the benchmark took longer than ${limitS} s`)) }, limitS * 1000)
 
     const dir = await mkdtemp(join(tmpdir(), 'stor-bench-'))
-    cleanup.add(`temp folder ${dir}`, async () => { await rm(dir, { recursive: true, force: true }) })
+    // children go first, so none writes into the folder while it is removed
+    cleanup.add(`temp folder ${dir}`, async () => { await endChildren(); await rm(dir, { recursive: true, force: true }) })
 
     const raw = await measureRaw(cleanup, total)
     const transfer = await measureCluster(cleanup, dir, total)

@@ -93,6 +93,8 @@ export interface RawResult {
   /** Largest number of bytes the sender's stream held queued: stays small if back-pressure works. */
   maxQueued: number
   drains: number
+  /** Largest resident set of the sending process during the run. */
+  maxRss: number
 }
 
 /** Sends `total` bytes in `writeSize` writes on one new stream and waits for the receiver's count. */
@@ -106,6 +108,7 @@ export async function sendRaw (node: StorNode, addr: string, total: number, writ
     head.writeBigUInt64BE(BigInt(total), 0)
     let maxQueued = 0
     let drains = 0
+    let maxRss = process.memoryUsage.rss()
     const start = performance.now()
     if (!stream.send(head)) { drains++; await drained(stream, signal) }
     for (let sent = 0; sent < total;) {
@@ -113,6 +116,8 @@ export async function sendRaw (node: StorNode, addr: string, total: number, writ
       const ok = stream.send(n === writeSize ? block : block.subarray(0, n))
       sent += n
       if (stream.writeBufferLength > maxQueued) maxQueued = stream.writeBufferLength
+      const rss = process.memoryUsage.rss()
+      if (rss > maxRss) maxRss = rss
       if (!ok) { drains++; await drained(stream, signal) }
     }
     const reply = await bytes.read({ bytes: 16, signal })
@@ -122,7 +127,7 @@ export async function sendRaw (node: StorNode, addr: string, total: number, writ
     const micros = Number(r.readBigUInt64BE(8))
     if (got !== total) throw new Error(`receiver counted ${got} of ${total} bytes`)
     await stream.close({ signal }).catch(() => {})
-    return { writeSize, bytes: total, seconds, MBs: total / 1e6 / seconds, receiverMBs: micros > 0 ? total / micros : 0, maxQueued, drains }
+    return { writeSize, bytes: total, seconds, MBs: total / 1e6 / seconds, receiverMBs: micros > 0 ? total / micros : 0, maxQueued, drains, maxRss }
   } catch (err: any) {
     stream.abort(err)
     throw err
