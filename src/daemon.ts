@@ -3,7 +3,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { InvalidArgumentError } from './errors.ts'
 import { logger } from './logger.ts'
 import { createNode, fullAddrs, type StorNode } from './node/index.ts'
-import { loadOrCreateKey } from './node/identity.ts'
+import { hasKey, loadOrCreateKey } from './node/identity.ts'
 import { openDb, type DB } from './store/db.ts'
 import { Devices, type DeviceSpec } from './store/devices.ts'
 import { createFat } from './roles/fat/index.ts'
@@ -72,6 +72,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
   const log = logger(`stor:${opts.role}`)
   const devices = opts.role === 'vendor' ? await Devices.open(opts.devices ?? [], log) : undefined
+  const newIdentity = !hasKey(opts.dataDir)
   const db: DB = await openDb(join(opts.dataDir, 'db'))
   let node: StorNode | undefined
   try {
@@ -79,7 +80,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     node = opened.node
     const heartbeatMs = opts.heartbeatMs ?? 2000
     const role = opts.role === 'fat'
-      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret })
+      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity })
       : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning })
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
     if ('announced' in role) await role.announced
@@ -114,9 +115,10 @@ export interface Client extends User {
 export async function openClient (opts: ClientOptions): Promise<Client> {
   const fats = parseBootstrap(opts.bootstrap)
   if (fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
+  const newIdentity = !hasKey(opts.dataDir)
   const { node, key } = await openNode(opts.dataDir, [], false)
   try {
-    const user = await createUser({ node, key, dataDir: opts.dataDir, fats, log: logger('stor:user') })
+    const user = await createUser({ node, key, dataDir: opts.dataDir, fats, newIdentity, log: logger('stor:user') })
     return { ...user, close: async () => { await node.stop() } }
   } catch (err) {
     await node.stop()

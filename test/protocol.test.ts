@@ -186,7 +186,7 @@ const EXAMPLES: Record<string, Example> = {
   AppendReply: ex(S.AppendReply, { t: 'append-reply', term: 7, success: false, lastIndex: 100 }),
   Join: ex(S.Join, { t: 'join', addrs: REPLICAS[2].addrs, proof: hexOf('join proof', 32) }),
   JoinReply: ex(S.JoinReply, { t: 'join-reply', leader: FAT, members: REPLICAS }),
-  Probe: ex(S.Probe, { t: 'probe' }),
+  Probe: ex(S.Probe, { t: 'probe', digest: true }),
   ProbeReply: ex(S.ProbeReply, { t: 'probe-reply', term: 7, leader: FAT, applied: 120, commit: 120, lastIndex: 128, digest: hexOf('log digest', 32) })
 }
 
@@ -754,7 +754,7 @@ describe('protocol', function () {
         ['StatusReply', ['replicas', 0, 'peer'], ['', FAT.slice(0, -1)]],
         ['StatusReply', ['replicas', 0, 'digest'], ['a', 'AB', 'zz', hexOf('d', 31).toUpperCase()]],
         ['Join', ['proof'], ['abc', 'AB', 'zz', ' ', hexOf('p', 32).toUpperCase()]],
-        ['ProbeReply', ['digest'], ['', hexOf('d', 31), hexOf('d', 32).toUpperCase()]],
+        ['ProbeReply', ['digest'], [hexOf('d', 31), hexOf('d', 32).toUpperCase()]],
         ['Append', [...opIn('members'), 'op'], ['Members', 'member', '', 'noop ']],
         ['Append', [...opIn('members'), 'members', 0, 'peer'], ['', 'QmNotAPeer', FAT.slice(0, -1)]],
         ['Append', [...opIn('vendor'), 'vendor', 'peer'], [USER + '1', '']],
@@ -1027,7 +1027,7 @@ describe('protocol', function () {
         ['ProbeReply', ['leader'], true],
         ['Join', ['proof'], true],
         ['StatusReply', ['replicas', 0, 'digest'], true],
-        ['ProbeReply', ['digest'], false],
+        ['ProbeReply', ['digest'], true],
         ['StatusReply', ['digest'], false]
       ]
       for (const [name, path, ok] of cases) {

@@ -1,9 +1,15 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { existsSync } from 'node:fs'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 
 export const KEY_FILE = 'peer.key'
+
+/** Whether the data directory already holds an identity. */
+export function hasKey (dataDir: string): boolean {
+  return existsSync(join(dataDir, KEY_FILE))
+}
 
 /** The node's identity, created once and kept in the data directory so a restart keeps the peer id. */
 export async function loadOrCreateKey (dataDir: string): Promise<PrivateKey> {

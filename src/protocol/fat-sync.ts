@@ -11,7 +11,7 @@ import { Device, FileTable, MAX_BYTES, MAX_FILES, addrs, allocationId, chunkId, 
 const t = <T extends string>(name: T): Check<T> => oneOf(name)
 const term = int(0, 2 ** 48)
 const index = int(0, 2 ** 48)
-const MAX_MEMBERS = 15
+export const MAX_MEMBERS = 15
 
 export const Member = obj({ peer, addrs })
 export type Member = Infer<typeof Member>
@@ -68,8 +68,9 @@ export const Join = obj({ t: t('join'), addrs, proof: hex(32, true) })
 export const JoinReply = obj({ t: t('join-reply'), leader: str(128), members: arr(Member, MAX_MEMBERS) })
 
 /** What `status` shows of each replica. */
-export const Probe = obj({ t: t('probe') })
-export const ProbeReply = obj({ t: t('probe-reply'), term, leader: str(128), applied: index, commit: index, lastIndex: index, digest: hex(32) })
+/** What `status` shows of each replica; `digest` hashes the whole table, so it is only computed when asked for. */
+export const Probe = obj({ t: t('probe'), digest: bool })
+export const ProbeReply = obj({ t: t('probe-reply'), term, leader: str(128), applied: index, commit: index, lastIndex: index, digest: str(64, /^(?:[0-9a-f]{64})?$/) })
 export type ProbeReply = Infer<typeof ProbeReply>
 
 export const SYNC_REQUESTS = { vote: Vote, append: Append, join: Join, probe: Probe }

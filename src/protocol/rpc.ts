@@ -68,6 +68,8 @@ export interface ServeOptions<C> {
   log: Logger
   /** Requests one peer may make per second on this protocol (with a burst of twice as many). */
   ratePerSecond?: number
+  /** Peers the rate limit does not apply to (e.g. replicas relaying many users' requests). */
+  unlimited?: (peer: string) => boolean
 }
 
 /**
@@ -82,7 +84,7 @@ export async function serve<C extends Check<any>> (node: Libp2p, protocol: strin
     const fs = frames(stream, opts.maxMessage, opts.maxBuffer)
     let reply: object | undefined
     try {
-      if (!rate.take(remotePeer)) throw new LimitError(`too many requests on ${protocol}; slow down and try again`)
+      if (opts.unlimited?.(remotePeer) !== true && !rate.take(remotePeer)) throw new LimitError(`too many requests on ${protocol}; slow down and try again`)
       const msg = decode(await fs.read({ signal }), opts.checks, opts.maxMessage)
       reply = await handler({ msg, remotePeer, connection, fs, signal })
     } catch (err: any) {

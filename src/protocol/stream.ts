@@ -26,14 +26,28 @@ export function frames (stream: Stream, maxFrame: number, maxBuffer = MAX_STREAM
       throw err
     }
   }
-  const write = async (frame: Uint8Array, opts?: AbortOptions): Promise<void> => { await lp.write(frame, opts) }
+  // lp.write would add an abort listener to the signal on every wait for drain and never remove
+  // it; instead each signal aborts the whole stream once, and lets go of it when the stream closes
+  const linked = new Set<AbortSignal>()
+  const link = (signal?: AbortSignal): void => {
+    if (signal == null || linked.has(signal)) return
+    signal.throwIfAborted()
+    linked.add(signal)
+    const onAbort = (): void => { stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }
+    signal.addEventListener('abort', onAbort, { once: true })
+    stream.addEventListener('close', () => { signal.removeEventListener('abort', onAbort) }, { once: true })
+  }
+  const write = async (frame: Uint8Array, opts?: AbortOptions): Promise<void> => {
+    link(opts?.signal)
+    await lp.write(frame)
+  }
   return {
     stream,
     read,
     write,
     async writeData (bytes, opts) {
       for (let off = 0; off < bytes.byteLength; off += DATA_FRAME) {
-        await lp.write(bytes.subarray(off, off + DATA_FRAME), opts)
+        await write(bytes.subarray(off, off + DATA_FRAME), opts)
       }
     },
     async readData (size, opts) {

@@ -1,6 +1,7 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, InvalidArgumentError, UnavailableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, LimitError, UnavailableError } from '../../errors.ts'
+import { encode } from '../../protocol/codec.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
@@ -30,6 +31,8 @@ export interface FatOptions {
   join: Multiaddr[]
   joinSecret?: string
   electionMs?: [number, number]
+  /** A new identity may found a network; an old one whose log is gone must rejoin instead. */
+  mayFound: boolean
 }
 
 export interface Fat {
@@ -65,6 +68,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     log,
     join: opts.join,
     joinSecret: opts.joinSecret,
+    mayFound: opts.mayFound,
     applied: table.position,
     electionMs: opts.electionMs,
     apply: async entry => { await table.apply(entry.index, entry.op) },
@@ -90,7 +94,10 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       if (leader != null && leader.peer !== self) {
         return await call(node, { peer: leader.peer, addrs: leader.addrs }, FAT_PROTOCOL, msg, WRITES[msg.t], { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(20_000) }) as object
       }
-      if (replication.isLeader()) return await handle(msg, (msg as { auth: { owner: string } }).auth.owner)
+      if (replication.isLeader()) {
+        await replication.ready()
+        return await handle(msg, (msg as { auth: { owner: string } }).auth.owner)
+      }
       if (Date.now() > deadline) throw new UnavailableError('no FAT replica orders writes right now (an election is under way, or a majority is unreachable); try again')
       await new Promise(resolve => setTimeout(resolve, 100))
     }
@@ -171,7 +178,10 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
           }
         }
         const orders = settleOrders(a, msg.tables)
-        await propose({ op: 'commit', allocationId: a.allocationId, tables: msg.tables, orders })
+        const op = { op: 'commit' as const, allocationId: a.allocationId, tables: msg.tables, orders }
+        // the entry must fit in one message to the other replicas, with room to spare
+        if (encode(op).byteLength > MAX_FAT_MESSAGE / 2) throw new LimitError('this commit lists too many chunks for one log entry; upload fewer files at once, or use a larger --chunk-size')
+        await propose(op)
         push(orders)
       })
       log('committed %s (%d files) for %s', msg.allocationId, msg.tables.length, remotePeer)
@@ -211,11 +221,12 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         try {
           p = m.peer === self
             ? { t: 'probe-reply', ...replication.state(), digest: await table.digest() }
-            : await call(node, { peer: m.peer, addrs: m.addrs }, FAT_SYNC_PROTOCOL, { t: 'probe' }, { 'probe-reply': S.ProbeReply }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(3000) })
+            : await call(node, { peer: m.peer, addrs: m.addrs }, FAT_SYNC_PROTOCOL, { t: 'probe', digest: true }, { 'probe-reply': S.ProbeReply }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(3000) })
         } catch {}
         return { peer: m.peer, addrs: m.addrs, reachable: p != null, leader: p != null && p.leader === m.peer, term: p?.term ?? 0, applied: p?.applied ?? 0, digest: p?.digest ?? '' }
       }))
-      return { t: 'status-reply', fat: self, position: table.position, digest: await table.digest(), replicas, vendors, files: table.fileCount(), allocations: table.allocationCount() }
+      const own = replicas.find(r => r.peer === self)
+      return { t: 'status-reply', fat: self, position: table.position, digest: own?.digest ?? await table.digest(), replicas, vendors, files: table.fileCount(), allocations: table.allocationCount() }
     },
 
     async members () {
@@ -226,7 +237,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const handle = async (msg: M.Message<typeof REQUESTS[keyof typeof REQUESTS]>, requester: string): Promise<object> =>
     await (handlers[msg.t] as (m: typeof msg, p: string) => Promise<object>)(msg, requester)
 
-  await serve(node, FAT_PROTOCOL, { checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 60_000, log }, async ({ msg, remotePeer }) => {
+  await serve(node, FAT_PROTOCOL, { checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 60_000, log, unlimited: isReplica }, async ({ msg, remotePeer }) => {
     let requester = remotePeer
     if ('auth' in msg) {
       // requests on a user's files are signed by that user, fresh and never seen before; another
@@ -235,7 +246,16 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       if (requester !== remotePeer && !isReplica(remotePeer)) throw new AccessDeniedError('the request is signed by another peer than the one that sent it')
       await guard.check(msg, requester)
     }
-    if (Object.hasOwn(WRITES, msg.t) && !replication.isLeader()) return await forward(msg)
+    if (Object.hasOwn(WRITES, msg.t)) {
+      if (!replication.isLeader()) {
+        // a write another replica handed on is not handed on again: stale leader hints must not loop
+        if (isReplica(remotePeer)) throw new UnavailableError('this FAT replica no longer orders writes; try again')
+        return await forward(msg)
+      }
+      await replication.ready()
+    } else if (msg.t === 'get' || msg.t === 'list') {
+      await replication.caughtUp()
+    }
     return await handle(msg, requester)
   })
 

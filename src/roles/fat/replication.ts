@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, StorError, UnavailableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, LimitError, StorError, UnavailableError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_SYNC_PROTOCOL, MAX_FAT_MESSAGE } from '../../protocol/ids.ts'
 import * as S from '../../protocol/fat-sync.ts'
@@ -18,6 +18,11 @@ export interface ReplicationOptions {
   join: Multiaddr[]
   /** Replicas must prove they know it to join (HMAC of their peer id); empty means any FAT may join. */
   joinSecret?: string
+  /**
+   * Whether an empty log without `join` may found a new network. A replica that had an identity
+   * but lost its log must not: vendors still trust its peer id, and its table is empty.
+   */
+  mayFound: boolean
   /** The index the state machine has applied already. */
   applied: number
   /** Applies one committed entry to the state machine; called in index order, once per entry. */
@@ -33,6 +38,13 @@ export interface ReplicaState { term: number, leader: string, applied: number, c
 export interface Replication {
   /** Appends an op, waits until a majority holds it and it is applied here. Leader only. */
   propose: (op: S.Op) => Promise<void>
+  /**
+   * Resolves when this replica leads and its table holds everything committed before its term,
+   * so writes can be planned from it; throws UnavailableError if that does not happen soon.
+   */
+  ready: () => Promise<void>
+  /** Waits until this replica has applied what the leader had committed (a read barrier). */
+  caughtUp: () => Promise<void>
   isLeader: () => boolean
   leader: () => S.Member | undefined
   members: () => S.Member[]
@@ -58,8 +70,8 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   const self = node.peerId.toString()
   const raft = new RaftLog(opts.db)
   await raft.load()
-  const [electMin, electMax] = opts.electionMs ?? [1000, 2000]
-  const beatMs = opts.heartbeatMs ?? 200
+  const [electMin, electMax] = opts.electionMs ?? [1500, 3000]
+  const beatMs = opts.heartbeatMs ?? 250
   const serial = new Serial()
   let role: 'follower' | 'candidate' | 'leader' = 'follower'
   let leaderId = ''
@@ -75,6 +87,8 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   const waiting = new Map<number, { term: number, resolve: () => void, reject: (e: Error) => void }>()
   /** Peers trusted to lead us before our log names any members: the replicas we join through. */
   const joinLeaders = new Set<string>()
+  /** The leader's first entry of its term: it plans writes only once this is applied. */
+  let readyIndex = Number.POSITIVE_INFINITY
   /** When a majority last answered the leader, and when each follower last did. */
   let lastQuorum = Date.now()
   const acked = new Map<string, number>()
@@ -151,8 +165,9 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     clearTimeout(electionTimer)
     for (const m of others()) { nextIndex.set(m.peer, raft.lastIndex + 1); matchIndex.set(m.peer, 0) }
     log('replica %s leads term %d', self, raft.term)
-    // an entry of its own term lets the new leader commit what earlier leaders left uncommitted
-    await appendLocal({ op: 'noop' })
+    // an entry of its own term lets the new leader commit what earlier leaders left uncommitted;
+    // until it is applied, the table it would plan from may lack what they committed
+    readyIndex = await appendLocal({ op: 'noop' })
     clearInterval(beatTimer)
     beatTimer = setInterval(beat, beatMs)
     replicateAll()
@@ -273,6 +288,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AccessDeniedError('the join proof is wrong: start the replica with this network\'s --join-secret')
     }
     if (role === 'leader' && !isMember(from)) {
+      if (raft.members.length >= S.MAX_MEMBERS) throw new LimitError(`the replica set is full (${S.MAX_MEMBERS} replicas)`)
       await propose({ op: 'members', members: [...raft.members, { peer: from, addrs: msg.addrs }] })
       log('replica %s joined the replica set', from)
     }
@@ -313,19 +329,25 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
       case 'vote': return await serial.run(async () => await onVote(msg, remotePeer))
       // a join waits for the new member list to commit, which needs the queue: it must not hold it
       case 'join': return await onJoin(msg, remotePeer)
-      case 'probe': return { t: 'probe-reply', term: raft.term, leader: leaderId, applied, commit, lastIndex: raft.lastIndex, digest: await opts.digest() }
+      case 'probe':
+        if (!isMember(remotePeer)) throw new AccessDeniedError(`${remotePeer} is not a FAT replica of this network`)
+        return { t: 'probe-reply', term: raft.term, leader: leaderId, applied, commit, lastIndex: raft.lastIndex, digest: msg.digest ? await opts.digest() : '' }
     }
     throw new StorError('unexpected request')
   })
 
   // ---- starting: found a network, rejoin our own, or join through others
 
+  if (raft.lastIndex === 0 && opts.join.length === 0 && !opts.mayFound) {
+    throw new InvalidArgumentError('--bootstrap: this FAT replica\'s identity exists but its table is gone; start it with --bootstrap naming a running replica to rejoin, or with a new --data-dir to found a new network')
+  }
   if (raft.lastIndex === 0 && opts.join.length === 0) {
     await raft.setVote(1, self)
     role = 'leader'
     leaderId = self
     await raft.append([{ index: 1, term: 1, at: Date.now(), op: { op: 'members', members: [{ peer: self, addrs: fullAddrs(node) }] } }])
     commit = 1
+    readyIndex = 1
     await applyCommitted()
     beatTimer = setInterval(beat, beatMs)
     log('replica %s founds a new FAT network', self)
@@ -363,8 +385,35 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     throw new UnavailableError(`could not join the FAT replica set: ${lastError}`)
   }
 
+  /**
+   * A read barrier: waits until this replica has applied everything the leader had committed when
+   * asked, so a read here sees every write that was answered before it. Where no leader answers,
+   * the read is served from what this replica holds.
+   */
+  const caughtUp = async (): Promise<void> => {
+    if (role === 'leader') return
+    const leader = raft.members.find(m => m.peer === leaderId)
+    if (leader == null) return
+    let leaderCommit = 0
+    try {
+      leaderCommit = (await rpc(leader, { t: 'probe', digest: false }, { 'probe-reply': S.ProbeReply }, 2000)).commit
+    } catch { return }
+    const deadline = Date.now() + 3000
+    while (applied < leaderCommit && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+  }
+
+  const ready = async (): Promise<void> => {
+    const deadline = Date.now() + 5000
+    while (role !== 'leader' || applied < readyIndex) {
+      if (role !== 'leader' || Date.now() > deadline) throw new UnavailableError('this FAT replica is not ready to order writes; try again')
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+  }
+
   return {
     propose,
+    ready,
+    caughtUp,
     isLeader: () => role === 'leader',
     leader: () => raft.members.find(m => m.peer === leaderId),
     members,

@@ -1,6 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { InvalidArgumentError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
+import { IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_REPLICAS, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
@@ -24,6 +24,8 @@ export interface UserOptions {
   dataDir: string
   /** FAT servers to ask, in order; the next is tried when one does not answer. */
   fats: Multiaddr[]
+  /** The identity was just created: a master key may be made for it. */
+  newIdentity: boolean
   log: Logger
 }
 
@@ -73,7 +75,7 @@ function checkFileId (id: string): void {
 /** The client side: stores, fetches, lists and releases the files of the identity it runs as. */
 export async function createUser (opts: UserOptions): Promise<User> {
   const { node, log } = opts
-  const keystore = await Keystore.open(opts.dataDir)
+  const keystore = await Keystore.open(opts.dataDir, opts.newIdentity)
   if (opts.fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
 
   const self = node.peerId.toString()
@@ -171,6 +173,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
     },
     async download (fileId, out, o = {}) {
       const reply = await table(fileId)
+      if (reply.table.fileId !== fileId || reply.table.owner !== self) throw new IntegrityError(`the FAT answered with another file's table than ${fileId}`)
       const result = await download({ node, key: opts.key, keystore, log }, reply, out, { concurrency: o.concurrency ?? 4, chunkTimeoutMs: 60_000, signal: o.signal, onProgress: o.onProgress })
       if (o.release === true) await release(fileId)
       return { ...result, released: o.release === true }

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { InvalidArgumentError } from '../../errors.ts'
-import { KEY_FILE, loadOrCreateKey } from '../../node/identity.ts'
+import { KEY_FILE, hasKey, loadOrCreateKey } from '../../node/identity.ts'
 import { Keystore, MASTER_FILE } from './keystore.ts'
 
 const FORMAT = 'stordaemon-keys/1'
@@ -12,8 +12,9 @@ interface KeyFile { format: string, peerId: string, peerKey: string, masterKey: 
 
 /** Writes the user's identity and master key to `file` (mode 0600): all it takes to reach its files. */
 export async function exportKeys (dataDir: string, file: string): Promise<{ peerId: string }> {
+  const existed = hasKey(dataDir)
   const key = await loadOrCreateKey(dataDir)
-  await Keystore.open(dataDir)
+  await Keystore.open(dataDir, !existed)
   const peerKey = await readFile(join(dataDir, KEY_FILE))
   const masterKey = await readFile(join(dataDir, MASTER_FILE))
   const peerId = peerIdFromPrivateKey(key).toString()
@@ -48,6 +49,8 @@ export async function importKeys (dataDir: string, file: string): Promise<{ peer
   if (existing != null) {
     const current = peerIdFromPrivateKey(privateKeyFromProtobuf(existing)).toString()
     if (current !== peerId) throw new InvalidArgumentError(`--data-dir: ${dataDir} already holds identity ${current}; import into an empty data directory`)
+    const master = await readFile(join(dataDir, MASTER_FILE)).catch(() => undefined)
+    if (master != null && master.toString('hex') !== parsed.masterKey) throw new InvalidArgumentError(`--data-dir: ${dataDir} holds another master key for this identity; import into an empty data directory`)
   }
   await mkdir(dataDir, { recursive: true, mode: 0o700 })
   await writeFile(join(dataDir, KEY_FILE), peerKey, { mode: 0o600 })

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { open, seal } from './cipher.ts'
+import { InvalidArgumentError } from '../../errors.ts'
 
 export const MASTER_FILE = 'master.key'
 
@@ -12,7 +13,8 @@ export const MASTER_FILE = 'master.key'
 export class Keystore {
   private constructor (private readonly master: Buffer) {}
 
-  static async open (dataDir: string): Promise<Keystore> {
+  /** `create`: make a new master key if there is none (only for a new identity: for an old one, its files need the old key). */
+  static async open (dataDir: string, create: boolean): Promise<Keystore> {
     const path = join(dataDir, MASTER_FILE)
     try {
       const key = await readFile(path)
@@ -21,6 +23,7 @@ export class Keystore {
     } catch (err: any) {
       if (err.code !== 'ENOENT') throw err
     }
+    if (!create) throw new InvalidArgumentError(`--data-dir: ${path} is missing, but ${dataDir} holds an identity; restore the keys with \`stordaemon key import\` (files stored with a new master key could not be read back)`)
     await mkdir(dataDir, { recursive: true, mode: 0o700 })
     const key = randomBytes(32)
     await writeFile(path, key, { mode: 0o600, flag: 'wx' })

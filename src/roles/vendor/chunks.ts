@@ -1,4 +1,4 @@
-import { IntegrityError, LimitError } from '../../errors.ts'
+import { AccessDeniedError, IntegrityError, LimitError } from '../../errors.ts'
 import { Records, type DB } from '../../store/db.ts'
 import type { Devices, PieceRef } from '../../store/devices.ts'
 import { sha256 } from '../../store/devices.ts'
@@ -18,7 +18,7 @@ export interface ChunkRecord {
 
 export interface ChunkPlace { owner: string, allocationId: string, fileId: string, chunkId: string }
 
-export interface GrantUse { owner: string, bytes: number, used: number, expires: number }
+export interface GrantUse { owner: string, bytes: number, used: number, expires: number, closed?: boolean }
 
 /**
  * The vendor's local table (chunk -> pieces -> device, with hashes) over its devices. A chunk's
@@ -64,7 +64,13 @@ export class ChunkStore {
   }
 
   private async write ({ owner, allocationId, fileId, chunkId }: ChunkPlace, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
-    if (await this.get(fileId, chunkId) != null) return
+    const held = await this.get(fileId, chunkId)
+    if (held != null) {
+      // the same chunk again (a resend) is a no-op; under another owner or allocation it is refused,
+      // so nobody can claim, and later erase, a chunk someone else is storing
+      if (held.owner === owner && held.allocationId === allocationId) return
+      throw new AccessDeniedError(`chunk ${chunkId} of file ${fileId} is held here under another allocation`)
+    }
     await this.reserve(owner, allocationId, bytes.byteLength, grant)
     const refs: PieceRef[] = []
     try {
@@ -105,7 +111,9 @@ export class ChunkStore {
         erased++
       }
     }
-    await this.db.batch([this.grants.del(allocationId)])
+    // settled: the allocation takes no more chunks here, even while its grant has time left
+    const use = await this.grants.get(allocationId)
+    if (use != null) await this.db.batch([this.grants.put(allocationId, { ...use, closed: true })])
     return erased
   }
 
@@ -133,6 +141,7 @@ export class ChunkStore {
   private async reserve (owner: string, allocationId: string, delta: number, grant: { bytes: number, expires: number }): Promise<void> {
     await this.serial.run(async () => {
       const use = await this.grants.get(allocationId) ?? { owner, bytes: grant.bytes, used: 0, expires: grant.expires }
+      if (delta > 0 && use.closed === true) throw new AccessDeniedError(`allocation ${allocationId} is settled: it takes no more chunks`)
       if (delta > 0 && use.used + delta > use.bytes) {
         throw new LimitError(`the grant for allocation ${allocationId} allows ${use.bytes} bytes here; ${use.used} are used and this chunk needs ${delta}`)
       }

@@ -142,7 +142,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     // every replica at once: one slow or dead replica must not make this vendor look silent to the others
     await Promise.all([...fats.values()].map(async fat => {
       try {
-        const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(5_000) })
+        const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(Math.max(1000, heartbeatMs)) })
         reached = true
         for (const r of reply.fats) if (!fats.has(r.peer)) fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
         heartbeatMs = reply.heartbeatMs
@@ -165,10 +165,12 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     else opts.onWarning?.(`no FAT server answered: ${errors.join('; ')}`)
   }
 
+  /** Beats keep their pace from start to start, so a slow replica does not stretch the period. */
   const loop = (): void => {
     if (stopped) return
+    const started = Date.now()
     heartbeat().catch(err => { log.error('heartbeat: %s', err.message) }).finally(() => {
-      if (!stopped) timer = setTimeout(loop, heartbeatMs)
+      if (!stopped) timer = setTimeout(loop, Math.max(0, heartbeatMs - (Date.now() - started)))
     })
   }
   loop()
