@@ -3,7 +3,7 @@ import '../src/polyfill.ts'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, type Client } from '../src/index.ts'
+import { openClient, startDaemon, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, type Client } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { progressBar } from './progress.ts'
 import { expandPaths } from './paths.ts'
@@ -44,7 +44,7 @@ const program = new Command('stordaemon')
   .option('--join-secret <secret>', 'fat: replicas prove they know it to join the replica set (default: $STOR_JOIN_SECRET)')
   .action(async (opts) => {
     if (opts.role == null) { program.help(); return }
-    if (opts.dataDir == null) throw new StorError('--data-dir: a daemon needs a data directory for its identity and tables', 'ERR_INVALID_ARGUMENT')
+    if (opts.dataDir == null) throw new InvalidArgumentError('--data-dir: a daemon needs a data directory for its identity and tables')
     const daemon = await startDaemon({
       role: opts.role,
       dataDir: resolve(opts.dataDir),
@@ -57,6 +57,10 @@ const program = new Command('stordaemon')
       onWarning: m => { process.stderr.write(`stordaemon: warning: ${m}\n`) }
     })
     process.stdout.write(`peer ${daemon.peerId}\n${daemon.addrs.map(a => `listen ${a}\n`).join('')}ready\n`)
+    // one peer's bad luck must not take the daemon down for everyone else: log it and go on
+    const survive = (err: any): void => { process.stderr.write(`stordaemon: error: ${err?.stack ?? err}\n`) }
+    process.on('unhandledRejection', survive)
+    process.on('uncaughtException', survive)
     let stopping = false
     const stop = (): void => {
       if (stopping) return
