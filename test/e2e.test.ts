@@ -39,7 +39,7 @@ describe('end to end: one FAT and three vendors as processes, users as separate 
 
   before(async function () {
     tmp = await tempDir('e2e')
-    cluster = await startCluster({ dir: tmp.dir, vendors: 3, devicesPerVendor: 2, deviceSize: '1GiB', fatArgs: ['--lease', '2s', '--heartbeat', '500ms'] })
+    cluster = await startCluster({ dir: tmp.dir, vendors: 3, devicesPerVendor: 2, deviceSize: '1GiB', fatArgs: ['--lease', '6s', '--heartbeat', '500ms'] })
     alice = await openClient({ dataDir: join(tmp.dir, 'alice'), bootstrap: [cluster.bootstrap] })
     bob = await openClient({ dataDir: join(tmp.dir, 'bob'), bootstrap: [cluster.bootstrap] })
   })
@@ -98,7 +98,7 @@ describe('end to end: one FAT and three vendors as processes, users as separate 
     assert.ok(a.candidates.length >= 2)
     const locked = await fatTaken()
     assert.ok(locked.locked > before.locked, 'the allocation locks space')
-    await eventually('the lease expired', async () => (await fatTaken()).locked === before.locked, 20_000)
+    await eventually('the lease expired', async () => (await fatTaken()).locked === before.locked, 30_000)
     assert.equal((await alice.status()).allocations, 0)
   })
 

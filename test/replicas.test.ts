@@ -41,7 +41,7 @@ describe('mirrored FAT replicas', function () {
 
   before(async function () {
     tmp = await tempDir('replicas')
-    cluster = await startCluster({ dir: tmp.dir, fats: 3, vendors: 3, devicesPerVendor: 1, deviceSize: '256MiB', fatArgs: ['--heartbeat', '500ms', '--lease', '2s', '--join-secret', 'test-network-secret'] })
+    cluster = await startCluster({ dir: tmp.dir, fats: 3, vendors: 3, devicesPerVendor: 1, deviceSize: '256MiB', fatArgs: ['--heartbeat', '500ms', '--lease', '5s', '--join-secret', 'test-network-secret'] })
   })
 
   after(async function () {

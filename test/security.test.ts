@@ -58,7 +58,7 @@ describe('trust no one: encryption, owners, signed grants and orders, garbage', 
 
   before(async function () {
     tmp = await tempDir('security')
-    cluster = await startCluster({ dir: tmp.dir, vendors: 3, devicesPerVendor: 2, deviceSize: '512MiB', fatArgs: ['--lease', '1s', '--heartbeat', '500ms'] })
+    cluster = await startCluster({ dir: tmp.dir, vendors: 3, devicesPerVendor: 2, deviceSize: '512MiB', fatArgs: ['--lease', '5s', '--heartbeat', '500ms'] })
     alice = await openClient({ dataDir: join(tmp.dir, 'alice'), bootstrap: [cluster.bootstrap] })
     malloryKey = await generateKeyPair('Ed25519')
     mallory = await createNode({ privateKey: malloryKey, listen: [], dhtServer: false })
