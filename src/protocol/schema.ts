@@ -75,7 +75,9 @@ export const obj = <S extends Shape>(shape: S): Check<FromShape<S>> => (v, p) =>
     if (!Object.hasOwn(shape, key)) fail(`${p}.${key}`, 'unknown field')
   }
   for (const [key, check] of Object.entries(shape)) {
-    out[key] = check(Object.hasOwn(v, key) ? (v as Record<string, unknown>)[key] : undefined, `${p}.${key}`)
+    const value = check(Object.hasOwn(v, key) ? (v as Record<string, unknown>)[key] : undefined, `${p}.${key}`)
+    // a field left out (optional) stays out, so a decoded message equals what was sent
+    if (value !== undefined) out[key] = value
   }
   return out as FromShape<S>
 }
