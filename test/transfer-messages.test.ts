@@ -58,7 +58,7 @@ describe('new wire messages: transfer orders, copies, confirmations, drain, load
       ['draining', { draining: M.Draining }, { t: 'draining', vendor: peers[1], bytes: 5 }],
       ['order', { order: M.OrderMsg }, { t: 'order', order }],
       ['announce', { announce: M.Announce }, { t: 'announce', addrs: [], capacity: 10, free: 5, devices: [], inflight: 0, done: [], held: 3, room: 4, over: 0, lost: [{ fileId: hex(16), chunkId: hex(32) }] }],
-      ['announced', { announced: M.Announced }, { t: 'announced', heartbeatMs: 1000, orders: [order], transfers: [transfer] }]
+      ['announced', { announced: M.Announced }, { t: 'announced', heartbeatMs: 1000, orders: [order], fats: [{ peer: peers[0], addrs: ['/ip4/127.0.0.1/tcp/1'] }], transfers: [transfer] }]
     ]
     for (const [name, checks, valid] of cases) {
       assert.deepEqual(decode(encode(valid), checks, 16 * MiB), valid, `${name} decodes`)
