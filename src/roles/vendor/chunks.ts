@@ -209,7 +209,13 @@ export class ChunkStore {
       const [, fileId, chunkId] = key.split('/')
       const c = await this.get(fileId, chunkId)
       if (c != null && keep.has(chunkId)) {
-        if (!c.kept) await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, { ...c, kept: true })])
+        // read again under the queue, so a damage mark made meanwhile is not overwritten
+        if (!c.kept) {
+          await this.serial.run(async () => {
+            const now = await this.get(fileId, chunkId)
+            if (now != null) await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, { ...now, kept: true })])
+          })
+        }
       } else if (c != null) {
         await this.erase(c)
         erased++
