@@ -3,7 +3,7 @@ import '../src/polyfill.ts'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, type Client } from '../src/index.ts'
+import { openClient, startDaemon, drainVendor, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, type Client } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { progressBar } from './progress.ts'
 import { expandPaths } from './paths.ts'
@@ -42,6 +42,9 @@ const program = new Command('stordaemon')
   .option('--lease <duration>', 'fat: how long an uncommitted allocation stays locked', '10m')
   .option('--heartbeat <duration>', 'fat: how often vendors report', '2s')
   .option('--join-secret <secret>', 'fat: replicas prove they know it to join the replica set (default: $STOR_JOIN_SECRET)')
+  .option('--high-water <pct|size>', 'vendor: above this share of its capacity (or size) it moves chunks elsewhere', '90%')
+  .option('--scrub-rate <size>', 'vendor: bytes per second the background scrub reads at most', '8MiB')
+  .option('--scrub-interval <duration>', 'vendor: time between full scrubs of every stored piece', '24h')
   .action(async (opts) => {
     if (opts.role == null) { program.help(); return }
     if (opts.dataDir == null) throw new InvalidArgumentError('--data-dir: a daemon needs a data directory for its identity and tables')
@@ -54,6 +57,9 @@ const program = new Command('stordaemon')
       leaseMs: parseDuration(opts.lease, '--lease'),
       heartbeatMs: parseDuration(opts.heartbeat, '--heartbeat'),
       joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET,
+      highWater: parseHighWater(opts.highWater),
+      scrubRate: parseSize(opts.scrubRate, '--scrub-rate'),
+      scrubIntervalMs: parseDuration(opts.scrubInterval, '--scrub-interval'),
       onWarning: m => { process.stderr.write(`stordaemon: warning: ${m}\n`) }
     })
     process.stdout.write(`peer ${daemon.peerId}\n${daemon.addrs.map(a => `listen ${a}\n`).join('')}ready\n`)
@@ -123,6 +129,18 @@ userOpts(program.command('status').description('the FAT server\'s view of the ne
       ...s.replicas.map(r => `replica ${r.peer} ${r.reachable ? 'up' : 'unreachable'}${r.leader ? ' (orders writes)' : ''}  term ${r.term}  position ${r.applied}  digest ${r.digest.slice(0, 12)}`),
       ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}`)
     ].join('\n'))
+  })
+
+program.command('drain')
+  .description('make a vendor leave: the FAT moves everything it holds to other vendors (signed with the vendor\'s identity)')
+  .option('--bootstrap <multiaddr>', 'a FAT server, with /p2p/ (repeatable)', collect)
+  .requiredOption('--data-dir <dir>', 'the vendor\'s data directory (its identity signs the request)')
+  .option('--no-wait', 'return once the FAT accepted, without waiting until the vendor is empty')
+  .option('--timeout <duration>', 'how long to wait until the vendor is empty', '1h')
+  .option('--json', 'print one JSON object')
+  .action(async (opts) => {
+    const r = await drainVendor({ dataDir: resolve(opts.dataDir), bootstrap: opts.bootstrap ?? [], wait: opts.wait !== false, timeoutMs: parseDuration(opts.timeout, '--timeout') })
+    print(opts.json === true, r, () => r.drained ? `drained ${r.vendor}: it holds nothing now` : `draining ${r.vendor}: ${formatSize(r.bytes)} to move`)
   })
 
 const key = program.command('key').description('back up and restore a user\'s identity and keys')

@@ -88,6 +88,10 @@ export interface ClusterOptions {
   deviceSize?: string
   fatArgs?: string[]
   vendorArgs?: string[]
+  /** Extra arguments for one vendor (after vendorArgs), e.g. a smaller quota. */
+  vendorArgsFor?: (vendor: number) => string[]
+  /** Quota per device of one vendor, in place of deviceSize. */
+  deviceSizeFor?: (vendor: number) => string | undefined
 }
 
 export interface Cluster {
@@ -98,6 +102,8 @@ export interface Cluster {
   /** The FAT's loopback multiaddr, for --bootstrap. */
   bootstrap: string
   deviceDirs: (vendor: number) => string[]
+  /** Starts vendor `i` again (after a kill) with the same data directory, devices and arguments. */
+  restartVendor: (vendor: number) => Promise<DaemonProcess>
   stop: () => Promise<void>
 }
 
@@ -108,15 +114,18 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
   const fats = [fat]
   const deviceDirs = (v: number): string[] => Array.from({ length: opts.devicesPerVendor ?? 2 }, (_, d) => join(opts.dir, `vendor${v}`, `disk${d}`))
   const vendors: DaemonProcess[] = []
+  const vendorArgs = (v: number): string[] => {
+    const size = opts.deviceSizeFor?.(v) ?? opts.deviceSize
+    const deviceArgs = deviceDirs(v).flatMap(d => ['--device', size != null ? `${d}:${size}` : d])
+    return ['--bootstrap', bootstrap, ...deviceArgs, ...(opts.vendorArgs ?? []), ...(opts.vendorArgsFor?.(v) ?? [])]
+  }
   try {
     for (let f = 1; f < (opts.fats ?? 1); f++) {
       fats.push(await spawnDaemon('fat', join(opts.dir, `fat${f}`), ['--bootstrap', bootstrap, ...(opts.fatArgs ?? [])]))
     }
     for (let v = 0; v < (opts.vendors ?? 3); v++) {
-      const devs = deviceDirs(v)
-      await Promise.all(devs.map(async d => await mkdir(d, { recursive: true })))
-      const deviceArgs = devs.flatMap(d => ['--device', opts.deviceSize != null ? `${d}:${opts.deviceSize}` : d])
-      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), ['--bootstrap', bootstrap, ...deviceArgs, ...(opts.vendorArgs ?? [])]))
+      await Promise.all(deviceDirs(v).map(async d => await mkdir(d, { recursive: true })))
+      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v)))
     }
   } catch (err) {
     await Promise.all([...fats, ...vendors].map(async p => { await p.kill('SIGKILL') }))
@@ -128,6 +137,11 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
     vendors,
     bootstrap,
     deviceDirs,
+    async restartVendor (v) {
+      await vendors[v].kill('SIGKILL')
+      vendors[v] = await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v))
+      return vendors[v]
+    },
     async stop () {
       await Promise.all([...vendors, ...fats].map(async p => { await p.kill() }))
     }

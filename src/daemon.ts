@@ -1,13 +1,21 @@
 import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
+import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { parseSize } from './units.ts'
+import { FAT_PROTOCOL, MAX_FAT_MESSAGE } from './protocol/ids.ts'
+import * as M from './protocol/messages.ts'
+import { call } from './protocol/rpc.ts'
+import { signRequest } from './protocol/auth.ts'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { InvalidArgumentError } from './errors.ts'
+import { InvalidArgumentError, UnreachableError, StorError } from './errors.ts'
 import { logger } from './logger.ts'
 import { createNode, fullAddrs, type StorNode } from './node/index.ts'
-import { hasKey, loadOrCreateKey } from './node/identity.ts'
+import { hasKey, loadOrCreateKey, KEY_FILE } from './node/identity.ts'
 import { openDb, type DB } from './store/db.ts'
 import { Devices, type DeviceSpec } from './store/devices.ts'
 import { createFat } from './roles/fat/index.ts'
-import { createVendor } from './roles/vendor/index.ts'
+import { createVendor, type HighWater } from './roles/vendor/index.ts'
 import { createUser, type User } from './roles/user/index.ts'
 
 export type Role = 'fat' | 'vendor'
@@ -23,6 +31,10 @@ export interface DaemonOptions {
   /** fat: replicas must present it to join the replica set (keep it secret); unset lets any FAT join. */
   joinSecret?: string
   onWarning?: (message: string) => void
+  /** Vendor: the high-water mark, and scrubbing rate (bytes/s) and interval. */
+  highWater?: HighWater
+  scrubRate?: number
+  scrubIntervalMs?: number
 }
 
 export interface Daemon {
@@ -69,6 +81,8 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const listen = parseListen(opts.listen.length > 0 ? opts.listen : ['/ip4/0.0.0.0/tcp/0'])
   if (opts.heartbeatMs != null && (opts.heartbeatMs < 100 || opts.heartbeatMs > 3_600_000)) throw new InvalidArgumentError('--heartbeat: must be from 100ms to 1h')
   if (opts.leaseMs != null && opts.leaseMs < 1000) throw new InvalidArgumentError('--lease: must be at least 1s')
+  if (opts.scrubRate != null && opts.scrubRate < 1) throw new InvalidArgumentError('--scrub-rate: must be at least 1 byte per second')
+  if (opts.scrubIntervalMs != null && opts.scrubIntervalMs < 100) throw new InvalidArgumentError('--scrub-interval: must be at least 100ms')
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
   const log = logger(`stor:${opts.role}`)
   const devices = opts.role === 'vendor' ? await Devices.open(opts.devices ?? [], log) : undefined
@@ -81,7 +95,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     const heartbeatMs = opts.heartbeatMs ?? 2000
     const role = opts.role === 'fat'
       ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity })
-      : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning })
+      : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs })
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
     if ('announced' in role) await role.announced
     const n = node
@@ -123,5 +137,75 @@ export async function openClient (opts: ClientOptions): Promise<Client> {
   } catch (err) {
     await node.stop()
     throw err
+  }
+}
+
+/** Parses --high-water: a share of the capacity like 90%, or a size like 20GiB. */
+export function parseHighWater (text: string): HighWater {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(text)
+  if (m != null) {
+    const pct = Number(m[1])
+    if (pct <= 0 || pct > 100) throw new InvalidArgumentError(`--high-water: "${text}" must be from 0% (exclusive) to 100%`)
+    return { fraction: pct / 100 }
+  }
+  return { bytes: parseSize(text, '--high-water') }
+}
+
+export interface DrainOptions {
+  /** The vendor's data directory: its identity signs the request. */
+  dataDir: string
+  bootstrap: string[]
+  /** Wait until the vendor holds nothing (default true), at most this long. */
+  wait?: boolean
+  timeoutMs?: number
+  onProgress?: (held: number, used: number) => void
+}
+
+export interface DrainResult { vendor: string, bytes: number, drained: boolean }
+
+/**
+ * Asks the FAT to move everything a vendor holds elsewhere, signed with the vendor's own key
+ * (read from its data directory; the vendor may keep running), and by default waits until the
+ * vendor is empty.
+ */
+export async function drainVendor (opts: DrainOptions): Promise<DrainResult> {
+  const fats = parseBootstrap(opts.bootstrap)
+  if (fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
+  let vendorKey
+  try {
+    vendorKey = privateKeyFromProtobuf(await readFile(join(opts.dataDir, KEY_FILE)))
+  } catch (err: any) {
+    throw new InvalidArgumentError(`--data-dir: ${opts.dataDir} holds no vendor identity (${err.code ?? err.message}); give the vendor's --data-dir`)
+  }
+  const vendor = peerIdFromPrivateKey(vendorKey).toString()
+  // a throwaway identity carries the request, so the running vendor's own connections are left alone
+  const node = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: [], dhtServer: false })
+  const ask = async <C extends M.Message<any>>(msg: object, expected: Record<string, any>): Promise<C> => {
+    const errors: string[] = []
+    for (const fat of fats) {
+      try {
+        return await call(node, fat, FAT_PROTOCOL, msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) }) as C
+      } catch (err: any) {
+        if (!(err instanceof UnreachableError)) throw err
+        errors.push(err.message)
+      }
+    }
+    throw new UnreachableError(`no FAT server answered: ${errors.join('; ')}`)
+  }
+  try {
+    const reply = await ask<M.Message<typeof M.Draining>>(await signRequest(vendorKey, vendor, { t: 'drain', vendor }), { draining: M.Draining })
+    if (opts.wait === false) return { vendor, bytes: reply.bytes, drained: false }
+    const until = Date.now() + (opts.timeoutMs ?? 3_600_000)
+    for (;;) {
+      const status = await ask<M.Message<typeof M.StatusReply>>({ t: 'status' }, { 'status-reply': M.StatusReply })
+      const v = status.vendors.find(x => x.vendor === vendor)
+      if (v == null) throw new StorError(`the FAT no longer lists vendor ${vendor}`, 'ERR_NOT_FOUND')
+      opts.onProgress?.(v.held, v.used)
+      if (v.used === 0 && v.held === 0 && v.transfers === 0 && v.alive) return { vendor, bytes: reply.bytes, drained: true }
+      if (Date.now() > until) throw new StorError(`vendor ${vendor} still holds ${v.held} chunks (${v.used} bytes in files) after the timeout; it keeps draining`, 'ERR_TIMEOUT')
+      await new Promise(resolve => setTimeout(resolve, 500))
+    }
+  } finally {
+    await node.stop()
   }
 }

@@ -45,3 +45,16 @@ export async function fetchChunk (node: Libp2p, from: Target, request: M.Message
     return await fs.readData(head.size, { signal })
   })
 }
+
+/**
+ * Copies one chunk from the vendor holding it, on the strength of a FAT-signed transfer order that
+ * names this node as its target; the caller checks the bytes against the chunk id.
+ */
+export async function copyChunk (node: Libp2p, transfer: M.Transfer, signal?: AbortSignal): Promise<Uint8Array> {
+  return await withStream(node, { peer: transfer.from, addrs: transfer.fromAddrs }, FETCH_PROTOCOL, MAX_WIRE_CHUNK + 2 * DATA_FRAME, { signal }, async fs => {
+    await fs.write(encode({ t: 'copy', transfer }), { signal })
+    const head = decodeReply(await fs.read({ signal }), { chunk: M.ChunkReply }, MAX_VENDOR_MESSAGE)
+    if (head.size !== transfer.size) throw new MalformedMessageError(`vendor offers ${head.size} bytes for a chunk of ${transfer.size}`)
+    return await fs.readData(head.size, { signal })
+  })
+}

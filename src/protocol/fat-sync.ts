@@ -1,6 +1,6 @@
-import { arr, bool, dict, hex, int, obj, oneOf, peer, str, union, type Check, type Infer } from './schema.ts'
-import { MAX_REPLICAS } from './ids.ts'
-import { Device, FileTable, MAX_BYTES, MAX_FILES, addrs, allocationId, chunkId, fileId, time } from './messages.ts'
+import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
+import { MAX_REPLICAS, MAX_WIRE_CHUNK } from './ids.ts'
+import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time } from './messages.ts'
 
 /**
  * The FAT replicas' own protocol (/stor/fat-sync/1.0.0): the ordered op log that every replica
@@ -16,7 +16,8 @@ export const MAX_MEMBERS = 15
 export const Member = obj({ peer, addrs })
 export type Member = Infer<typeof Member>
 
-export const VendorRecord = obj({ peer, addrs, capacity: int(0, MAX_BYTES), devices: arr(Device, 256), joined: time })
+/** `draining` is set by a drain request: the vendor is offered to nobody and everything it holds moves. */
+export const VendorRecord = obj({ peer, addrs, capacity: int(0, MAX_BYTES), devices: arr(Device, 256), joined: time, draining: opt(bool) })
 export type VendorRecord = Infer<typeof VendorRecord>
 
 export const AllocationRecord = obj({
@@ -31,10 +32,29 @@ export const AllocationRecord = obj({
 })
 export type AllocationRecord = Infer<typeof AllocationRecord>
 
-export const PendingOrder = obj({ id: hex(16), vendor: peer, kind: oneOf('settle', 'erase'), scope: hex(16), keep: arr(chunkId, 1_000_000), issued: time })
+export const PendingOrder = obj({ id: hex(16), vendor: peer, kind: oneOf('settle', 'erase', 'erase-chunks'), scope: hex(16), keep: arr(chunkId, 1_000_000), chunks: opt(arr(chunkId, MAX_CHUNK_LIST)), issued: time })
 export type PendingOrder = Infer<typeof PendingOrder>
 
 const orders = arr(PendingOrder, 100_000)
+
+/**
+ * A planned copy of one chunk from `from` to `to`, after which `to` takes the place of `replaces`
+ * in the file's table; `size` bytes are locked on `to` until it confirms or the order expires.
+ */
+export const TransferRecord = obj({
+  id: hex(16),
+  reason: oneOf('repair', 'migrate', 'drain'),
+  owner: peer,
+  fileId,
+  chunkId,
+  size: int(0, MAX_WIRE_CHUNK),
+  from: peer,
+  to: peer,
+  replaces: peer,
+  issued: time,
+  expires: time
+})
+export type TransferRecord = Infer<typeof TransferRecord>
 
 /** Every change to the table is one op; a replica that applies the same ops in order holds the same table. */
 export const Op = union('op', {
@@ -45,7 +65,13 @@ export const Op = union('op', {
   expire: obj({ op: t('expire'), allocationId, orders }),
   release: obj({ op: t('release'), fileId, orders }),
   delivered: obj({ op: t('delivered'), vendor: peer, ids: arr(hex(16), 10_000) }),
-  noop: obj({ op: t('noop') })
+  noop: obj({ op: t('noop') }),
+  drain: obj({ op: t('drain'), vendor: peer }),
+  transfer: obj({ op: t('transfer'), transfer: TransferRecord }),
+  /** the target confirmed its copy: it replaces `replaces` in the file's table, with its receipt signature */
+  'replace-replica': obj({ op: t('replace-replica'), transferId: hex(16), fileId, chunkId, replaces: peer, to: peer, sig: hex(64), orders }),
+  /** a transfer that expired or is no longer wanted */
+  'transfer-end': obj({ op: t('transfer-end'), transferId: hex(16), orders })
 })
 export type Op = Infer<typeof Op>
 

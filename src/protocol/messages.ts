@@ -1,4 +1,4 @@
-import { arr, bool, hex, int, obj, oneOf, peer, str, type Check, type Infer } from './schema.ts'
+import { arr, bool, hex, int, obj, oneOf, opt, peer, str, type Check, type Infer } from './schema.ts'
 import { MAX_ADDRS, MAX_CANDIDATES, MAX_CHUNK_SIZE, MAX_PIECES, MAX_REPLICAS, MAX_WIRE_CHUNK } from './ids.ts'
 
 export const MAX_BYTES = 2 ** 50
@@ -39,21 +39,52 @@ export type ChunkHeader = Infer<typeof ChunkHeader>
 export const Receipt = obj({ vendor: peer, fileId, chunkId, size: int(0, MAX_WIRE_CHUNK), sig })
 export type Receipt = Infer<typeof Receipt>
 
+/** Chunk ids one erase-chunks order or one report may name. */
+export const MAX_CHUNK_LIST = 10_000
+
 /**
  * FAT -> vendor. settle: of the chunks stored under allocation `scope`, keep those listed and
- * erase the rest. erase: remove every chunk of file `scope`.
+ * erase the rest. erase: remove every chunk of file `scope`. erase-chunks: remove the chunks of
+ * file `scope` listed in `chunks` (a replica that moved or was replaced elsewhere).
  */
 export const Order = obj({
   id: hex(16),
-  kind: oneOf('settle', 'erase'),
+  kind: oneOf('settle', 'erase', 'erase-chunks'),
   scope: hex(16),
   vendor: peer,
   keep: arr(chunkId, 1_000_000),
+  chunks: opt(arr(chunkId, MAX_CHUNK_LIST)),
   issued: time,
   fat: peer,
   sig
 })
 export type Order = Infer<typeof Order>
+
+/**
+ * FAT -> target vendor (and shown by it to the source vendor): copy chunk `chunkId` of file
+ * `fileId` from vendor `from` to vendor `to`, after which `to` replaces `replaces` in the file's
+ * table. Signed by the FAT; the source serves the chunk only to `to`, only until `expires`.
+ */
+export const Transfer = obj({
+  id: hex(16),
+  reason: oneOf('repair', 'migrate', 'drain'),
+  owner: peer,
+  fileId,
+  chunkId,
+  size: int(0, MAX_WIRE_CHUNK),
+  from: peer,
+  fromAddrs: addrs,
+  to: peer,
+  replaces: peer,
+  expires: time,
+  fat: peer,
+  sig
+})
+export type Transfer = Infer<typeof Transfer>
+
+/** A chunk a vendor found corrupt or missing on its disks. */
+export const ChunkRef = obj({ fileId, chunkId })
+export type ChunkRef = Infer<typeof ChunkRef>
 
 // ---- tables
 
@@ -97,13 +128,21 @@ export const Announce = obj({
   free: int(0, MAX_BYTES),
   devices: arr(Device, 256),
   inflight: int(0, 1_000_000),
-  done: arr(hex(16), 10_000)
+  done: arr(hex(16), 10_000),
+  /** chunks in the local table */
+  held: int(0, 2 ** 40),
+  /** bytes the vendor may still take before its high-water mark (0: full) */
+  room: int(0, MAX_BYTES),
+  /** bytes above its high-water mark it asks the FAT to move elsewhere */
+  over: int(0, MAX_BYTES),
+  /** chunks found corrupt or missing (first ones, if many) */
+  lost: arr(ChunkRef, 1000)
 })
 /** A FAT replica: its peer id and addresses. */
 export const Replica = obj({ peer, addrs })
 export type Replica = Infer<typeof Replica>
 
-export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000), fats: arr(Replica, 15) })
+export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000), fats: arr(Replica, 15), transfers: arr(Transfer, 1000) })
 
 export const Allocate = obj({ t: t('allocate'), sizes: arr(int(0, MAX_BYTES), MAX_FILES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), auth: Auth })
 export const Allocated = obj({ t: t('allocated'), allocationId, fileIds: arr(fileId, MAX_FILES), expires: time, candidates: arr(Hop, MAX_CANDIDATES) })
@@ -129,9 +168,21 @@ export const VendorStatus = obj({
   available: int(0, MAX_BYTES),
   devices: arr(Device, 256),
   lastSeen: time,
-  alive: bool
+  alive: bool,
+  draining: bool,
+  /** the vendor's last heartbeat: chunks held, bytes over its high-water mark, chunks it lost */
+  held: int(0, 2 ** 40),
+  over: int(0, MAX_BYTES),
+  lost: int(0, 1000),
+  /** transfers under way with this vendor as source or target */
+  transfers: int(0, 1_000_000)
 })
 export type VendorStatus = Infer<typeof VendorStatus>
+export const Copied = obj({ t: t('copied'), transfer: Transfer, receipt: Receipt })
+/** Asks the FAT to move everything off `vendor`; signed by the vendor's own key (the sender may be anyone). */
+export const Drain = obj({ t: t('drain'), vendor: peer, auth: Auth })
+export const Draining = obj({ t: t('draining'), vendor: peer, bytes: int(0, MAX_BYTES) })
+
 export const Status = obj({ t: t('status') })
 export const ReplicaStatus = obj({ peer, addrs, reachable: bool, leader: bool, term: int(0, 2 ** 48), applied: int(0, 2 ** 48), digest: hex(32, true) })
 export type ReplicaStatus = Infer<typeof ReplicaStatus>
@@ -146,6 +197,9 @@ export const Stored = obj({ t: t('stored'), receipts: arr(Receipt, MAX_REPLICAS)
 export const Fetch = obj({ t: t('fetch'), fileId, chunkId, auth: Auth })
 export const ChunkReply = obj({ t: t('chunk'), size: int(0, MAX_WIRE_CHUNK) })
 export const OrderMsg = obj({ t: t('order'), order: Order })
+export const TransferMsg = obj({ t: t('transfer'), transfer: Transfer })
+/** target -> source vendor on the fetch protocol: the chunk a FAT transfer order names. */
+export const Copy = obj({ t: t('copy'), transfer: Transfer })
 
 // ---- shared replies
 

@@ -59,8 +59,13 @@ export const arr = <T>(item: Check<T>, max: number): Check<T[]> => (v, p) => {
   return v.map((x, i) => item(x, `${p}[${i}]`))
 }
 
+/** A field that may be left out (undefined); when present it must pass `check`. */
+export const opt = <T>(check: Check<T>): Check<T | undefined> => (v, p) => v === undefined ? undefined : check(v, p)
+
 type Shape = Record<string, Check<any>>
-type FromShape<S extends Shape> = { [K in keyof S]: Infer<S[K]> }
+type OptKeys<S extends Shape> = { [K in keyof S]: undefined extends Infer<S[K]> ? K : never }[keyof S]
+/** Fields decoded with `opt` may be left out; all others are required. */
+type FromShape<S extends Shape> = { [K in Exclude<keyof S, OptKeys<S>>]: Infer<S[K]> } & { [K in OptKeys<S>]?: Infer<S[K]> } extends infer O ? { [K in keyof O]: O[K] } : never
 
 /** An object with exactly these fields: a missing or an unknown field is an error. */
 export const obj = <S extends Shape>(shape: S): Check<FromShape<S>> => (v, p) => {
@@ -70,7 +75,9 @@ export const obj = <S extends Shape>(shape: S): Check<FromShape<S>> => (v, p) =>
     if (!Object.hasOwn(shape, key)) fail(`${p}.${key}`, 'unknown field')
   }
   for (const [key, check] of Object.entries(shape)) {
-    out[key] = check(Object.hasOwn(v, key) ? (v as Record<string, unknown>)[key] : undefined, `${p}.${key}`)
+    const value = check(Object.hasOwn(v, key) ? (v as Record<string, unknown>)[key] : undefined, `${p}.${key}`)
+    // a field left out (optional) stays out, so a decoded message equals what was sent
+    if (value !== undefined) out[key] = value
   }
   return out as FromShape<S>
 }

@@ -4,7 +4,7 @@ import { toString as toHex, fromString as fromHex } from 'uint8arrays'
 import { AccessDeniedError } from '../errors.ts'
 
 /** Each kind of signed record has its own domain, so a signature of one is never valid as another. */
-export type Domain = 'grant' | 'header' | 'receipt' | 'order'
+export type Domain = 'grant' | 'header' | 'receipt' | 'order' | 'transfer'
 
 /** JSON with sorted keys: the same record always yields the same bytes. */
 export function canonical (value: unknown): string {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { mkdir, open, readFile, rename, rm, statfs, writeFile } from 'node:fs/promises'
+import { access, constants, mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { InvalidArgumentError, IntegrityError, NoSpaceError } from '../errors.ts'
 import { parseSize } from '../units.ts'
@@ -26,6 +26,9 @@ interface Device extends DeviceInfo { dir: string, quota: boolean }
 
 /** The disks a vendor offers: directories with quotas, where pieces are written durably and checked. */
 export class Devices {
+  /** Called once when a device is marked failed (a failed write, or its directory is gone). */
+  onFail?: (path: string, reason: string) => void
+
   private constructor (private readonly devices: Device[], private readonly log: Logger) {}
 
   static async open (specs: DeviceSpec[], log: Logger): Promise<Devices> {
@@ -54,6 +57,63 @@ export class Devices {
   }
 
   capacity (): number { return this.devices.reduce((n, d) => n + d.capacity, 0) }
+  /** Capacity of the devices that have not failed. */
+  healthyCapacity (): number { return this.devices.reduce((n, d) => n + (d.failed ? 0 : d.capacity), 0) }
+  /** Bytes of pieces on devices that have not failed. */
+  used (): number { return this.devices.reduce((n, d) => n + (d.failed ? 0 : d.used), 0) }
+  isFailed (path: string): boolean { return this.byPath(path)?.failed ?? true }
+
+  /** Marks a device failed: nothing more is written there, and its pieces are to be replaced. */
+  fail (path: string, reason: string): void {
+    const d = this.byPath(path)
+    if (d == null || d.failed) return
+    d.failed = true
+    this.log.error('device %s failed: %s', path, reason)
+    this.onFail?.(path, reason)
+  }
+
+  /** Checks that every healthy device's folder is still there and writable; marks the others failed. */
+  async probe (): Promise<string[]> {
+    const failed: string[] = []
+    for (const d of this.devices) {
+      if (d.failed) continue
+      try {
+        if (!(await stat(d.dir)).isDirectory()) throw new Error('not a directory')
+        await access(d.dir, constants.W_OK)
+      } catch (err: any) {
+        this.fail(d.path, `its folder ${d.dir} is gone or not writable (${err.code ?? err.message})`)
+        failed.push(d.path)
+      }
+    }
+    return failed
+  }
+
+  /** Is the piece on its device with its recorded size? (a quick check, without reading it) */
+  async present (piece: PieceRef): Promise<boolean> {
+    const d = this.byPath(piece.device)
+    if (d == null || d.failed) return false
+    try {
+      return (await stat(join(d.dir, piece.name))).size === piece.size
+    } catch {
+      return false
+    }
+  }
+
+  /** Every file in the devices' piece folders, to find leftovers no table names. */
+  async files (): Promise<Array<{ device: string, name: string }>> {
+    const out: Array<{ device: string, name: string }> = []
+    for (const d of this.devices) {
+      if (d.failed) continue
+      for (const name of await readdir(d.dir).catch(() => [] as string[])) out.push({ device: d.path, name })
+    }
+    return out
+  }
+
+  /** Removes a file no table names (a write cut short by a crash). */
+  async removeLeftover (device: string, name: string): Promise<void> {
+    const d = this.byPath(device)
+    if (d != null) await rm(join(d.dir, name), { force: true })
+  }
   free (): number { return this.devices.reduce((n, d) => n + (d.failed ? 0 : d.free), 0) }
 
   /** Counts a piece already on disk (from the local table at start). */
@@ -85,8 +145,7 @@ export class Devices {
         d.free = d.capacity - d.used
         return { device: d.path, name, size: bytes.byteLength, sha256: hash }
       } catch (err: any) {
-        this.log.error('device %s failed writing %s: %s', d.path, name, err.message)
-        d.failed = true
+        this.fail(d.path, `writing ${name}: ${err.message}`)
         await Promise.all([name, `${name}.tmp`].map(async n => { await rm(join(d.dir, n), { force: true }).catch(() => {}) }))
       }
     }
@@ -104,7 +163,8 @@ export class Devices {
   async remove (piece: PieceRef): Promise<void> {
     const d = this.byPath(piece.device)
     if (d == null) return
-    await rm(join(d.dir, piece.name), { force: true })
+    // a failed device may be gone altogether: the piece is then gone with it
+    await rm(join(d.dir, piece.name), { force: true }).catch(err => { if (!d.failed) throw err })
     d.used = Math.max(0, d.used - piece.size)
     d.free = d.capacity - d.used
   }

@@ -1,6 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, InvalidArgumentError, LimitError, UnavailableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, LimitError, NotFoundError, UnavailableError } from '../../errors.ts'
 import { encode } from '../../protocol/codec.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
@@ -14,8 +14,9 @@ import { Serial } from '../../serial.ts'
 import { FAT_SYNC_PROTOCOL } from '../../protocol/ids.ts'
 import type { ProbeReply } from '../../protocol/fat-sync.ts'
 import * as S from '../../protocol/fat-sync.ts'
-import { FatTable, bytesPerVendor, newOrder, type AllocationRecord, type PendingOrder } from './table.ts'
+import { FatTable, bytesPerVendor, newOrder, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
 import { createReplication, type Replication } from './replication.ts'
+import { planMoves, type VendorLoad } from './moves.ts'
 
 export interface FatOptions {
   node: StorNode
@@ -44,17 +45,19 @@ export interface Fat {
 /** Orders carried by one heartbeat reply; the rest follow on the next beats. */
 const ORDERS_PER_HEARTBEAT = 200
 
-const REQUESTS = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status, members: M.Members }
+const REQUESTS = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
 
 /** Changes only the replica that orders writes makes; the others forward them to it, expecting these replies. */
 const WRITES: Record<string, Record<string, any>> = {
   allocate: { allocated: M.Allocated },
   commit: { ok: M.Ok },
-  release: { released: M.Released }
+  release: { released: M.Released },
+  copied: { ok: M.Ok },
+  drain: { draining: M.Draining }
 }
 
-/** What a FAT knows of a vendor from its heartbeats alone; never logged. */
-interface Liveness { lastSeen: number, free: number, inflight: number }
+/** Transfer orders carried by one heartbeat reply. */
+const TRANSFERS_PER_HEARTBEAT = 200
 
 /** The File Allocation Table service: vendors' resources in, provisional grants out, final tables kept. */
 export async function createFat (opts: FatOptions): Promise<Fat> {
@@ -76,10 +79,13 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   })
   const serial = new Serial()
   const guard = new ReplayGuard()
-  const liveness = new Map<string, Liveness>()
+  /** What the FAT knows of each vendor from its heartbeats alone; never logged. */
+  const liveness = new Map<string, VendorLoad>()
   // three missed beats, and never less than a few seconds: a loaded machine delays heartbeats
   const silentMs = Math.max(opts.heartbeatMs * 3, 5000)
   const alive = (peer: string): boolean => Date.now() - (liveness.get(peer)?.lastSeen ?? 0) <= silentMs
+  /** Offered for new data: alive, not draining, and below its own high-water mark. */
+  const offered = (peer: string): boolean => alive(peer) && table.vendor(peer)?.draining !== true && (liveness.get(peer)?.room ?? 0) > 0
 
   /** Every change goes through the replicated log: it counts once a majority of replicas holds it. */
   const propose = replication.propose
@@ -96,14 +102,28 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       }
       if (replication.isLeader()) {
         await replication.ready()
-        return await handle(msg, (msg as { auth: { owner: string } }).auth.owner)
+        return await handle(msg, (msg as { auth?: { owner: string } }).auth?.owner ?? self)
       }
       if (Date.now() > deadline) throw new UnavailableError('no FAT replica orders writes right now (an election is under way, or a majority is unreachable); try again')
       await new Promise(resolve => setTimeout(resolve, 100))
     }
   }
 
-  const signOrder = async (o: PendingOrder): Promise<M.Order> => await sign<M.Order>(key, 'order', { ...o, fat: self })
+  const signOrder = async (o: PendingOrder): Promise<M.Order> => await sign<M.Order>(key, 'order', { ...o, chunks: o.chunks, fat: self })
+  const signTransfer = async (x: TransferRecord): Promise<M.Transfer> => {
+    const { issued: _issued, ...body } = x
+    return await sign<M.Transfer>(key, 'transfer', { ...body, fromAddrs: table.vendor(x.from)?.addrs ?? [], fat: self })
+  }
+
+  /** Sends a transfer order to its target now; if it does not answer, the order rides on its next heartbeat reply. */
+  const pushTransfer = (x: TransferRecord): void => {
+    const v = table.vendor(x.to)
+    if (v == null) return
+    void (async () => {
+      const transfer = await signTransfer(x)
+      await call(node, { peer: v.peer, addrs: v.addrs }, ORDER_PROTOCOL, { t: 'transfer', transfer }, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(10_000) })
+    })().catch(err => { log('transfer %s to %s waits for its heartbeat: %s', x.id, x.to, err.message) })
+  }
 
   /** Delivers orders now where the vendor answers; the rest ride on its next heartbeat reply. */
   const push = (orders: PendingOrder[]): void => {
@@ -135,11 +155,37 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   }
   const timer = setInterval(() => { serial.run(expireLeases).catch(err => log.error('lease expiry: %s', err.message)) }, Math.min(1000, opts.leaseMs / 2))
 
+  /** Repair and migration: end stale transfers, then plan copies for lost, over-full and draining vendors. */
+  const rebalance = async (): Promise<void> => {
+    if (!replication.isLeader()) return
+    const now = Date.now()
+    for (const x of table.listTransfers()) {
+      if (x.expires > now) continue
+      const orders = await unwantedCopy(x)
+      await propose({ op: 'transfer-end', transferId: x.id, orders })
+      log('transfer %s (%s of chunk %s to %s) expired', x.id, x.reason, x.chunkId, x.to)
+      push(orders)
+    }
+    const moves = await planMoves(table, liveness, { alive, offered, now })
+    for (const x of moves) {
+      await propose({ op: 'transfer', transfer: x })
+      log('transfer %s planned: %s chunk %s of %s from %s to %s, replacing %s', x.id, x.reason, x.chunkId, x.fileId, x.from, x.to, x.replaces)
+      pushTransfer(x)
+    }
+  }
+  /** An erase order for a transfer's copy, unless its target holds that chunk as a replica anyway. */
+  const unwantedCopy = async (x: TransferRecord): Promise<PendingOrder[]> => {
+    const t = await table.fileTable(x.fileId)
+    const isReplica = t?.chunks.some(c => c.id === x.chunkId && c.replicas.some(r => r.vendor === x.to)) ?? false
+    return isReplica ? [] : [newOrder(x.to, 'erase-chunks', x.fileId, [], [x.chunkId])]
+  }
+  const rebalanceTimer = setInterval(() => { serial.run(rebalance).catch(err => log.error('rebalance: %s', err.stack ?? err.message)) }, opts.heartbeatMs)
+
   const handlers: { [K in keyof typeof REQUESTS]: (msg: M.Message<typeof REQUESTS[K]>, remotePeer: string) => Promise<object> } = {
     async announce (msg, remotePeer) {
-      liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight })
+      liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight, held: msg.held, room: msg.room, over: msg.over, lost: msg.lost })
       // every replica hears every vendor; the one that orders writes logs what changed and owes the orders
-      if (!replication.isLeader()) return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders: [], fats: members() }
+      if (!replication.isLeader()) return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders: [], fats: members(), transfers: [] }
       await serial.run(async () => {
         const rec = { peer: remotePeer, addrs: msg.addrs, capacity: msg.capacity, devices: msg.devices, joined: Date.now() }
         if (table.vendorChanged(rec)) await propose({ op: 'vendor', vendor: rec })
@@ -148,7 +194,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         if (done.length > 0) await propose({ op: 'delivered', vendor: remotePeer, ids: done })
       })
       const orders = await Promise.all((await table.pendingOrders(remotePeer, ORDERS_PER_HEARTBEAT)).map(signOrder))
-      return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders, fats: members() }
+      const transfers = await Promise.all(table.listTransfers().filter(x => x.to === remotePeer).slice(0, TRANSFERS_PER_HEARTBEAT).map(signTransfer))
+      return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders, fats: members(), transfers }
     },
 
     async allocate (msg, remotePeer) {
@@ -156,7 +203,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       const bytes = msg.sizes.reduce((a, b) => a + b, 0)
       const leaseMs = opts.leaseMs + Math.ceil(bytes / 1048576) * (opts.leaseMsPerMiB ?? 1000)
       const a = await serial.run(async () => {
-        const planned = table.planAllocation(remotePeer, msg.sizes, msg.replicas, msg.chunkSize, Date.now() + leaseMs, alive)
+        const planned = table.planAllocation(remotePeer, msg.sizes, msg.replicas, msg.chunkSize, Date.now() + leaseMs, offered)
         await propose({ op: 'allocate', allocation: planned })
         return planned
       })
@@ -211,10 +258,71 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       return { t: 'released', fileId: msg.fileId, freed }
     },
 
+    async copied (msg) {
+      // the target's signed receipt is the confirmation, whoever carries it (a replica may hand it on)
+      const { transfer: t, receipt } = msg
+      if (receipt.vendor !== t.to) throw new AccessDeniedError('the receipt is not signed by the transfer\'s target')
+      await verify(t.to, 'receipt', receipt)
+      if (receipt.fileId !== t.fileId || receipt.chunkId !== t.chunkId || receipt.size !== t.size) {
+        throw new InvalidArgumentError('the receipt does not match the transfer')
+      }
+      await serial.run(async () => {
+        const x = table.transfer(t.id)
+        if (x == null || x.to !== t.to || x.fileId !== t.fileId || x.chunkId !== t.chunkId || x.replaces !== t.replaces) {
+          throw new NotFoundError(`no transfer ${t.id} is under way: it expired or its file was released`)
+        }
+        const file = await table.fileTable(x.fileId)
+        const chunk = file?.chunks.find(c => c.id === x.chunkId)
+        if (chunk == null || !chunk.replicas.some(r => r.vendor === x.replaces) || chunk.replicas.some(r => r.vendor === x.to)) {
+          const orders = await unwantedCopy(x)
+          await propose({ op: 'transfer-end', transferId: x.id, orders })
+          push(orders)
+          throw new NotFoundError(`transfer ${t.id} is no longer needed`)
+        }
+        const orders = [newOrder(x.replaces, 'erase-chunks', x.fileId, [], [x.chunkId])]
+        await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders })
+        // until its next heartbeat, count the bytes as gone from the old holder, so migration does not overshoot
+        const load = liveness.get(x.replaces)
+        if (load != null) load.over = Math.max(0, load.over - x.size)
+        log('transfer %s done: chunk %s of %s now on %s instead of %s (%s)', x.id, x.chunkId, x.fileId, x.to, x.replaces, x.reason)
+        push(orders)
+      })
+      return { t: 'ok' }
+    },
+
+    async drain (msg) {
+      if (msg.auth.owner !== msg.vendor) throw new AccessDeniedError('a drain request must be signed by the vendor it drains')
+      const bytes = await serial.run(async () => {
+        if (table.vendor(msg.vendor) == null) throw new NotFoundError(`no vendor ${msg.vendor} has announced itself to this FAT`)
+        if (table.vendor(msg.vendor)?.draining !== true) await propose({ op: 'drain', vendor: msg.vendor })
+        return table.usage(msg.vendor).used
+      })
+      log('vendor %s drains: %d bytes to move', msg.vendor, bytes)
+      return { t: 'draining', vendor: msg.vendor, bytes }
+    },
+
     async status () {
+      const moving = new Map<string, number>()
+      for (const x of table.listTransfers()) for (const v of new Set([x.from, x.to])) moving.set(v, (moving.get(v) ?? 0) + 1)
       const vendors = table.listVendors().map(v => {
         const u = table.usage(v.peer)
-        return { vendor: v.peer, addrs: v.addrs, capacity: v.capacity, used: u.used, locked: u.locked, available: u.available, devices: v.devices, lastSeen: liveness.get(v.peer)?.lastSeen ?? 0, alive: alive(v.peer) }
+        const l = liveness.get(v.peer)
+        return {
+          vendor: v.peer,
+          addrs: v.addrs,
+          capacity: v.capacity,
+          used: u.used,
+          locked: u.locked,
+          available: u.available,
+          devices: v.devices,
+          lastSeen: l?.lastSeen ?? 0,
+          alive: alive(v.peer),
+          draining: v.draining === true,
+          held: l?.held ?? 0,
+          over: l?.over ?? 0,
+          lost: l?.lost.length ?? 0,
+          transfers: moving.get(v.peer) ?? 0
+        }
       })
       const replicas = await Promise.all(replication.members().map(async m => {
         let p: ProbeReply | undefined
@@ -243,7 +351,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       // requests on a user's files are signed by that user, fresh and never seen before; another
       // replica may hand one on, the user's signature travelling with it
       requester = msg.auth.owner
-      if (requester !== remotePeer && !isReplica(remotePeer)) throw new AccessDeniedError('the request is signed by another peer than the one that sent it')
+      // a drain request is signed by the vendor it drains, whoever carries it
+      if (requester !== remotePeer && !isReplica(remotePeer) && msg.t !== 'drain') throw new AccessDeniedError('the request is signed by another peer than the one that sent it')
       await guard.check(msg, requester)
     }
     if (Object.hasOwn(WRITES, msg.t)) {
@@ -264,6 +373,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     replication,
     async stop () {
       clearInterval(timer)
+      clearInterval(rebalanceTimer)
       await replication.stop()
       await node.unhandle(FAT_PROTOCOL)
       await serial.run(async () => {})

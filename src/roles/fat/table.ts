@@ -2,10 +2,10 @@ import { createHash, randomBytes } from 'node:crypto'
 import { AccessDeniedError, InvalidArgumentError, NoSpaceError, NotFoundError } from '../../errors.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
 import type { FileTable, FileSummary } from '../../protocol/messages.ts'
-import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member } from '../../protocol/fat-sync.ts'
+import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
 import { Records, type DB } from '../../store/db.ts'
 
-export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member } from '../../protocol/fat-sync.ts'
+export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
 
 export function chunkCount (size: number, chunkSize: number): number {
   return Math.ceil(size / chunkSize)
@@ -14,6 +14,12 @@ export function chunkCount (size: number, chunkSize: number): number {
 /** Bytes a file of `size` takes on a vendor once encrypted in chunks of `chunkSize`. */
 export function storedSize (size: number, chunkSize: number): number {
   return size + chunkCount(size, chunkSize) * CHUNK_OVERHEAD
+}
+
+/** A vendor's capacity without its failed devices: nothing more is placed on those. */
+export function healthyCapacity (v: VendorRecord): number {
+  if (v.devices.length === 0) return v.capacity
+  return Math.min(v.capacity, v.devices.reduce((n, d) => n + (d.failed ? 0 : d.capacity), 0))
 }
 
 export function bytesPerVendor (t: FileTable): Map<string, number> {
@@ -28,8 +34,8 @@ function add (m: Map<string, number>, k: string, n: number): void {
   else m.set(k, v)
 }
 
-export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: string, keep: string[]): PendingOrder {
-  return { id: randomBytes(16).toString('hex'), vendor, kind, scope, keep, issued: Date.now() }
+export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: string, keep: string[], chunks?: string[]): PendingOrder {
+  return { id: randomBytes(16).toString('hex'), vendor, kind, scope, keep, chunks, issued: Date.now() }
 }
 
 type Batch = Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>
@@ -45,6 +51,8 @@ export class FatTable {
   private readonly owners = new Map<string, string>()
   private readonly used = new Map<string, number>()
   private readonly locked = new Map<string, number>()
+  private readonly transfers = new Map<string, TransferRecord>()
+  private readonly transferRecs: Records<TransferRecord>
   private readonly vendorRecs: Records<VendorRecord>
   private readonly allocRecs: Records<AllocationRecord>
   private readonly fileRecs: Records<FileTable>
@@ -60,6 +68,7 @@ export class FatTable {
     this.orderRecs = new Records(db, 'order')
     this.metaRecs = new Records(db, 'meta')
     this.memberRecs = new Records(db, 'members')
+    this.transferRecs = new Records(db, 'xfer')
   }
 
   async load (): Promise<void> {
@@ -71,6 +80,10 @@ export class FatTable {
     for await (const [, f] of this.fileRecs.entries()) {
       this.owners.set(f.fileId, f.owner)
       for (const [v, b] of bytesPerVendor(f)) add(this.used, v, b)
+    }
+    for await (const [, t] of this.transferRecs.entries()) {
+      this.transfers.set(t.id, t)
+      add(this.locked, t.to, t.size)
     }
     this.seq = await this.metaRecs.get('seq') ?? 0
   }
@@ -91,7 +104,22 @@ export class FatTable {
     const v = this.vendors.get(peer)
     const used = this.used.get(peer) ?? 0
     const locked = this.locked.get(peer) ?? 0
-    return { used, locked, available: v == null ? 0 : Math.max(0, v.capacity - used - locked) }
+    return { used, locked, available: v == null ? 0 : Math.max(0, healthyCapacity(v) - used - locked) }
+  }
+
+  transfer (id: string): TransferRecord | undefined { return this.transfers.get(id) }
+  listTransfers (): TransferRecord[] { return [...this.transfers.values()] }
+
+  /** A committed file's table, whoever owns it (for repair and migration). */
+  async fileTable (fileId: string): Promise<FileTable | undefined> {
+    return this.owners.has(fileId) ? await this.fileRecs.get(fileId) : undefined
+  }
+
+  /** Committed files with a replica on `vendor`. */
+  async * filesOn (vendor: string): AsyncGenerator<FileTable> {
+    for await (const [, t] of this.fileRecs.entries()) {
+      if (t.chunks.some(c => c.replicas.some(r => r.vendor === vendor))) yield t
+    }
   }
 
   /** The file's table, for its owner only. */
@@ -126,7 +154,7 @@ export class FatTable {
   /** A digest of the materialised table: replicas that agree have the same one. */
   async digest (): Promise<string> {
     const h = createHash('sha256')
-    for (const prefix of ['members', 'vendor', 'alloc', 'file', 'order']) {
+    for (const prefix of ['members', 'vendor', 'alloc', 'file', 'order', 'xfer']) {
       for await (const [k, v] of this.db.iterator({ gte: `${prefix}/`, lt: `${prefix}/\xff` })) h.update(k).update(v)
     }
     return h.digest('hex')
@@ -223,8 +251,9 @@ export class FatTable {
     }
     switch (op.op) {
       case 'vendor': {
-        const joined = this.vendors.get(op.vendor.peer)?.joined ?? op.vendor.joined
-        const rec = { ...op.vendor, joined }
+        const old = this.vendors.get(op.vendor.peer)
+        const joined = old?.joined ?? op.vendor.joined
+        const rec = { ...op.vendor, joined, draining: old?.draining }
         this.vendors.set(rec.peer, rec)
         batch.push(this.vendorRecs.put(rec.peer, rec))
         break
@@ -255,9 +284,47 @@ export class FatTable {
           this.owners.delete(op.fileId)
           batch.push(this.fileRecs.del(op.fileId))
         }
+        for (const x of this.listTransfers()) if (x.fileId === op.fileId) this.endTransfer(x.id, batch)
         orders(op.orders)
         break
       }
+      case 'drain': {
+        const v = this.vendors.get(op.vendor)
+        if (v != null) {
+          const rec = { ...v, draining: true }
+          this.vendors.set(rec.peer, rec)
+          batch.push(this.vendorRecs.put(rec.peer, rec))
+        }
+        break
+      }
+      case 'transfer':
+        this.transfers.set(op.transfer.id, op.transfer)
+        add(this.locked, op.transfer.to, op.transfer.size)
+        batch.push(this.transferRecs.put(op.transfer.id, op.transfer))
+        break
+      case 'replace-replica': {
+        const t = await this.fileRecs.get(op.fileId)
+        if (t != null) {
+          let changed = false
+          for (const c of t.chunks) {
+            if (c.id !== op.chunkId) continue
+            const at = c.replicas.findIndex(r => r.vendor === op.replaces)
+            if (at < 0 || c.replicas.some(r => r.vendor === op.to)) continue
+            c.replicas[at] = { vendor: op.to, sig: op.sig }
+            add(this.used, op.replaces, -c.size)
+            add(this.used, op.to, c.size)
+            changed = true
+          }
+          if (changed) batch.push(this.fileRecs.put(t.fileId, t))
+        }
+        this.endTransfer(op.transferId, batch)
+        orders(op.orders)
+        break
+      }
+      case 'transfer-end':
+        this.endTransfer(op.transferId, batch)
+        orders(op.orders)
+        break
       case 'delivered':
         for (const id of op.ids) batch.push(this.orderRecs.del(`${op.vendor}/${id}`))
         break
@@ -270,6 +337,14 @@ export class FatTable {
     this.seq = seq
     batch.push(this.metaRecs.put('seq', seq))
     await this.db.batch(batch, { sync: true })
+  }
+
+  private endTransfer (id: string, batch: Batch): void {
+    const x = this.transfers.get(id)
+    if (x == null) return
+    this.transfers.delete(id)
+    add(this.locked, x.to, -x.size)
+    batch.push(this.transferRecs.del(id))
   }
 
   private lock (a: AllocationRecord, sign: 1 | -1): void {

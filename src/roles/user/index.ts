@@ -57,6 +57,8 @@ export interface User {
   list: () => Promise<FileSummary[]>
   release: (fileId: string) => Promise<{ fileId: string, freed: number }>
   status: () => Promise<StatusReport>
+  /** The FAT's authoritative table of one of this user's files, with its vendors' addresses. */
+  table: (fileId: string) => Promise<M.Message<typeof M.TableReply>>
   /** Asks for a provisional allocation without storing anything (it expires with its lease). */
   allocate: (sizes: number[], replicas: number, chunkSize?: number) => Promise<Allocation>
 }
@@ -182,6 +184,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
       return (await ask({ t: 'list' }, { files: M.Files })).files
     },
     release,
+    table,
     async status () {
       return await ask({ t: 'status' }, { 'status-reply': M.StatusReply }, false)
     }

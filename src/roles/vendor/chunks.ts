@@ -14,7 +14,12 @@ export interface ChunkRecord {
   /** Set once the FAT's settle order confirms the chunk is part of a committed file. */
   kept: boolean
   stored: number
+  /** Why the chunk can no longer be served (a piece corrupt or gone); it waits for the FAT to replace it. */
+  damaged?: string
 }
+
+/** What the start-up check found. */
+export interface CheckReport { chunks: number, damaged: number, leftovers: number }
 
 export interface ChunkPlace { owner: string, allocationId: string, fileId: string, chunkId: string }
 
@@ -33,6 +38,9 @@ export class ChunkStore {
   private readonly serial = new Serial()
   /** Stores in progress, so a retried chunk waits for the first attempt instead of writing twice. */
   private readonly writing = new Map<string, Promise<void>>()
+  /** fileId/chunkId of damaged chunks, reported to the FAT on every heartbeat until replaced. */
+  private readonly damagedKeys = new Set<string>()
+  private count = 0
 
   constructor (readonly db: DB, readonly devices: Devices) {
     this.chunks = new Records(db, 'chunk')
@@ -42,10 +50,95 @@ export class ChunkStore {
 
   async load (): Promise<number> {
     let n = 0
-    for await (const [, c] of this.chunks.entries()) { c.pieces.forEach(p => { this.devices.account(p) }); n++ }
+    for await (const [, c] of this.chunks.entries()) {
+      c.pieces.forEach(p => { this.devices.account(p) })
+      if (c.damaged != null) this.damagedKeys.add(`${c.fileId}/${c.chunkId}`)
+      n++
+    }
+    this.count = n
     return n
   }
 
+  /**
+   * Start-up check of the table against the disks: a chunk with a piece missing or of the wrong
+   * size is marked damaged; a file in a piece folder that no chunk names (a write cut short by a
+   * crash, a temporary file) is removed, so nothing half-written is ever served or counted.
+   */
+  async check (): Promise<CheckReport> {
+    const named = new Set<string>()
+    let chunks = 0
+    let damaged = 0
+    for await (const [, c] of this.chunks.entries()) {
+      chunks++
+      for (const p of c.pieces) named.add(`${p.device}\0${p.name}`)
+      if (c.damaged != null) { damaged++; continue }
+      const missing = []
+      for (const p of c.pieces) if (!await this.devices.present(p)) missing.push(p.name)
+      if (missing.length > 0) {
+        await this.markDamaged(c.fileId, c.chunkId, `piece ${missing.join(', ')} missing at start`)
+        damaged++
+      }
+    }
+    let leftovers = 0
+    for (const f of await this.devices.files()) {
+      if (named.has(`${f.device}\0${f.name}`)) continue
+      await this.devices.removeLeftover(f.device, f.name)
+      leftovers++
+    }
+    return { chunks, damaged, leftovers }
+  }
+
+  /** Chunks in the table. */
+  size (): number { return this.count }
+
+  /** Damaged chunks, up to `max`, for the heartbeat. */
+  damaged (max: number): Array<{ fileId: string, chunkId: string }> {
+    const out = []
+    for (const k of this.damagedKeys) {
+      if (out.length >= max) break
+      const [fileId, chunkId] = k.split('/')
+      out.push({ fileId, chunkId })
+    }
+    return out
+  }
+
+  /** Marks a chunk unservable; the FAT is told on the next heartbeat and replaces this replica. */
+  async markDamaged (fileId: string, chunkId: string, reason: string, unless?: (c: ChunkRecord) => boolean): Promise<boolean> {
+    return await this.serial.run(async () => {
+      const c = await this.get(fileId, chunkId)
+      if (c == null || c.damaged != null || unless?.(c) === true) return false
+      await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, { ...c, damaged: reason })], { sync: true })
+      this.damagedKeys.add(`${fileId}/${chunkId}`)
+      return true
+    })
+  }
+
+  /** Marks damaged every chunk with a piece on a failed device. */
+  async deviceFailed (path: string): Promise<number> {
+    let n = 0
+    for await (const [, c] of this.chunks.entries()) {
+      if (c.pieces.some(p => p.device === path) && await this.markDamaged(c.fileId, c.chunkId, `device ${path} failed`)) n++
+    }
+    return n
+  }
+
+  /**
+   * Stores a chunk copied from another vendor under a FAT transfer order: no grant is counted
+   * (the FAT reserved the room), and it is kept at once (the file is committed already).
+   */
+  async putCopy (where: ChunkPlace, bytes: Uint8Array, pieces: number): Promise<void> {
+    const key = `${where.fileId}/${where.chunkId}`
+    const running = this.writing.get(key)
+    if (running != null) { await running; return }
+    const job = (async () => {
+      const old = await this.get(where.fileId, where.chunkId)
+      if (old != null && old.damaged == null) return
+      if (old != null) await this.erase(old)
+      await this.writePieces(where, bytes, pieces, true)
+    })().finally(() => this.writing.delete(key))
+    this.writing.set(key, job)
+    await job
+  }
   async get (fileId: string, chunkId: string): Promise<ChunkRecord | undefined> {
     return await this.chunks.get(`${fileId}/${chunkId}`)
   }
@@ -72,6 +165,16 @@ export class ChunkStore {
       throw new AccessDeniedError(`chunk ${chunkId} of file ${fileId} is held here under another allocation`)
     }
     await this.reserve(owner, allocationId, bytes.byteLength, grant)
+    try {
+      await this.writePieces({ owner, allocationId, fileId, chunkId }, bytes, pieces, false)
+    } catch (err) {
+      await this.reserve(owner, allocationId, -bytes.byteLength, grant)
+      throw err
+    }
+  }
+
+  /** Pieces first, each flushed and read back; the record last, so the table never names a missing piece. */
+  private async writePieces ({ owner, allocationId, fileId, chunkId }: ChunkPlace, bytes: Uint8Array, pieces: number, kept: boolean): Promise<void> {
     const refs: PieceRef[] = []
     try {
       const pieceSize = Math.max(1, Math.ceil(bytes.byteLength / pieces))
@@ -81,17 +184,18 @@ export class ChunkStore {
         used.add(ref.device)
         refs.push(ref)
       }
-      const rec: ChunkRecord = { owner, allocationId, fileId, chunkId, size: bytes.byteLength, pieces: refs, kept: false, stored: Date.now() }
+      const rec: ChunkRecord = { owner, allocationId, fileId, chunkId, size: bytes.byteLength, pieces: refs, kept, stored: Date.now() }
       await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, rec), this.byAllocation.put(`${allocationId}/${fileId}/${chunkId}`, 1)], { sync: true })
+      this.count++
     } catch (err) {
-      await Promise.all(refs.map(async r => { await this.devices.remove(r) }))
-      await this.reserve(owner, allocationId, -bytes.byteLength, grant)
+      await Promise.all(refs.map(async r => { await this.devices.remove(r).catch(() => {}) }))
       throw err
     }
   }
 
   /** Reassembles a chunk from its pieces and checks it against its id. */
   async read (rec: ChunkRecord): Promise<Uint8Array> {
+    if (rec.damaged != null) throw new IntegrityError(`chunk ${rec.chunkId} is damaged here (${rec.damaged}); fetch another replica`)
     const parts = await Promise.all(rec.pieces.map(async p => await this.devices.read(p)))
     const bytes = Buffer.concat(parts)
     if (sha256(bytes) !== rec.chunkId) throw new IntegrityError(`chunk ${rec.chunkId} does not match its hash`)
@@ -105,7 +209,13 @@ export class ChunkStore {
       const [, fileId, chunkId] = key.split('/')
       const c = await this.get(fileId, chunkId)
       if (c != null && keep.has(chunkId)) {
-        if (!c.kept) await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, { ...c, kept: true })])
+        // read again under the queue, so a damage mark made meanwhile is not overwritten
+        if (!c.kept) {
+          await this.serial.run(async () => {
+            const now = await this.get(fileId, chunkId)
+            if (now != null) await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, { ...now, kept: true })])
+          })
+        }
       } else if (c != null) {
         await this.erase(c)
         erased++
@@ -127,6 +237,18 @@ export class ChunkStore {
     return erased
   }
 
+  /** Erases the listed chunks of one file (replicas that now live elsewhere). */
+  async eraseChunks (fileId: string, chunkIds: string[]): Promise<number> {
+    let erased = 0
+    for (const chunkId of chunkIds) {
+      const c = await this.get(fileId, chunkId)
+      if (c == null) continue
+      await this.erase(c)
+      erased++
+    }
+    return erased
+  }
+
   async list (): Promise<ChunkRecord[]> {
     const out: ChunkRecord[] = []
     for await (const [, c] of this.chunks.entries()) out.push(c)
@@ -134,7 +256,14 @@ export class ChunkStore {
   }
 
   private async erase (c: ChunkRecord): Promise<void> {
-    await this.db.batch([this.chunks.del(`${c.fileId}/${c.chunkId}`), this.byAllocation.del(`${c.allocationId}/${c.fileId}/${c.chunkId}`)], { sync: true })
+    const gone = await this.serial.run(async () => {
+      if (await this.get(c.fileId, c.chunkId) == null) return true
+      await this.db.batch([this.chunks.del(`${c.fileId}/${c.chunkId}`), this.byAllocation.del(`${c.allocationId}/${c.fileId}/${c.chunkId}`)], { sync: true })
+      this.count--
+      this.damagedKeys.delete(`${c.fileId}/${c.chunkId}`)
+      return false
+    })
+    if (gone) return
     await Promise.all(c.pieces.map(async p => { await this.devices.remove(p) }))
   }
 

@@ -8,13 +8,25 @@ import { call, serve, type Target } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
-import { forwardChunk } from '../../protocol/chunk-transfer.ts'
+import { copyChunk, forwardChunk } from '../../protocol/chunk-transfer.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import type { Devices } from '../../store/devices.ts'
 import { sha256 } from '../../store/devices.ts'
 import { Records } from '../../store/db.ts'
 import { ChunkStore } from './chunks.ts'
+import { startScrubber } from './scrub.ts'
+import { Transfers } from './transfers.ts'
+
+/** The high-water mark: a share of the healthy capacity, or a number of bytes. */
+export type HighWater = { fraction: number } | { bytes: number }
+
+export const DEFAULT_HIGH_WATER: HighWater = { fraction: 0.9 }
+/** Scrub defaults: a full pass a day, reading at most 8 MiB/s. */
+export const DEFAULT_SCRUB_RATE = 8 * 1024 * 1024
+export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3_600_000
+/** Damaged chunks one heartbeat reports. */
+const LOST_PER_HEARTBEAT = 1000
 
 export interface VendorOptions {
   node: StorNode
@@ -26,7 +38,15 @@ export interface VendorOptions {
   log: Logger
   /** Called when the vendor cannot reach any FAT (the daemon prints it). */
   onWarning?: (message: string) => void
+  /** Above this the vendor asks the FAT to move chunks elsewhere (default 90% of its capacity). */
+  highWater?: HighWater
+  /** Background scrubbing: bytes per second and the time between full passes. */
+  scrubRate?: number
+  scrubIntervalMs?: number
 }
+
+/** Pieces a copied chunk is cut into (the original header's count is not known to the copy's target). */
+const COPY_PIECES = 2
 
 export interface Vendor {
   readonly store: ChunkStore
@@ -52,9 +72,15 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
   const doneOrders = new Records<number>(opts.db, 'order-done')
-  const held = await store.load()
-  log('vendor %s: %d chunks on %d devices', self, held, devices.info().length)
+  await store.load()
+  const checked = await store.check()
+  log('vendor %s: %d chunks on %d devices; %d damaged, %d leftover files removed', self, checked.chunks, devices.info().length, checked.damaged, checked.leftovers)
+  devices.onFail = path => {
+    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks to be replaced', path, n) }, err => { log.error('device %s: %s', path, err.message) })
+  }
   let inflight = 0
+  const highWater = opts.highWater ?? DEFAULT_HIGH_WATER
+  const limit = (): number => 'bytes' in highWater ? highWater.bytes : Math.floor(highWater.fraction * devices.healthyCapacity())
 
   const checkGrant = async (grant: M.Grant, owner: string, allocationId: string): Promise<void> => {
     if (!fatIds.has(grant.fat)) throw new AccessDeniedError(`the grant is signed by ${grant.fat}, which is not a FAT server of this network`)
@@ -69,7 +95,11 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     await verify(order.fat, 'order', order)
     if (order.vendor !== self) throw new AccessDeniedError('the order is for another vendor')
     if (await doneOrders.get(order.id) != null) return
-    const erased = order.kind === 'erase' ? await store.eraseFile(order.scope) : await store.settle(order.scope, new Set(order.keep))
+    const erased = order.kind === 'erase'
+      ? await store.eraseFile(order.scope)
+      : order.kind === 'erase-chunks'
+        ? await store.eraseChunks(order.scope, order.chunks ?? [])
+        : await store.settle(order.scope, new Set(order.keep))
     await opts.db.batch([doneOrders.put(order.id, Date.now())])
     log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.scope, erased)
   }
@@ -102,22 +132,80 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     }
   })
 
+  /** A transfer order counts only if a FAT of this network signed it and it has not expired. */
+  const checkTransfer = async (t: M.Transfer): Promise<void> => {
+    if (!fatIds.has(t.fat)) throw new AccessDeniedError(`the transfer is signed by ${t.fat}, which is not a FAT server of this network`)
+    await verify(t.fat, 'transfer', t)
+    if (t.expires < Date.now()) throw new AccessDeniedError('the transfer order has expired')
+  }
+
+  const transfers = new Transfers({
+    log,
+    check: async t => {
+      await checkTransfer(t)
+      if (t.to !== self) throw new AccessDeniedError('the transfer is for another target vendor')
+    },
+    copy: async t => {
+      const have = await store.get(t.fileId, t.chunkId)
+      if (have != null && have.damaged == null) return
+      const bytes = await copyChunk(node, t, AbortSignal.timeout(120_000))
+      if (sha256(bytes) !== t.chunkId) throw new IntegrityError(`chunk ${t.chunkId} from ${t.from} does not match its hash`)
+      await store.putCopy({ owner: t.owner, allocationId: t.id, fileId: t.fileId, chunkId: t.chunkId }, bytes, COPY_PIECES)
+    },
+    confirm: async t => {
+      const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: t.fileId, chunkId: t.chunkId, size: t.size })
+      const fat = opts.fats.find(a => a.getComponents().some(c => c.name === 'p2p' && c.value === t.fat)) ?? opts.fats[0]
+      try {
+        await call(node, fat, FAT_PROTOCOL, { t: 'copied', transfer: t, receipt }, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(30_000) })
+      } catch (err) {
+        // the FAT no longer wants this copy (the file was released, the order expired): drop it
+        if (err instanceof NotFoundError) {
+          const rec = await store.get(t.fileId, t.chunkId)
+          if (rec?.allocationId === t.id) await store.eraseChunks(t.fileId, [t.chunkId])
+        }
+        throw err
+      }
+    }
+  })
+
   const guard = new ReplayGuard()
-  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 32, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
-    await guard.check(msg, remotePeer)
-    const rec = await store.get(msg.fileId, msg.chunkId)
-    if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${msg.chunkId} of file ${msg.fileId}`)
-    if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
-    const bytes = await store.read(rec)
+  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 32, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+    let rec
+    if (msg.t === 'copy') {
+      // another vendor copies a chunk on a FAT's order: it must be the order's target
+      const t = msg.transfer
+      await checkTransfer(t)
+      if (t.from !== self) throw new AccessDeniedError('the transfer names another source vendor')
+      if (t.to !== remotePeer) throw new AccessDeniedError('the transfer is for another target vendor')
+      rec = await store.get(t.fileId, t.chunkId)
+      if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${t.chunkId} of file ${t.fileId}`)
+      if (rec.owner !== t.owner || rec.size !== t.size) throw new AccessDeniedError('the transfer does not match the chunk held here')
+    } else {
+      await guard.check(msg, remotePeer)
+      rec = await store.get(msg.fileId, msg.chunkId)
+      if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${msg.chunkId} of file ${msg.fileId}`)
+      if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
+    }
+    const bytes = await store.read(rec).catch(async err => {
+      // a piece that no longer reads back is damage: stop serving it and report it
+      if (err.code === 'ENOENT' || err instanceof IntegrityError) {
+        await store.markDamaged(rec.fileId, rec.chunkId, `read: ${err.message}`, now => now.stored !== rec.stored)
+        throw new IntegrityError(`chunk ${rec.chunkId} is damaged here: ${err.message}`)
+      }
+      throw err
+    })
     await fs.write(encode({ t: 'chunk', size: bytes.byteLength }), { signal })
     await fs.writeData(bytes, { signal })
     return undefined
   })
 
-  await serve(node, ORDER_PROTOCOL, { checks: { order: M.OrderMsg }, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 8, timeoutMs: 60_000, log }, async ({ msg }) => {
-    await applyOrder(msg.order)
+  await serve(node, ORDER_PROTOCOL, { checks: { order: M.OrderMsg, transfer: M.TransferMsg }, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 8, timeoutMs: 60_000, log }, async ({ msg }) => {
+    if (msg.t === 'transfer') await transfers.accept(msg.transfer)
+    else await applyOrder(msg.order)
     return { t: 'ok' }
   })
+
+  const scrubber = startScrubber(store, devices, { rate: opts.scrubRate ?? DEFAULT_SCRUB_RATE, intervalMs: opts.scrubIntervalMs ?? DEFAULT_SCRUB_INTERVAL_MS, log })
 
   let done: string[] = []
   let timer: NodeJS.Timeout | undefined
@@ -127,14 +215,20 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const announced = new Promise<void>(resolve => { firstAnnounce = resolve })
 
   const heartbeat = async (): Promise<void> => {
+    await devices.probe()
+    const used = devices.used()
     const msg = {
       t: 'announce',
       addrs: fullAddrs(node),
       capacity: devices.capacity(),
       free: devices.free(),
       devices: devices.info().map(d => ({ path: d.path, capacity: d.capacity, free: Math.max(0, d.free), failed: d.failed })),
-      inflight,
-      done
+      inflight: inflight + transfers.running,
+      done,
+      held: store.size(),
+      room: Math.max(0, limit() - used),
+      over: Math.max(0, used - limit()),
+      lost: store.damaged(LOST_PER_HEARTBEAT)
     }
     const errors: string[] = []
     const applied: string[] = []
@@ -154,6 +248,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
             log.error('order %s refused: %s', order.id, err.message)
           }
         }
+        for (const t of reply.transfers) await transfers.accept(t).catch(err => { log.error('transfer %s refused: %s', t.id, err.message) })
       } catch (err: any) {
         errors.push(err.message)
       }
@@ -182,6 +277,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     async stop () {
       stopped = true
       clearTimeout(timer)
+      await scrubber.stop()
+      transfers.stop()
       await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL].map(async p => { await node.unhandle(p) }))
     }
   }

@@ -1,0 +1,300 @@
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { startCluster, openClient, type Cluster, type Client, type UploadResult } from '../src/index.ts'
+import { openDb } from '../src/store/db.ts'
+import { Records } from '../src/store/db.ts'
+import type { ChunkRecord } from '../src/roles/vendor/chunks.ts'
+import { cli, eventually, randomFile, sha256File, tempDir } from './helpers.ts'
+
+const MiB = 1024 * 1024
+const CHUNK = 1 * MiB
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+
+/** Piece files (name -> full path) under a vendor's device folders. */
+async function pieceFiles (cluster: Cluster, v: number): Promise<Map<string, string>> {
+  const out = new Map<string, string>()
+  for (const d of cluster.deviceDirs(v)) {
+    const dir = join(d, 'stor-pieces')
+    for (const name of await readdir(dir).catch(() => [] as string[])) out.set(name, join(dir, name))
+  }
+  return out
+}
+
+/** The chunk as reassembled from a vendor's disks, hashed; undefined if it has no pieces there. */
+async function chunkOnDisk (cluster: Cluster, v: number, fileId: string, chunkId: string): Promise<string | undefined> {
+  const parts = [...(await pieceFiles(cluster, v)).entries()]
+    .filter(([n]) => n.startsWith(`${fileId}.${chunkId}.`) && !n.endsWith('.tmp'))
+    .sort(([a], [b]) => Number(a.split('.')[2]) - Number(b.split('.')[2]))
+  if (parts.length === 0) return undefined
+  // a piece may be erased between listing and reading (a migration): then the chunk is not (all) there
+  const bytes = await Promise.all(parts.map(async ([, p]) => await readFile(p).catch(() => undefined)))
+  if (bytes.some(b => b == null)) return 'partly erased'
+  return sha(Buffer.concat(bytes as Buffer[]))
+}
+
+/** Every chunk of the file sits, whole and with the right hash, on as many distinct vendors as its table says. */
+async function healthy (cluster: Cluster, user: Client, fileId: string, without?: number): Promise<boolean> {
+  const { table } = await user.table(fileId)
+  const index = new Map(cluster.vendors.map((v, i) => [v.peerId, i]))
+  for (const c of table.chunks) {
+    const vendors = new Set(c.replicas.map(r => r.vendor))
+    if (vendors.size !== table.replicas) return false
+    for (const r of c.replicas) {
+      const v = index.get(r.vendor)
+      if (v == null || v === without) return false
+      if (await chunkOnDisk(cluster, v, fileId, c.id) !== c.id) return false
+    }
+  }
+  return true
+}
+
+async function sameFile (user: Client, fileId: string, src: string, out: string): Promise<void> {
+  await user.download(fileId, out)
+  assert.equal(await sha256File(out), await sha256File(src), `${fileId} downloads byte for byte`)
+}
+
+describe('vendors look after their devices: scrub, repair, lost devices', function () {
+  let tmp: Awaited<ReturnType<typeof tempDir>>
+  let cluster: Cluster
+  let alice: Client
+  const files: Array<{ up: UploadResult, src: string }> = []
+
+  before(async function () {
+    tmp = await tempDir('care')
+    cluster = await startCluster({
+      dir: tmp.dir,
+      vendors: 3,
+      devicesPerVendor: 2,
+      deviceSize: '1GiB',
+      fatArgs: ['--heartbeat', '300ms'],
+      vendorArgs: ['--scrub-interval', '1s', '--scrub-rate', '256MiB']
+    })
+    alice = await openClient({ dataDir: join(tmp.dir, 'alice'), bootstrap: [cluster.bootstrap] })
+  })
+
+  after(async function () {
+    await alice?.close()
+    await cluster?.stop()
+    await tmp?.remove()
+  })
+
+  it('a flipped byte: the download is still right, a scrub finds the piece, and the chunk is back on two healthy replicas', async function () {
+    for (const name of ['flip-a', 'flip-b']) {
+      const src = await randomFile(join(tmp.dir, name), 3 * MiB + 11)
+      files.push({ up: await alice.upload(src, { chunkSize: CHUNK }), src })
+    }
+    const flip = async (up: UploadResult): Promise<{ vendor: number, chunkId: string }> => {
+      for (const p of up.placements) {
+        const v = cluster.vendors.findIndex(x => x.peerId === p.vendors[0])
+        const path = (await pieceFiles(cluster, v)).get(`${up.fileId}.${p.chunkId}.0`)
+        const bytes = path != null ? await readFile(path).catch(() => undefined) : undefined
+        if (path == null || bytes == null) continue
+        bytes[Math.floor(bytes.length / 2)] ^= 0x40
+        await writeFile(path, bytes)
+        return { vendor: v, chunkId: p.chunkId }
+      }
+      assert.fail(`no piece of ${up.fileId} found on disk`)
+    }
+    // file a is downloaded right after the flip; file b is never read, so only the scrub can find it
+    const a = await flip(files[0].up)
+    const b = await flip(files[1].up)
+    await sameFile(alice, files[0].up.fileId, files[0].src, join(tmp.dir, 'flip-a.out'))
+    for (const [f, bad] of [[files[0], a], [files[1], b]] as const) {
+      await eventually(`chunk ${bad.chunkId} is on two healthy replicas again`, async () => await healthy(cluster, alice, f.up.fileId), 60_000)
+      const { table } = await alice.table(f.up.fileId)
+      const chunk = table.chunks.find(c => c.id === bad.chunkId)
+      assert.ok(!chunk?.replicas.some(r => r.vendor === cluster.vendors[bad.vendor].peerId), 'the damaged replica left the table')
+      await eventually('the damaged copy is erased', async () => await chunkOnDisk(cluster, bad.vendor, f.up.fileId, bad.chunkId) === undefined)
+    }
+    await sameFile(alice, files[1].up.fileId, files[1].src, join(tmp.dir, 'flip-b.out'))
+  })
+
+  it('a device folder removed under a running vendor: reported, its chunks re-replicated, every file whole', async function () {
+    const src = await randomFile(join(tmp.dir, 'lost-device'), 8 * MiB + 5)
+    files.push({ up: await alice.upload(src, { chunkSize: CHUNK }), src })
+    const victim = 1
+    const removed = cluster.deviceDirs(victim)[0]
+    assert.ok((await pieceFiles(cluster, victim)).size > 0)
+    await rm(removed, { recursive: true, force: true })
+    await eventually('the vendor reports the device failed', async () => {
+      const v = (await alice.status()).vendors.find(x => x.vendor === cluster.vendors[victim].peerId)
+      return v?.devices.some(d => d.path === removed && d.failed) === true
+    })
+    for (const f of files) {
+      await eventually(`file ${f.up.fileId} is on two healthy replicas again`, async () => await healthy(cluster, alice, f.up.fileId), 60_000)
+    }
+    await eventually('the vendor reports nothing lost', async () => (await alice.status()).vendors.every(v => v.lost === 0))
+    for (const [i, f] of files.entries()) await sameFile(alice, f.up.fileId, f.src, join(tmp.dir, `lost-${i}.out`))
+    // nothing new is placed on the removed device
+    const more = await randomFile(join(tmp.dir, 'after-loss'), 2 * MiB)
+    const up = await alice.upload(more, { chunkSize: CHUNK })
+    assert.ok(await healthy(cluster, alice, up.fileId))
+  })
+})
+
+describe('vendors over their high-water mark migrate, and drain on request', function () {
+  let tmp: Awaited<ReturnType<typeof tempDir>>
+  let cluster: Cluster
+  let alice: Client
+  const files: Array<{ up: UploadResult, src: string }> = []
+  const full = 0
+
+  before(async function () {
+    tmp = await tempDir('migrate')
+    cluster = await startCluster({
+      dir: tmp.dir,
+      vendors: 4,
+      devicesPerVendor: 2,
+      deviceSize: '1GiB',
+      deviceSizeFor: v => v === full ? '8MiB' : undefined,
+      vendorArgsFor: v => v === full ? ['--high-water', '4MiB'] : [],
+      fatArgs: ['--heartbeat', '300ms']
+    })
+    alice = await openClient({ dataDir: join(tmp.dir, 'alice'), bootstrap: [cluster.bootstrap] })
+  })
+
+  after(async function () {
+    await alice?.close()
+    await cluster?.stop()
+    await tmp?.remove()
+  })
+
+  const vendorStatus = async (v: number): Promise<Awaited<ReturnType<Client['status']>>['vendors'][number]> => {
+    const s = (await alice.status()).vendors.find(x => x.vendor === cluster.vendors[v].peerId)
+    assert.ok(s != null)
+    return s
+  }
+  const onDisk = async (v: number): Promise<number> => {
+    let n = 0
+    for (const p of (await pieceFiles(cluster, v)).values()) n += (await readFile(p).catch(() => Buffer.alloc(0))).length
+    return n
+  }
+
+  it('a vendor pushed over its mark migrates until below it; tables follow; downloads work during and after', async function () {
+    const src = await randomFile(join(tmp.dir, 'big'), 12 * MiB)
+    const up = await alice.upload(src, { chunkSize: CHUNK })
+    files.push({ up, src })
+    const onFull = up.placements.filter(p => p.vendors.includes(cluster.vendors[full].peerId))
+    assert.ok(onFull.length * CHUNK > 4 * MiB, `the upload put ${onFull.length} chunks on the small vendor, over its mark`)
+    // download over and over while the migration runs
+    let migrating = true
+    let during = 0
+    const downloads = (async () => {
+      while (migrating) {
+        await sameFile(alice, up.fileId, src, join(tmp.dir, `during-${during}.out`))
+        during++
+      }
+    })()
+    try {
+      await eventually('the vendor is below its mark, on disk and in the FAT\'s view', async () => {
+        const s = await vendorStatus(full)
+        return s.over === 0 && s.used <= 4 * MiB && s.transfers === 0 && await onDisk(full) <= 4 * MiB
+      }, 60_000)
+    } finally {
+      migrating = false
+      await downloads
+    }
+    assert.ok(during >= 1, 'at least one download ran during the migration')
+    assert.ok(await healthy(cluster, alice, up.fileId), 'every chunk is whole on two vendors the table names')
+    const { table } = await alice.table(up.fileId)
+    const stillOnFull = table.chunks.filter(c => c.replicas.some(r => r.vendor === cluster.vendors[full].peerId))
+    assert.ok(stillOnFull.length < onFull.length, 'the table moved chunks off the full vendor')
+    assert.ok(stillOnFull.length >= 1, 'the migration stopped once below the mark')
+    const names = [...(await pieceFiles(cluster, full)).keys()].map(n => n.split('.')[1])
+    assert.deepEqual(new Set(names), new Set(stillOnFull.map(c => c.id)), 'the full vendor holds exactly what the table places there')
+    await sameFile(alice, up.fileId, src, join(tmp.dir, 'after.out'))
+  })
+
+  it('`stordaemon drain` empties a vendor, and every file is complete elsewhere', async function () {
+    const src = await randomFile(join(tmp.dir, 'more'), 6 * MiB + 1)
+    files.push({ up: await alice.upload(src, { chunkSize: CHUNK }), src })
+    const leaving = 2
+    assert.ok((await pieceFiles(cluster, leaving)).size > 0, 'the vendor holds pieces before')
+    const r = await cli(['drain', '--bootstrap', cluster.bootstrap, '--data-dir', cluster.vendors[leaving].dataDir, '--json', '--timeout', '90s'])
+    assert.equal(r.code, 0, r.stderr)
+    const out = JSON.parse(r.stdout)
+    assert.equal(out.vendor, cluster.vendors[leaving].peerId)
+    assert.equal(out.drained, true)
+    const s = await vendorStatus(leaving)
+    assert.equal(s.draining, true)
+    assert.equal(s.used, 0)
+    assert.equal(s.held, 0)
+    assert.deepEqual([...(await pieceFiles(cluster, leaving)).keys()], [], 'its disks hold no pieces')
+    for (const [i, f] of files.entries()) {
+      assert.ok(await healthy(cluster, alice, f.up.fileId, leaving), `file ${i} is whole on two other vendors`)
+      await sameFile(alice, f.up.fileId, f.src, join(tmp.dir, `drained-${i}.out`))
+    }
+    // a draining vendor is offered to nobody
+    const a = await alice.allocate([1000], 2, CHUNK)
+    assert.ok(!a.candidates.some(c => c.vendor === cluster.vendors[leaving].peerId))
+    // a drain request signed by another identity is refused
+    const bad = await cli(['drain', '--bootstrap', cluster.bootstrap, '--data-dir', join(tmp.dir, 'alice'), '--no-wait'])
+    assert.equal(bad.code, 1)
+    assert.match(bad.stderr, /no vendor/)
+  })
+})
+
+describe('a vendor killed with kill -9 mid-write and restarted', function () {
+  let tmp: Awaited<ReturnType<typeof tempDir>>
+  let cluster: Cluster
+  let alice: Client
+
+  before(async function () {
+    tmp = await tempDir('crash')
+    cluster = await startCluster({ dir: tmp.dir, vendors: 4, devicesPerVendor: 2, deviceSize: '1GiB', fatArgs: ['--heartbeat', '300ms', '--lease', '3s'] })
+    alice = await openClient({ dataDir: join(tmp.dir, 'alice'), bootstrap: [cluster.bootstrap] })
+  })
+
+  after(async function () {
+    await alice?.close()
+    await cluster?.stop()
+    await tmp?.remove()
+  })
+
+  it('loses no acknowledged chunk, serves no half-written piece, and its table matches its disks', async function () {
+    const victim = 0
+    const srcA = await randomFile(join(tmp.dir, 'acked'), 6 * MiB + 3)
+    const a = await alice.upload(srcA, { chunkSize: CHUNK })
+    assert.ok(a.placements.some(p => p.vendors.includes(cluster.vendors[victim].peerId)))
+    const srcB = await randomFile(join(tmp.dir, 'cut'), 64 * MiB)
+    const before = new Set((await pieceFiles(cluster, victim)).keys())
+    const b = alice.upload(srcB, { chunkSize: CHUNK }).then(up => up, (err: Error) => err)
+    await eventually('the vendor is writing pieces of the second file', async () => [...(await pieceFiles(cluster, victim)).keys()].some(n => !before.has(n)), 60_000)
+    await cluster.vendors[victim].kill('SIGKILL')
+    const upB = await b
+    await cluster.restartVendor(victim)
+
+    // every acknowledged chunk on the vendor is there, whole
+    const acked: Array<{ fileId: string, src: string }> = [{ fileId: a.fileId, src: srcA }]
+    if (!(upB instanceof Error)) acked.push({ fileId: upB.fileId, src: srcB })
+    for (const f of acked) {
+      const { table } = await alice.table(f.fileId)
+      for (const c of table.chunks) {
+        if (!c.replicas.some(r => r.vendor === cluster.vendors[victim].peerId)) continue
+        assert.equal(await chunkOnDisk(cluster, victim, f.fileId, c.id), c.id, `acknowledged chunk ${c.i} is whole on the restarted vendor`)
+      }
+      await sameFile(alice, f.fileId, f.src, join(tmp.dir, `${f.fileId}.out`))
+    }
+    const s = (await alice.status()).vendors.find(v => v.vendor === cluster.vendors[victim].peerId)
+    assert.equal(s?.lost, 0, 'the restarted vendor reports nothing lost')
+
+    // stop it and compare its local table with its disks, piece by piece
+    await cluster.vendors[victim].kill('SIGTERM')
+    const db = await openDb(join(cluster.vendors[victim].dataDir, 'db'))
+    try {
+      const named = new Map<string, string>()
+      for await (const [, c] of new Records<ChunkRecord>(db, 'chunk').entries()) {
+        assert.equal(c.damaged, undefined, `chunk ${c.chunkId} is not damaged`)
+        for (const p of c.pieces) named.set(p.name, p.sha256)
+      }
+      const disk = await pieceFiles(cluster, victim)
+      assert.deepEqual([...disk.keys()].sort(), [...named.keys()].sort(), 'the disks hold exactly the pieces the table names (no leftovers, nothing missing)')
+      for (const [name, path] of disk) assert.equal(sha(await readFile(path)), named.get(name), `piece ${name} has its recorded hash`)
+    } finally {
+      await db.close()
+    }
+  })
+})
