@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
 import { homedir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { mkdir } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
 import { openClient, startDaemon, drainVendor, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, type Client } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
@@ -16,6 +17,27 @@ function fail (err: any): never {
   process.stderr.write(`stordaemon: ${message}\n`)
   if (process.env.DEBUG != null && err?.stack != null) process.stderr.write(`${err.stack}\n`)
   process.exit(1)
+}
+
+function wholeNumber (text: string, what: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 256) throw new StorError(`${what}: "${text}" is not a whole number from 1 to 256`, 'ERR_INVALID_ARGUMENT')
+  return Number(text)
+}
+
+/** Ctrl-C stops a transfer cleanly (streams closed, resume record kept); a second one exits at once. */
+function interrupted (): AbortSignal {
+  const ctrl = new AbortController()
+  process.once('SIGINT', () => {
+    ctrl.abort(new StorError('interrupted; run the same command again to resume', 'ERR_INTERRUPTED'))
+    process.once('SIGINT', () => process.exit(130))
+  })
+  return ctrl.signal
+}
+
+/** A recorded file name below DIR, never outside it. */
+function safeJoin (dir: string, name: string): string {
+  const parts = name.split(/[\\/]+/).filter(p => p !== '' && p !== '.' && p !== '..')
+  return join(dir, ...(parts.length > 0 ? parts : ['unnamed']))
 }
 
 function print (json: boolean, value: object, human: () => string): void {
@@ -85,25 +107,60 @@ const userOpts = (c: Command): Command => c
 userOpts(program.command('upload <FILE...>').description('store files (a folder: every file in it) under one allocation; prints each file\'s id'))
   .option('--replicas <n>', 'copies of each chunk on distinct vendors', '2')
   .option('--chunk-size <size>', 'plaintext bytes per chunk', '4MiB')
+  .option('--concurrency <n>', 'most chunks in flight (the window adapts below it)', '32')
+  .option('--no-resume', 'start afresh instead of resuming an interrupted run of the same upload')
   .action(async (files: string[], opts) => {
     const replicas = Number(opts.replicas)
     if (!/^\d+$/.test(opts.replicas)) throw new StorError(`--replicas: "${opts.replicas}" is not a whole number`, 'ERR_INVALID_ARGUMENT')
+    const concurrency = wholeNumber(opts.concurrency, '--concurrency')
     const chunkSize = parseSize(opts.chunkSize, '--chunk-size')
     const bar = progressBar(opts.json !== true)
     const { paths, names } = await expandPaths(files)
-    const r = await withClient(opts, async c => await c.uploadMany(paths, { replicas, chunkSize, names, onProgress: bar.update }))
+    const r = await withClient(opts, async c => await c.uploadMany(paths, { replicas, chunkSize, names, concurrency, resume: opts.resume !== false, onProgress: bar.update, signal: interrupted() }))
     bar.done()
+    const sent = r.reduce((n, f) => n + f.sent, 0)
+    const reused = r.reduce((n, f) => n + f.reused, 0)
     if (r.length === 1 && files.length === 1 && paths[0] === resolve(files[0])) print(opts.json === true, r[0], () => r[0].fileId)
-    else print(opts.json === true, { files: r }, () => r.map(f => `${f.fileId}  ${f.path}`).join('\n'))
+    else print(opts.json === true, { files: r, sent, reused }, () => r.map(f => `${f.fileId}  ${f.path}`).join('\n'))
   })
 
-userOpts(program.command('download <ID> <OUT>').description('fetch a file by id into OUT'))
-  .option('--release', 'release the file from the network once fetched')
-  .action(async (id: string, out: string, opts) => {
+userOpts(program.command('download <ID> <OUT...>').description('fetch a file by id into OUT; or several: ID... DIR, each saved under its recorded name'))
+  .option('--release', 'release the files from the network once fetched')
+  .option('--concurrency <n>', 'most chunks in flight (the window adapts below it)', '32')
+  .option('--no-resume', 'start afresh instead of resuming an interrupted download into OUT')
+  .action(async (first: string, rest: string[], opts) => {
+    const ids = [first, ...rest.slice(0, -1)]
+    const target = resolve(rest[rest.length - 1])
+    const concurrency = wholeNumber(opts.concurrency, '--concurrency')
     const bar = progressBar(opts.json !== true)
-    const r = await withClient(opts, async c => await c.download(id, resolve(out), { release: opts.release === true, onProgress: bar.update }))
+    const results = await withClient(opts, async c => {
+      let files = [{ fileId: ids[0], out: target }]
+      if (ids.length > 1) {
+        const names = new Map((await c.list()).map(f => [f.fileId, f.name]))
+        files = ids.map(id => ({ fileId: id, out: safeJoin(target, names.get(id) ?? id) }))
+        await Promise.all(files.map(async f => { await mkdir(dirname(f.out), { recursive: true }) }))
+      }
+      return await c.downloadMany(files, { release: opts.release === true, concurrency, resume: opts.resume !== false, onProgress: bar.update, signal: interrupted() })
+    })
     bar.done()
-    print(opts.json === true, { ...r, out: resolve(out) }, () => `${resolve(out)}: ${formatSize(r.size)} in ${r.chunks} chunks${r.released ? ', released' : ''}`)
+    if (ids.length === 1) {
+      const r = results[0]
+      print(opts.json === true, r, () => `${r.out}: ${formatSize(r.size)} in ${r.chunks} chunks${r.reused > 0 ? ` (${r.reused} from an earlier run)` : ''}${r.released ? ', released' : ''}`)
+    } else {
+      print(opts.json === true, { files: results, fetched: results.reduce((n, r) => n + r.fetched, 0), reused: results.reduce((n, r) => n + r.reused, 0) }, () => results.map(r => `${r.fileId}  ${r.out}`).join('\n'))
+    }
+  })
+
+userOpts(program.command('paths').description('measure every vendor the FAT knows: round trip, hops, availability, space, load and the score that ranks them'))
+  .option('--fresh', 'measure again even if a recent measure is cached')
+  .action(async (opts) => {
+    const rows = await withClient(opts, async c => await c.paths({ fresh: opts.fresh === true }))
+    print(opts.json === true, { paths: rows }, () => rows.length === 0
+      ? 'no live vendors'
+      : [
+          `${'vendor'.padEnd(12)} ${'rtt ms'.padStart(8)} ${'hops'.padStart(4)} ${'avail'.padStart(6)} ${'grantable'.padStart(10)} ${'free'.padStart(10)} ${'load'.padStart(5)} ${'age s'.padStart(6)} ${'score'.padStart(7)}`,
+          ...rows.map(p => `${('…' + p.vendor.slice(-11)).padEnd(12)} ${(p.reachable ? p.rttMs.toFixed(2) : 'down').padStart(8)} ${String(p.hops).padStart(4)} ${(p.availability * 100).toFixed(0).padStart(5)}% ${formatSize(p.available).padStart(10)} ${formatSize(p.free).padStart(10)} ${String(p.inflight).padStart(5)} ${(p.ageMs / 1000).toFixed(0).padStart(6)} ${p.score.toFixed(4).padStart(7)}`)
+        ].join('\n'))
   })
 
 userOpts(program.command('ls').description('list your files'))

@@ -27,12 +27,12 @@ export interface DaemonProcess {
 }
 
 /** Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`. */
-export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000): Promise<DaemonProcess> {
+export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
   await mkdir(dataDir, { recursive: true })
   const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
   const child = spawn(process.execPath, [binPath(), '--role', role, '--data-dir', dataDir, ...listen, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FORCE_COLOR: '0' }
+    env: { ...process.env, FORCE_COLOR: '0', ...env }
   })
   let err = ''
   child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
@@ -68,7 +68,7 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
     async restart () {
       const port = /\/tcp\/(\d+)/.exec(addrs[0] ?? '')?.[1] ?? '0'
       const rest = args.filter((a, i) => a !== '--listen' && args[i - 1] !== '--listen')
-      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs)
+      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs, env)
     }
   }
 }
@@ -92,6 +92,8 @@ export interface ClusterOptions {
   vendorArgsFor?: (vendor: number) => string[]
   /** Quota per device of one vendor, in place of deviceSize. */
   deviceSizeFor?: (vendor: number) => string | undefined
+  /** Extra environment of vendor `i` (e.g. STOR_TEST_DELAY_MS to make one slow). */
+  vendorEnv?: (i: number) => NodeJS.ProcessEnv
 }
 
 export interface Cluster {
@@ -125,7 +127,7 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
     }
     for (let v = 0; v < (opts.vendors ?? 3); v++) {
       await Promise.all(deviceDirs(v).map(async d => await mkdir(d, { recursive: true })))
-      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v)))
+      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}))
     }
   } catch (err) {
     await Promise.all([...fats, ...vendors].map(async p => { await p.kill('SIGKILL') }))

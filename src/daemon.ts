@@ -75,6 +75,15 @@ async function openNode (dataDir: string, listen: string[], server: boolean): Pr
   return { node, key }
 }
 
+/** STOR_TEST_DELAY_MS: a vendor delays its answers (tests of a slow vendor); unset in production. */
+function testDelayMs (): number | undefined {
+  const v = process.env.STOR_TEST_DELAY_MS
+  if (v == null || v === '') return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < 0 || n > 60_000) throw new InvalidArgumentError(`STOR_TEST_DELAY_MS: "${v}" is not a whole number of milliseconds up to 60000`)
+  return n
+}
+
 /** Starts a FAT server or a vendor: its identity, its tables and its libp2p node. */
 export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const bootstrap = parseBootstrap(opts.bootstrap)
@@ -95,7 +104,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     const heartbeatMs = opts.heartbeatMs ?? 2000
     const role = opts.role === 'fat'
       ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity })
-      : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs })
+      : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs })
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
     if ('announced' in role) await role.announced
     const n = node

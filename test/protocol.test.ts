@@ -99,8 +99,13 @@ const vendorStatus: M.VendorStatus = {
   held: 1200,
   over: 0,
   lost: 1,
-  transfers: 2
+  transfers: 2,
+  free: 60 * GiB,
+  inflight: 3,
+  availability: 967
 }
+const vendorStats: M.VendorStats = { vendor: VENDOR, available: 49 * GiB, free: 60 * GiB, inflight: 3, availability: 1000 }
+const vendorStats2: M.VendorStats = { vendor: VENDOR2, available: 0, free: 0, inflight: 0, availability: 0 }
 const transfer = await sign<M.Transfer>(fatKey, 'transfer', { id: hexOf('transfer', 16), reason: 'repair', owner: USER, fileId: FILE_ID, chunkId: CHUNK_ID, size: SIZE0, from: VENDOR, fromAddrs: [addrOf(VENDOR, 4001)], to: VENDOR2, replaces: VENDOR, expires: T0 + 60_000, fat: FAT })
 const transferRecord: S.TransferRecord = { id: transfer.id, reason: 'repair', owner: USER, fileId: FILE_ID, chunkId: CHUNK_ID, size: SIZE0, from: VENDOR, to: VENDOR2, replaces: VENDOR, issued: T0, expires: T0 + 60_000 }
 
@@ -178,10 +183,10 @@ const EXAMPLES: Record<string, Example> = {
   TransferMsg: ex(M.TransferMsg, { t: 'transfer', transfer }),
   Copy: ex(M.Copy, { t: 'copy', transfer }),
   Allocate: ex(M.Allocate, await signed({ t: 'allocate' as const, sizes: [5 * MiB, 1 * KiB], replicas: 2, chunkSize: 4 * MiB })),
-  Allocated: ex(M.Allocated, { t: 'allocated', allocationId: ALLOCATION_ID, fileIds: [FILE_ID, FILE_ID2], expires: T0 + 3_600_000, candidates: [hop, hop2] }),
+  Allocated: ex(M.Allocated, { t: 'allocated', allocationId: ALLOCATION_ID, fileIds: [FILE_ID, FILE_ID2], expires: T0 + 3_600_000, candidates: [hop, hop2], stats: [vendorStats, vendorStats2] }),
   Commit: ex(M.Commit, await signed({ t: 'commit' as const, allocationId: ALLOCATION_ID, tables: [fileTable] })),
   GetTable: ex(M.GetTable, await signed({ t: 'get' as const, fileId: FILE_ID })),
-  TableReply: ex(M.TableReply, { t: 'table', table: fileTable, vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }] }),
+  TableReply: ex(M.TableReply, { t: 'table', table: fileTable, vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
   List: ex(M.List, await signed({ t: 'list' as const })),
   Files: ex(M.Files, { t: 'files', files: [{ fileId: FILE_ID, name: 'holiday photos.tar', size: 5 * MiB, chunks: 2, replicas: 2, created: T0 }] }),
   Release: ex(M.Release, await signed({ t: 'release' as const, fileId: FILE_ID })),
@@ -195,6 +200,7 @@ const EXAMPLES: Record<string, Example> = {
   Fetch: ex(M.Fetch, await signed({ t: 'fetch' as const, fileId: FILE_ID, chunkId: CHUNK_ID })),
   ChunkReply: ex(M.ChunkReply, { t: 'chunk', size: SIZE0 }),
   OrderMsg: ex(M.OrderMsg, { t: 'order', order }),
+  Echo: ex(M.Echo, { t: 'echo', seq: 3 }),
   Ok: ex(M.Ok, { t: 'ok' }),
   ErrorReply: ex(M.ErrorReply, { t: 'error', code: 'ERR_NOT_FOUND', message: 'this vendor holds no such chunk' }),
   // fat-sync.ts
@@ -230,6 +236,8 @@ const TABLES: Table[] = [
   { label: 'vendor fetch requests (vendor/index.ts)', checks: { fetch: M.Fetch, copy: M.Copy }, maxBytes: MAX_VENDOR_MESSAGE, reply: false },
   { label: 'vendor order requests (vendor/index.ts)', checks: { order: M.OrderMsg, transfer: M.TransferMsg }, maxBytes: MAX_FAT_MESSAGE, reply: false },
   { label: 'drain <- FAT draining', checks: { draining: M.Draining }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'vendor echo requests (protocol/echo.ts)', checks: { echo: M.Echo }, maxBytes: MAX_VENDOR_MESSAGE, reply: false },
+  { label: 'user <- vendor echo', checks: { echo: M.Echo }, maxBytes: MAX_VENDOR_MESSAGE, reply: true },
   { label: 'user <- FAT allocated', checks: { allocated: M.Allocated }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT table', checks: { table: M.TableReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT released', checks: { released: M.Released }, maxBytes: MAX_FAT_MESSAGE, reply: true },
@@ -398,6 +406,7 @@ function jsonType (v: unknown): string {
 function listLimit (name: string, path: Path): number {
   const key = String(path[path.length - 1])
   if (key === 'vendors') return name === 'TableReply' ? 1024 : 10_000
+  if (key === 'stats') return name === 'TableReply' ? 1024 : MAX_CANDIDATES
   if (key === 'orders') return path.includes('entries') ? 100_000 : 10_000
   if (key === 'replicas' && name === 'StatusReply' && path.length === 1) return 15
   if (key === 'chunks' && path.some(k => k === 'order' || k === 'orders')) return M.MAX_CHUNK_LIST

@@ -4,6 +4,7 @@ export const FAT_SYNC_PROTOCOL = '/stor/fat-sync/1.0.0'
 export const STORE_PROTOCOL = '/stor/vendor/store/1.0.0'
 export const FETCH_PROTOCOL = '/stor/vendor/fetch/1.0.0'
 export const ORDER_PROTOCOL = '/stor/vendor/order/1.0.0'
+export const ECHO_PROTOCOL = '/stor/vendor/echo/1.0.0'
 export const DHT_PROTOCOL = '/stor/kad/1.0.0'
 
 export const KiB = 1024

@@ -116,6 +116,16 @@ export type Device = Infer<typeof Device>
 export const VendorAddrs = obj({ vendor: peer, addrs })
 export type VendorAddrs = Infer<typeof VendorAddrs>
 
+/** Availability is a share of heartbeats, sent in thousandths so the wire carries integers only. */
+export const PERMILLE = 1000
+/**
+ * What the FAT knows of a vendor's health and load, for the user's path ranking: bytes it may
+ * still grant, the free bytes and stores in progress of its last heartbeat, and the share of the
+ * heartbeats expected over the recent window that arrived (in thousandths).
+ */
+export const VendorStats = obj({ vendor: peer, available: int(0, MAX_BYTES), free: int(0, MAX_BYTES), inflight: int(0, 1_000_000), availability: int(0, PERMILLE) })
+export type VendorStats = Infer<typeof VendorStats>
+
 /** A request that reads or changes a user's files carries the owner's signature, a nonce and a time (see auth.ts). */
 export const Auth = obj({ owner: peer, nonce: hex(16), time, sig })
 
@@ -145,11 +155,11 @@ export type Replica = Infer<typeof Replica>
 export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000), fats: arr(Replica, 15), transfers: arr(Transfer, 1000) })
 
 export const Allocate = obj({ t: t('allocate'), sizes: arr(int(0, MAX_BYTES), MAX_FILES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), auth: Auth })
-export const Allocated = obj({ t: t('allocated'), allocationId, fileIds: arr(fileId, MAX_FILES), expires: time, candidates: arr(Hop, MAX_CANDIDATES) })
+export const Allocated = obj({ t: t('allocated'), allocationId, fileIds: arr(fileId, MAX_FILES), expires: time, candidates: arr(Hop, MAX_CANDIDATES), stats: arr(VendorStats, MAX_CANDIDATES) })
 
 export const Commit = obj({ t: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), auth: Auth })
 export const GetTable = obj({ t: t('get'), fileId, auth: Auth })
-export const TableReply = obj({ t: t('table'), table: FileTable, vendors: arr(VendorAddrs, 1024) })
+export const TableReply = obj({ t: t('table'), table: FileTable, vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
 
 export const FileSummary = obj({ fileId, name: str(255), size: int(0, MAX_BYTES), chunks: int(0, 1_000_000), replicas: int(1, MAX_REPLICAS), created: time })
 export type FileSummary = Infer<typeof FileSummary>
@@ -175,7 +185,10 @@ export const VendorStatus = obj({
   over: int(0, MAX_BYTES),
   lost: int(0, 1000),
   /** transfers under way with this vendor as source or target */
-  transfers: int(0, 1_000_000)
+  transfers: int(0, 1_000_000),
+  free: int(0, MAX_BYTES),
+  inflight: int(0, 1_000_000),
+  availability: int(0, PERMILLE)
 })
 export type VendorStatus = Infer<typeof VendorStatus>
 export const Copied = obj({ t: t('copied'), transfer: Transfer, receipt: Receipt })
@@ -200,6 +213,9 @@ export const OrderMsg = obj({ t: t('order'), order: Order })
 export const TransferMsg = obj({ t: t('transfer'), transfer: Transfer })
 /** target -> source vendor on the fetch protocol: the chunk a FAT transfer order names. */
 export const Copy = obj({ t: t('copy'), transfer: Transfer })
+/** The latency probe: the vendor answers each echo with the same sequence number, on one open stream. */
+export const Echo = obj({ t: t('echo'), seq: int(0, 1_000_000) })
+export const MAX_ECHOES = 32
 
 // ---- shared replies
 

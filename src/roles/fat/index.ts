@@ -17,6 +17,7 @@ import * as S from '../../protocol/fat-sync.ts'
 import { FatTable, bytesPerVendor, newOrder, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
 import { createReplication, type Replication } from './replication.ts'
 import { planMoves, type VendorLoad } from './moves.ts'
+import { Liveness } from './liveness.ts'
 
 export interface FatOptions {
   node: StorNode
@@ -86,6 +87,16 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const alive = (peer: string): boolean => Date.now() - (liveness.get(peer)?.lastSeen ?? 0) <= silentMs
   /** Offered for new data: alive, not draining, and below its own high-water mark. */
   const offered = (peer: string): boolean => alive(peer) && table.vendor(peer)?.draining !== true && (liveness.get(peer)?.room ?? 0) > 0
+  /** Heartbeat history per vendor, for the availability users rank paths with (memory only). */
+  const beats = new Liveness(opts.heartbeatMs, silentMs)
+  /** The health and load figures the user ranks paths with. */
+  const stats = (peer: string): M.VendorStats => ({
+    vendor: peer,
+    available: table.usage(peer).available,
+    free: liveness.get(peer)?.free ?? 0,
+    inflight: Math.min(1_000_000, liveness.get(peer)?.inflight ?? 0),
+    availability: beats.availability(peer)
+  })
 
   /** Every change goes through the replicated log: it counts once a majority of replicas holds it. */
   const propose = replication.propose
@@ -184,6 +195,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const handlers: { [K in keyof typeof REQUESTS]: (msg: M.Message<typeof REQUESTS[K]>, remotePeer: string) => Promise<object> } = {
     async announce (msg, remotePeer) {
       liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight, held: msg.held, room: msg.room, over: msg.over, lost: msg.lost })
+      beats.beat(remotePeer, msg.free, msg.inflight)
       // every replica hears every vendor; the one that orders writes logs what changed and owes the orders
       if (!replication.isLeader()) return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders: [], fats: members(), transfers: [] }
       await serial.run(async () => {
@@ -213,7 +225,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         grant: await sign<M.Grant>(key, 'grant', { allocationId: a.allocationId, owner: remotePeer, vendor, bytes: grantBytes, expires: a.expires, fat: self })
       })))
       log('allocated %s: %d files, %d bytes x%d for %s on %d candidates', a.allocationId, a.sizes.length, bytes, a.replicas, remotePeer, candidates.length)
-      return { t: 'allocated', allocationId: a.allocationId, fileIds: a.fileIds, expires: a.expires, candidates }
+      return { t: 'allocated', allocationId: a.allocationId, fileIds: a.fileIds, expires: a.expires, candidates, stats: candidates.map(c => stats(c.vendor)) }
     },
 
     async commit (msg, remotePeer) {
@@ -238,7 +250,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     async get (msg, remotePeer) {
       const t = await table.file(remotePeer, msg.fileId)
       const vendors = [...bytesPerVendor(t).keys()].map(v => ({ vendor: v, addrs: table.vendor(v)?.addrs ?? [] }))
-      return { t: 'table', table: t, vendors }
+      return { t: 'table', table: t, vendors, stats: vendors.map(v => stats(v.vendor)) }
     },
 
     async list (_msg, remotePeer) {
@@ -321,7 +333,10 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
           held: l?.held ?? 0,
           over: l?.over ?? 0,
           lost: l?.lost.length ?? 0,
-          transfers: moving.get(v.peer) ?? 0
+          transfers: moving.get(v.peer) ?? 0,
+          free: l?.free ?? 0,
+          inflight: Math.min(1_000_000, l?.inflight ?? 0),
+          availability: beats.availability(v.peer)
         }
       })
       const replicas = await Promise.all(replication.members().map(async m => {

@@ -1,91 +1,274 @@
 import { open as openFile, rename, rm } from 'node:fs/promises'
+import type { PrivateKey } from '@libp2p/interface'
 import { IntegrityError, UnreachableError, InvalidArgumentError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { fetchChunk } from '../../protocol/chunk-transfer.ts'
 import type * as M from '../../protocol/messages.ts'
+import { signRequest } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
 import { sha256 } from '../../store/devices.ts'
-import { signRequest } from '../../protocol/auth.ts'
-import type { PrivateKey } from '@libp2p/interface'
-import { parallel } from '../../parallel.ts'
 import { decryptChunk } from './cipher.ts'
 import type { Keystore } from './keystore.ts'
-import { measure } from './rank.ts'
+import { rank, type PathCache, type PathScore } from './rank.ts'
+import { DownloadJournal } from './resume.ts'
 import type { Progress } from './types.ts'
+import { Window } from './window.ts'
 
 export interface DownloadContext {
   node: StorNode
   key: PrivateKey
   keystore: Keystore
   log: Logger
+  paths: PathCache
 }
 
 export interface DownloadOptions {
+  /** Most chunks in flight; the window adapts below it. */
   concurrency: number
   chunkTimeoutMs: number
+  /** Keep a partial file and its record of verified chunks, and resume from them (default true). */
+  resume?: boolean
   signal?: AbortSignal
   onProgress?: (p: Progress) => void
 }
 
-export interface DownloadResult { fileId: string, size: number, chunks: number, sources: Array<{ chunk: number, vendor: string }>, fallbacks: number }
+export interface DownloadResult {
+  fileId: string
+  out: string
+  size: number
+  chunks: number
+  /** where each chunk came from, by index */
+  sources: Array<{ chunk: number, vendor: string }>
+  /** attempts that failed and went to another replica */
+  fallbacks: number
+  /** chunks fetched in this run */
+  fetched: number
+  /** chunks verified by an earlier, interrupted run and not fetched again */
+  reused: number
+  /** late chunks asked again of another replica (tail cutting) */
+  duplicates: number
+}
+
+export interface DownloadItem { reply: M.Message<typeof M.TableReply>, out: string }
+
+/** Initial guess of a path's transfer rate, bytes per ms (100 MB/s), until a chunk is timed. */
+const GUESS_BYTES_PER_MS = 100_000
+/** A chunk is late, and asked of another replica too, after this many times its expected time. */
+const LATE_FACTOR = 2
+const LATE_MIN_MS = 50
+
+/** Expected time of a chunk on one vendor: its round trip plus bytes at its observed rate. */
+class VendorModel {
+  inflight = 0
+  chunks = 0
+  dead = false
+  private latencyMs: number
+  private msPerByte = 1 / GUESS_BYTES_PER_MS
+  private timed = 0
+
+  constructor (readonly vendor: string, readonly path: PathScore | undefined) {
+    this.latencyMs = path?.reachable === true ? path.rttMs : 1000
+  }
+
+  expected (bytes: number): number { return this.latencyMs + bytes * this.msPerByte }
+
+  /** Time until a new chunk of `bytes` would be done here, with `inflight` ahead of it. */
+  cost (bytes: number): number { return (this.inflight + 1) * this.expected(bytes) }
+
+  observe (bytes: number, ms: number): void {
+    const a = this.timed < 3 ? 0.5 : 0.2
+    this.timed++
+    if (bytes >= 64 * 1024) {
+      const per = Math.max(0, ms - this.latencyMs) / bytes
+      this.msPerByte = (1 - a) * this.msPerByte + a * per
+    } else {
+      this.latencyMs = (1 - a) * this.latencyMs + a * ms
+    }
+  }
+}
+
+interface Job { item: number, i: number, entry: M.ChunkEntry, tried: Set<string>, attempts: Map<string, { started: number, ctrl: AbortController }>, done: boolean }
 
 /**
- * Fetches every chunk from its best replica (by measured latency, spread over equals), falls back
- * to the next replica on any error or hash mismatch, decrypts, and writes the file in place.
+ * Fetches the chunks of one or more files from their replicas. Each chunk goes to the replica
+ * that would finish it soonest (its measured round trip and observed rate times the chunks
+ * already queued there), so chunks spread over replicas in proportion to their speed; a chunk
+ * that is late is asked of another replica too, and the first verified copy wins (tail cutting).
+ * Any error moves the chunk to the next replica. Every chunk's hash and authentication tag are
+ * checked before it is written in place; verified chunks are recorded next to the partial file,
+ * so an interrupted download, run again, fetches only what is missing.
  */
-export async function download (ctx: DownloadContext, reply: M.Message<typeof M.TableReply>, out: string, opts: DownloadOptions): Promise<DownloadResult> {
-  const { table } = reply
-  const fileKey = ctx.keystore.unwrap(table.cipher.wrappedKey, table.fileId)
-  const addrs = new Map(reply.vendors.map(v => [v.vendor, v.addrs]))
-  const measures = await measure(ctx.node, reply.vendors)
-  const latency = (v: string): number => measures.get(v)?.latencyMs ?? Number.POSITIVE_INFINITY
-  const busy = new Map<string, number>()
-  const sources: DownloadResult['sources'] = []
-  let fallbacks = 0
-  let done = 0
+export async function download (ctx: DownloadContext, items: DownloadItem[], opts: DownloadOptions): Promise<DownloadResult[]> {
+  const addrs = new Map<string, string[]>()
+  const stats: M.VendorStats[] = []
+  for (const { reply } of items) {
+    reply.vendors.forEach(v => addrs.set(v.vendor, v.addrs))
+    stats.push(...reply.stats)
+  }
+  const samples = await ctx.paths.measure(ctx.node, [...addrs].map(([vendor, a]) => ({ vendor, addrs: a })))
+  const scores = new Map(rank(samples, stats).map(p => [p.vendor, p]))
+  const models = new Map([...addrs.keys()].map(v => [v, new VendorModel(v, scores.get(v))]))
+  for (const m of models.values()) if (scores.get(m.vendor)?.reachable === false) m.dead = true
+  ctx.log('download: %d files, paths %o', items.length, [...scores.values()].map(p => `${p.vendor.slice(-6)} rtt ${p.rttMs.toFixed(2)} score ${p.score.toFixed(3)}`))
 
-  const part = `${out}.stor-part`
-  const fh = await openFile(part, 'w').catch((err: any) => { throw new InvalidArgumentError(`OUT: cannot write ${out} (${err.code ?? err.message})`) })
+  const results: DownloadResult[] = []
+  const journals: DownloadJournal[] = []
+  const handles: Array<Awaited<ReturnType<typeof openFile>>> = []
+  const jobs: Job[] = []
+  let total = 0
+  let bytesDone = 0
+  let chunksDone = 0
+  let chunksTotal = 0
+  const closeAll = async (): Promise<void> => {
+    await Promise.all(handles.map(async fh => { await fh.close().catch(() => {}) }))
+    await Promise.all(journals.map(async j => { await j.close() }))
+  }
   try {
-    await parallel(opts.concurrency, table.chunks.length, async i => {
-      const c = table.chunks[i]
-      // the best replica first; among equals the one with the fewest transfers in flight
-      const replicas = c.replicas.map(r => r.vendor).sort((a, b) => latency(a) - latency(b) || (busy.get(a) ?? 0) - (busy.get(b) ?? 0))
-      const errors: string[] = []
-      for (const vendor of replicas) {
-        opts.signal?.throwIfAborted()
-        busy.set(vendor, (busy.get(vendor) ?? 0) + 1)
+    for (const [f, { reply, out }] of items.entries()) {
+      const { table } = reply
+      const part = `${out}.stor-part`
+      const journal = await DownloadJournal.open(part, table, opts.resume !== false)
+      journals.push(journal)
+      const fh = await openFile(part, journal.reused.size > 0 ? 'r+' : 'w').catch((err: any) => { throw new InvalidArgumentError(`OUT: cannot write ${out} (${err.code ?? err.message})`) })
+      handles.push(fh)
+      total += table.size
+      chunksTotal += table.chunks.length
+      results.push({ fileId: table.fileId, out, size: table.size, chunks: table.chunks.length, sources: [], fallbacks: 0, fetched: 0, reused: journal.reused.size, duplicates: 0 })
+      for (const c of table.chunks) {
+        const plain = Math.min(table.chunkSize, table.size - c.i * table.chunkSize)
+        if (journal.reused.has(c.i)) { bytesDone += plain; chunksDone++; continue }
+        jobs.push({ item: f, i: c.i, entry: c, tried: new Set(), attempts: new Map(), done: false })
+      }
+    }
+    const progress = (): void => { opts.onProgress?.({ phase: 'download', bytes: bytesDone, total, chunks: chunksDone, chunksTotal, files: items.length }) }
+    progress()
+
+    const largest = Math.max(1, ...jobs.map(j => j.entry.size))
+    const small = largest < 256 * 1024
+    const window = new Window(small ? 4 : 2, small ? 16 : 4, Math.max(2, opts.concurrency), 64 * 1024 * 1024)
+    let pending = [...jobs]
+    let failure: unknown
+    let wake: () => void = () => {}
+    const running = new Set<Promise<void>>()
+
+    /** The live replicas of a job not yet tried, cheapest first. */
+    const choices = (job: Job): VendorModel[] => job.entry.replicas
+      .map(r => models.get(r.vendor) ?? new VendorModel(r.vendor, undefined))
+      .filter(m => !m.dead && !job.tried.has(m.vendor))
+      .sort((a, b) => a.cost(job.entry.size) - b.cost(job.entry.size))
+
+    const finish = async (job: Job, m: VendorModel, plain: Buffer): Promise<void> => {
+      const { reply } = items[job.item]
+      await handles[job.item].write(plain, 0, plain.byteLength, job.i * reply.table.chunkSize)
+      journals[job.item].record(job.i)
+      job.done = true
+      for (const [v, a] of job.attempts) if (v !== m.vendor) a.ctrl.abort(new Error('another replica was faster'))
+      const r = results[job.item]
+      r.sources.push({ chunk: job.i, vendor: m.vendor })
+      r.fetched++
+      m.chunks++
+      bytesDone += plain.byteLength
+      chunksDone++
+      progress()
+    }
+
+    const attempt = (job: Job, m: VendorModel, duplicate: boolean): void => {
+      const { table } = items[job.item].reply
+      const ctrl = new AbortController()
+      const started = performance.now()
+      job.tried.add(m.vendor)
+      job.attempts.set(m.vendor, { started, ctrl })
+      m.inflight++
+      if (duplicate) results[job.item].duplicates++
+      const size = job.entry.size
+      const p = (async () => {
+        await window.acquire(size)
+        let ok = false
         try {
-          const signal = opts.signal != null ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.chunkTimeoutMs)]) : AbortSignal.timeout(opts.chunkTimeoutMs)
-          const request = await signRequest(ctx.key, table.owner, { t: 'fetch' as const, fileId: table.fileId, chunkId: c.id })
-          const sealed = await fetchChunk(ctx.node, { peer: vendor, addrs: addrs.get(vendor) ?? [] }, request, c.size, signal)
-          if (sha256(sealed) !== c.id) throw new IntegrityError(`chunk ${i} from ${vendor} does not match its hash`)
-          const plain = decryptChunk(fileKey, table.fileId, i, sealed)
-          await fh.write(plain, 0, plain.byteLength, i * table.chunkSize)
-          sources.push({ chunk: i, vendor })
-          done += plain.byteLength
-          opts.onProgress?.({ phase: 'download', bytes: done, total: table.size })
-          return
+          const signal = AbortSignal.any([ctrl.signal, AbortSignal.timeout(opts.chunkTimeoutMs), ...(opts.signal != null ? [opts.signal] : [])])
+          const request = await signRequest(ctx.key, table.owner, { t: 'fetch' as const, fileId: table.fileId, chunkId: job.entry.id })
+          const sealed = await fetchChunk(ctx.node, { peer: m.vendor, addrs: addrs.get(m.vendor) ?? [] }, request, size, signal)
+          if (job.done) { ok = true; return }
+          if (sha256(sealed) !== job.entry.id) throw new IntegrityError(`chunk ${job.i} from ${m.vendor} does not match its hash`)
+          const plain = decryptChunk(fileKeys[job.item], table.fileId, job.i, sealed)
+          m.observe(size, performance.now() - started)
+          ok = true
+          if (!job.done) await finish(job, m, plain)
         } catch (err: any) {
-          opts.signal?.throwIfAborted()
-          ctx.log('chunk %d from %s failed: %s', i, vendor, err.message)
-          errors.push(`${vendor}: ${err.message}`)
-          fallbacks++
+          if (job.done || opts.signal?.aborted === true || failure != null) return
+          ctx.log('chunk %d of %s from %s failed: %s', job.i, table.fileId, m.vendor, err.message)
+          results[job.item].fallbacks++
+          if (err instanceof UnreachableError && !/timed? ?out|aborted/i.test(err.message)) m.dead = true
+          job.attempts.delete(m.vendor)
+          if (job.attempts.size === 0) {
+            if (choices(job).length > 0) pending.unshift(job)
+            else failure ??= new UnreachableError(`chunk ${job.i} of file ${table.fileId} could not be fetched from any of its ${job.entry.replicas.length} replicas: ${err.message}`)
+          }
         } finally {
-          busy.set(vendor, (busy.get(vendor) ?? 1) - 1)
+          m.inflight--
+          window.release(size, ok)
+        }
+      })()
+      running.add(p)
+      void p.finally(() => { running.delete(p); wake() })
+    }
+
+    const fileKeys = items.map(({ reply }) => ctx.keystore.unwrap(reply.table.cipher.wrappedKey, reply.table.fileId))
+
+    while (failure == null) {
+      if (opts.signal?.aborted === true) break
+      // issue: the next chunk to its cheapest replica, while the window has room
+      while (pending.length > 0 && running.size < window.limit) {
+        const job = pending.shift() as Job
+        if (job.done) continue
+        const best = choices(job)[0]
+        if (best == null) { failure ??= new UnreachableError(`chunk ${job.i} of file ${items[job.item].reply.table.fileId}: no replica left to ask`); break }
+        attempt(job, best, false)
+      }
+      if (pending.length === 0 && running.size === 0) break
+      // tail cutting: with room to spare and nothing new to send, ask again for a late chunk
+      if (pending.length === 0 && running.size < window.limit) {
+        const now = performance.now()
+        for (const job of jobs) {
+          if (job.done || job.attempts.size !== 1) continue
+          const [[v, a]] = [...job.attempts]
+          const late = Math.max(LATE_MIN_MS, LATE_FACTOR * (models.get(v)?.expected(job.entry.size) ?? 0))
+          if (now - a.started < late) continue
+          const alt = choices(job)[0]
+          if (alt == null) continue
+          ctx.log('chunk %d: %s is late (%d ms), asking %s too', job.i, v, Math.round(now - a.started), alt.vendor)
+          attempt(job, alt, true)
+          if (running.size >= window.limit) break
         }
       }
-      throw new UnreachableError(`chunk ${i} of file ${table.fileId} could not be fetched from any of its ${replicas.length} replicas: ${errors.join('; ')}`)
-    })
-    await fh.truncate(table.size)
-    await fh.sync()
+      await new Promise<void>(resolve => {
+        // wake up for tail cutting even when nothing completes
+        const t = setTimeout(resolve, pending.length === 0 && running.size > 0 ? LATE_MIN_MS : 1000)
+        wake = () => { clearTimeout(t); resolve() }
+      })
+      pending = pending.filter(j => !j.done)
+    }
+    // stop everything still running and wait for it, so no stream outlives the call
+    for (const job of jobs) for (const a of job.attempts.values()) if (!job.done) a.ctrl.abort(new Error('download stopped'))
+    await Promise.allSettled([...running])
+    opts.signal?.throwIfAborted()
+    if (failure != null) throw failure
+
+    for (const [f, { reply, out }] of items.entries()) {
+      const fh = handles[f]
+      await fh.truncate(reply.table.size)
+      await fh.sync()
+    }
   } catch (err) {
-    await fh.close()
-    await rm(part, { force: true })
+    await closeAll()
+    if (opts.resume === false) await Promise.all(items.map(async ({ out }) => { await rm(`${out}.stor-part`, { force: true }) }))
     throw err
   }
-  await fh.close()
-  await rename(part, out)
-  sources.sort((a, b) => a.chunk - b.chunk)
-  return { fileId: table.fileId, size: table.size, chunks: table.chunks.length, sources, fallbacks }
+  await closeAll()
+  for (const [f, { out }] of items.entries()) {
+    await rename(`${out}.stor-part`, out)
+    await journals[f].remove()
+    results[f].sources.sort((a, b) => a.chunk - b.chunk)
+  }
+  return results
 }

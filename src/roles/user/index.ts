@@ -8,12 +8,14 @@ import { call, type Target } from '../../protocol/rpc.ts'
 import { signRequest } from '../../protocol/auth.ts'
 import type { Check } from '../../protocol/schema.ts'
 import type { StorNode } from '../../node/index.ts'
+import { parallel } from '../../parallel.ts'
 import { download, type DownloadResult } from './download.ts'
+import { PathCache, rank, type PathScore } from './rank.ts'
 import { Keystore } from './keystore.ts'
 import { upload, type UploadResult } from './upload.ts'
 import type { Progress } from './types.ts'
 
-export type { UploadResult, DownloadResult, Progress }
+export type { UploadResult, DownloadResult, Progress, PathScore }
 export type FileSummary = M.FileSummary
 export type StatusReport = M.Message<typeof M.StatusReply>
 export type Allocation = M.Message<typeof M.Allocated>
@@ -30,9 +32,17 @@ export interface UserOptions {
 }
 
 export interface TransferOptions {
+  /** Stops the transfer: streams are closed, nothing more is sent, the call rejects with the reason. */
   signal?: AbortSignal
   onProgress?: (p: Progress) => void
+  /** Most chunks in flight (default 32); the window adapts below it. */
   concurrency?: number
+  /** Resume an interrupted run of the same transfer from its record in the data dir or beside OUT (default true). */
+  resume?: boolean
+}
+
+export interface DownloadOptions extends TransferOptions {
+  release?: boolean
 }
 
 export interface UploadOptions extends TransferOptions {
@@ -53,7 +63,11 @@ export interface User {
   upload: (path: string, opts?: UploadOptions) => Promise<UploadResult>
   /** Stores several files under one allocation and one commit. */
   uploadMany: (paths: string[], opts?: UploadManyOptions) => Promise<UploadResult[]>
-  download: (fileId: string, out: string, opts?: TransferOptions & { release?: boolean }) => Promise<DownloadResult & { released: boolean }>
+  download: (fileId: string, out: string, opts?: DownloadOptions) => Promise<DownloadResult & { released: boolean }>
+  /** Fetches several files in one transfer: their chunks share the window and the paths. */
+  downloadMany: (files: Array<{ fileId: string, out: string }>, opts?: DownloadOptions) => Promise<Array<DownloadResult & { released: boolean }>>
+  /** Every vendor the FAT knows, measured (round trip, hops) and scored, best first. */
+  paths: (opts?: { fresh?: boolean }) => Promise<PathScore[]>
   list: () => Promise<FileSummary[]>
   release: (fileId: string) => Promise<{ fileId: string, freed: number }>
   status: () => Promise<StatusReport>
@@ -66,6 +80,8 @@ export interface User {
 export const DEFAULT_REPLICAS = 2
 export const DEFAULT_CHUNK_SIZE = 4 * MiB
 export const DEFAULT_PIECES = 2
+export const DEFAULT_CONCURRENCY = 32
+const CHUNK_TIMEOUT_MS = 60_000
 const FILE_ID = /^[0-9a-f]{32}$/
 /** How long a command keeps trying other FAT replicas while one dies and another takes over. */
 const FAILOVER_MS = 20_000
@@ -78,6 +94,7 @@ function checkFileId (id: string): void {
 export async function createUser (opts: UserOptions): Promise<User> {
   const { node, log } = opts
   const keystore = await Keystore.open(opts.dataDir, opts.newIdentity)
+  const paths = new PathCache(opts.dataDir)
   if (opts.fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
 
   const self = node.peerId.toString()
@@ -137,11 +154,13 @@ export async function createUser (opts: UserOptions): Promise<User> {
     return { fileId: r.fileId, freed: r.freed }
   }
 
-  const uploadMany = async (paths: string[], o: UploadManyOptions): Promise<UploadResult[]> => await upload({
+  const uploadMany = async (files: string[], o: UploadManyOptions): Promise<UploadResult[]> => await upload({
     node,
     key: opts.key,
     keystore,
     log,
+    paths,
+    dataDir: opts.dataDir,
     allocate,
     commit: async (allocationId, tables) => {
       try {
@@ -153,16 +172,32 @@ export async function createUser (opts: UserOptions): Promise<User> {
         await table(tables[0].fileId)
       }
     }
-  }, paths, {
+  }, files, {
     replicas: o.replicas ?? DEFAULT_REPLICAS,
     chunkSize: o.chunkSize ?? DEFAULT_CHUNK_SIZE,
     pieces: o.pieces ?? DEFAULT_PIECES,
-    concurrency: o.concurrency ?? 4,
-    chunkTimeoutMs: 60_000,
+    concurrency: o.concurrency ?? DEFAULT_CONCURRENCY,
+    chunkTimeoutMs: CHUNK_TIMEOUT_MS,
     names: o.names,
+    resume: o.resume,
     signal: o.signal,
     onProgress: o.onProgress
   })
+
+  const downloadMany = async (files: Array<{ fileId: string, out: string }>, o: DownloadOptions = {}): Promise<Array<DownloadResult & { released: boolean }>> => {
+    if (files.length === 0) throw new InvalidArgumentError('ID: name at least one file to download')
+    const replies: Array<M.Message<typeof M.TableReply>> = new Array(files.length)
+    await parallel(16, files.length, async f => {
+      const reply = await table(files[f].fileId)
+      if (reply.table.fileId !== files[f].fileId || reply.table.owner !== self) throw new IntegrityError(`the FAT answered with another file's table than ${files[f].fileId}`)
+      replies[f] = reply
+    })
+    const results = await download({ node, key: opts.key, keystore, log, paths }, files.map((f, i) => ({ reply: replies[i], out: f.out })), {
+      concurrency: o.concurrency ?? DEFAULT_CONCURRENCY, chunkTimeoutMs: CHUNK_TIMEOUT_MS, resume: o.resume, signal: o.signal, onProgress: o.onProgress
+    })
+    if (o.release === true) await parallel(16, files.length, async f => { await release(files[f].fileId) })
+    return results.map(r => ({ ...r, released: o.release === true }))
+  }
 
   return {
     peerId: node.peerId.toString(),
@@ -174,11 +209,14 @@ export async function createUser (opts: UserOptions): Promise<User> {
       return await uploadMany(paths, o)
     },
     async download (fileId, out, o = {}) {
-      const reply = await table(fileId)
-      if (reply.table.fileId !== fileId || reply.table.owner !== self) throw new IntegrityError(`the FAT answered with another file's table than ${fileId}`)
-      const result = await download({ node, key: opts.key, keystore, log }, reply, out, { concurrency: o.concurrency ?? 4, chunkTimeoutMs: 60_000, signal: o.signal, onProgress: o.onProgress })
-      if (o.release === true) await release(fileId)
-      return { ...result, released: o.release === true }
+      return (await downloadMany([{ fileId, out }], o))[0]
+    },
+    downloadMany,
+    async paths (o = {}) {
+      const s = await ask({ t: 'status' }, { 'status-reply': M.StatusReply }, false)
+      const vendors = s.vendors.filter(v => v.alive)
+      const samples = await paths.measure(node, vendors.map(v => ({ vendor: v.vendor, addrs: v.addrs })), { fresh: o.fresh })
+      return rank(samples, vendors.map(v => ({ vendor: v.vendor, available: v.available, free: v.free, inflight: v.inflight, availability: v.availability })))
     },
     async list () {
       return (await ask({ t: 'list' }, { files: M.Files })).files

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { open as openFile, stat } from 'node:fs/promises'
 import { basename } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
-import { InvalidArgumentError, NoSpaceError } from '../../errors.ts'
+import { InvalidArgumentError, NoSpaceError, NotFoundError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { forwardChunk } from '../../protocol/chunk-transfer.ts'
 import type * as M from '../../protocol/messages.ts'
@@ -12,14 +12,18 @@ import { sha256 } from '../../store/devices.ts'
 import { parallel } from '../../parallel.ts'
 import { encryptChunk } from './cipher.ts'
 import type { Keystore } from './keystore.ts'
-import { measure, ranked } from './rank.ts'
+import { rank, type PathCache } from './rank.ts'
+import { UploadJournal, type UploadState } from './resume.ts'
 import type { Progress } from './types.ts'
+import { Window } from './window.ts'
 
 export interface UploadContext {
   node: StorNode
   key: PrivateKey
   keystore: Keystore
   log: Logger
+  paths: PathCache
+  dataDir: string
   allocate: (sizes: number[], replicas: number, chunkSize: number) => Promise<M.Message<typeof M.Allocated>>
   commit: (allocationId: string, tables: M.FileTable[]) => Promise<void>
 }
@@ -27,64 +31,126 @@ export interface UploadContext {
 export interface UploadOptions {
   replicas: number
   chunkSize: number
-  /** Sub-chunks each vendor cuts a chunk into, over distinct devices. */
+  /** Sub-chunks each vendor cuts a chunk into, over distinct devices (fewer for small chunks, see MIN_PIECE). */
   pieces: number
+  /** Most chunks in flight; the window adapts below it. */
   concurrency: number
   /** How long a vendor may stay silent on one chunk before it is marked unused. */
   chunkTimeoutMs: number
   /** Names to record instead of the files' base names. */
   names?: string[]
+  /** Resume an interrupted run of the same upload, and record this one (default true). */
+  resume?: boolean
   signal?: AbortSignal
   onProgress?: (p: Progress) => void
 }
 
 export interface Placement { chunk: number, chunkId: string, vendors: string[] }
 
-export interface UploadResult { fileId: string, path: string, size: number, chunks: number, placements: Placement[] }
+export interface UploadResult {
+  fileId: string
+  path: string
+  size: number
+  chunks: number
+  placements: Placement[]
+  /** chunks sent in this run */
+  sent: number
+  /** chunks placed by an earlier, interrupted run of the same upload and not sent again */
+  reused: number
+}
 
-interface Source { path: string, size: number, fileId: string, fileKey: Buffer, chunks: M.ChunkEntry[] }
+/** A piece smaller than this gains nothing from its own device and costs an fsync: small chunks are cut into fewer. */
+export const MIN_PIECE = 64 * 1024
+
+interface Source { path: string, size: number, fileId: string, fileKey: Buffer, chunks: M.ChunkEntry[], sent: number, reused: number }
 
 /**
  * Stores files under one allocation and one commit: rank the candidates, encrypt and hash each
  * chunk, send it along a pipeline of replica vendors, resend what fails to other candidates.
+ * Chunks move in parallel within an adaptive window; each placed chunk is recorded in the data
+ * dir, so an interrupted upload, run again with the same arguments, sends only what is missing.
  */
-export async function upload (ctx: UploadContext, paths: string[], opts: UploadOptions): Promise<UploadResult[]> {
+export async function upload (ctx: UploadContext, paths: string[], opts: UploadOptions, retried = false): Promise<UploadResult[]> {
   if (paths.length === 0) throw new InvalidArgumentError('FILE: name at least one file to upload')
-  const sizes = await Promise.all(paths.map(async path => {
+  const infos = await Promise.all(paths.map(async path => {
     const info = await stat(path).catch(() => { throw new InvalidArgumentError(`FILE: ${path} does not exist or cannot be read`) })
     if (!info.isFile()) throw new InvalidArgumentError(`FILE: ${path} is not a regular file`)
-    return info.size
+    return info
   }))
-  const alloc = await ctx.allocate(sizes, opts.replicas, opts.chunkSize)
-  const { allocationId } = alloc
+  const sizes = infos.map(i => i.size)
   const owner = ctx.node.peerId.toString()
-  const sources: Source[] = paths.map((path, f) => ({ path, size: sizes[f], fileId: alloc.fileIds[f], fileKey: randomBytes(32), chunks: new Array(Math.ceil(sizes[f] / opts.chunkSize)) }))
-  const work = sources.flatMap((s, f) => Array.from({ length: s.chunks.length }, (_, i) => [f, i] as const))
+  const names = paths.map((p, f) => (opts.names?.[f] ?? basename(p)).slice(0, 255))
+
+  const journal = await UploadJournal.key(ctx.dataDir, { owner, paths, sizes, mtimes: infos.map(i => i.mtimeMs), names, replicas: opts.replicas, chunkSize: opts.chunkSize, pieces: opts.pieces })
+  let state: UploadState | undefined = opts.resume !== false ? await journal.load() : undefined
+  let alloc: M.Message<typeof M.Allocated>
+  let fileKeys: Buffer[]
+  if (state != null) {
+    alloc = state.allocation
+    fileKeys = state.wrappedKeys.map((w, f) => ctx.keystore.unwrap(w, alloc.fileIds[f]))
+  } else {
+    alloc = await ctx.allocate(sizes, opts.replicas, opts.chunkSize)
+    fileKeys = paths.map(() => randomBytes(32))
+    if (opts.resume !== false) journal.start(alloc, fileKeys.map((k, f) => ctx.keystore.wrap(k, alloc.fileIds[f])))
+  }
+  const { allocationId } = alloc
+  const sources: Source[] = paths.map((path, f) => ({ path, size: sizes[f], fileId: alloc.fileIds[f], fileKey: fileKeys[f], chunks: new Array(Math.ceil(sizes[f] / opts.chunkSize)), sent: 0, reused: 0 }))
   const total = sizes.reduce((a, b) => a + b, 0)
+  let bytesDone = 0
+  let chunksDone = 0
+  const chunksTotal = sources.reduce((n, s) => n + s.chunks.length, 0)
 
   const hops = new Map(alloc.candidates.map(c => [c.vendor, c]))
   const remaining = new Map(alloc.candidates.map(c => [c.vendor, c.grant.bytes]))
   const assigned = new Map(alloc.candidates.map(c => [c.vendor, 0]))
-  const unused = new Set<string>()
-  const order = ranked(await measure(ctx.node, alloc.candidates))
-  const rank = new Map(order.map((v, i) => [v, i]))
-  ctx.log('upload %s: %d files, %d bytes in %d chunks, candidates by latency %o', allocationId, paths.length, total, work.length, order)
-
-  /** The least-loaded usable vendors, the fastest first: the first hop carries the user's uplink. */
-  const pick = (n: number, exclude: Set<string>, bytes: number): string[] => {
-    const usable = order.filter(v => !unused.has(v) && !exclude.has(v) && (remaining.get(v) ?? 0) >= bytes)
-    usable.sort((a, b) => (assigned.get(a) ?? 0) - (assigned.get(b) ?? 0) || (rank.get(a) ?? 0) - (rank.get(b) ?? 0))
-    return usable.slice(0, n).sort((a, b) => (rank.get(a) ?? 0) - (rank.get(b) ?? 0))
-  }
   const reserve = (vendors: string[], bytes: number, direction: 1 | -1): void => {
     for (const v of vendors) {
       remaining.set(v, (remaining.get(v) ?? 0) - direction * bytes)
       assigned.set(v, (assigned.get(v) ?? 0) + direction * bytes)
     }
   }
+  // chunks an earlier run placed count as sent and as taken from their vendors' grants
+  const work: Array<[number, number]> = []
+  sources.forEach((s, f) => {
+    for (let i = 0; i < s.chunks.length; i++) {
+      const done = state?.chunks[f]?.get(i)
+      if (done != null && done.replicas.length === opts.replicas) {
+        s.chunks[i] = done
+        s.reused++
+        reserve(done.replicas.map(r => r.vendor), done.size, 1)
+        bytesDone += Math.min(opts.chunkSize, s.size - i * opts.chunkSize)
+        chunksDone++
+      } else {
+        work.push([f, i])
+      }
+    }
+  })
+  state = undefined
+  const progress = (): void => { opts.onProgress?.({ phase: 'upload', bytes: bytesDone, total, chunks: chunksDone, chunksTotal, files: paths.length }) }
+  progress()
+
+  const unused = new Set<string>()
+  const samples = await ctx.paths.measure(ctx.node, alloc.candidates.map(c => ({ vendor: c.vendor, addrs: c.addrs })))
+  const scored = rank(samples, alloc.stats)
+  for (const p of scored) if (!p.reachable) unused.add(p.vendor)
+  const order = scored.map(p => p.vendor)
+  const weight = new Map(scored.map(p => [p.vendor, Math.max(1e-6, p.score)]))
+  const rankOf = new Map(order.map((v, i) => [v, i]))
+  ctx.log('upload %s: %d files, %d bytes, %d chunks to send (%d placed before), candidates by score %o', allocationId, paths.length, total, work.length, chunksDone, scored.map(p => `${p.vendor.slice(-6)} ${p.score.toFixed(3)}`))
+
+  /**
+   * The usable vendors with the least bytes assigned for their score (so each takes a share in
+   * proportion to its score), ordered best score first: the first hop carries the user's uplink.
+   */
+  const pick = (n: number, exclude: Set<string>, bytes: number): string[] => {
+    const usable = order.filter(v => !unused.has(v) && !exclude.has(v) && (remaining.get(v) ?? 0) >= bytes)
+    const load = (v: string): number => ((assigned.get(v) ?? 0) + bytes) / (weight.get(v) ?? 1e-6)
+    usable.sort((a, b) => load(a) - load(b) || (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
+    return usable.slice(0, n).sort((a, b) => (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
+  }
 
   /** Sends one sealed chunk until `replicas` vendors have signed receipts for it. */
-  const place = async (src: Source, i: number, sealed: Uint8Array, chunkId: string): Promise<M.Receipt[]> => {
+  const place = async (src: Source, i: number, sealed: Uint8Array, chunkId: string, pieces: number): Promise<M.Receipt[]> => {
     const holders: M.Receipt[] = []
     while (holders.length < opts.replicas) {
       const route = pick(opts.replicas - holders.length, new Set(holders.map(r => r.vendor)), sealed.byteLength)
@@ -93,7 +159,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
       }
       reserve(route, sealed.byteLength, 1)
       const header = await sign<M.ChunkHeader>(ctx.key, 'header', {
-        owner, allocationId, fileId: src.fileId, chunkId, size: sealed.byteLength, pieces: opts.pieces, route: route.map(v => hops.get(v) as M.Hop)
+        owner, allocationId, fileId: src.fileId, chunkId, size: sealed.byteLength, pieces, route: route.map(v => hops.get(v) as M.Hop)
       })
       const signal = opts.signal != null ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.chunkTimeoutMs)]) : AbortSignal.timeout(opts.chunkTimeoutMs)
       const confirmed = new Set<string>()
@@ -116,33 +182,50 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     return holders
   }
 
-  let sent = 0
-  await parallel(opts.concurrency, work.length, async w => {
-    opts.signal?.throwIfAborted()
-    const [f, i] = work[w]
-    const src = sources[f]
-    const plainSize = Math.min(opts.chunkSize, src.size - i * opts.chunkSize)
-    const plain = Buffer.allocUnsafe(plainSize)
-    const fh = await openFile(src.path, 'r')
-    try {
-      const { bytesRead } = await fh.read(plain, 0, plainSize, i * opts.chunkSize)
-      if (bytesRead !== plainSize) throw new InvalidArgumentError(`FILE: ${src.path} changed while it was being read`)
-    } finally {
-      await fh.close()
-    }
-    const sealed = encryptChunk(src.fileKey, src.fileId, i, plain)
-    const chunkId = sha256(sealed)
-    const holders = await place(src, i, sealed, chunkId)
-    src.chunks[i] = { i, id: chunkId, size: sealed.byteLength, replicas: holders.map(r => ({ vendor: r.vendor, sig: r.sig })) }
-    sent += plainSize
-    opts.onProgress?.({ phase: 'upload', bytes: sent, total })
-  })
+  const largest = Math.min(opts.chunkSize, Math.max(0, ...sizes))
+  const small = largest < 256 * 1024
+  const window = new Window(small ? 4 : 2, small ? 16 : 4, Math.max(2, opts.concurrency), 64 * 1024 * 1024)
+  try {
+    await parallel(Math.max(2, opts.concurrency), work.length, async w => {
+      const [f, i] = work[w]
+      const src = sources[f]
+      const plainSize = Math.min(opts.chunkSize, src.size - i * opts.chunkSize)
+      await window.acquire(plainSize, opts.signal)
+      let ok = false
+      try {
+        opts.signal?.throwIfAborted()
+        const plain = Buffer.allocUnsafe(plainSize)
+        const fh = await openFile(src.path, 'r')
+        try {
+          const { bytesRead } = await fh.read(plain, 0, plainSize, i * opts.chunkSize)
+          if (bytesRead !== plainSize) throw new InvalidArgumentError(`FILE: ${src.path} changed while it was being read`)
+        } finally {
+          await fh.close()
+        }
+        const sealed = encryptChunk(src.fileKey, src.fileId, i, plain)
+        const chunkId = sha256(sealed)
+        const pieces = Math.max(1, Math.min(opts.pieces, Math.ceil(sealed.byteLength / MIN_PIECE)))
+        const holders = await place(src, i, sealed, chunkId, pieces)
+        src.chunks[i] = { i, id: chunkId, size: sealed.byteLength, replicas: holders.map(r => ({ vendor: r.vendor, sig: r.sig })) }
+        journal.record(f, src.chunks[i])
+        src.sent++
+        ok = true
+        bytesDone += plainSize
+        chunksDone++
+        progress()
+      } finally {
+        window.release(plainSize, ok)
+      }
+    })
+  } finally {
+    await journal.close()
+  }
 
   const created = Date.now()
   const tables: M.FileTable[] = sources.map((s, f) => ({
     fileId: s.fileId,
     owner,
-    name: (opts.names?.[f] ?? basename(s.path)).slice(0, 255),
+    name: names[f],
     size: s.size,
     chunkSize: opts.chunkSize,
     replicas: opts.replicas,
@@ -150,6 +233,18 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     cipher: { alg: 'aes-256-gcm', wrappedKey: ctx.keystore.wrap(s.fileKey, s.fileId) },
     chunks: s.chunks
   }))
-  await ctx.commit(allocationId, tables)
-  return sources.map(s => ({ fileId: s.fileId, path: s.path, size: s.size, chunks: s.chunks.length, placements: s.chunks.map(c => ({ chunk: c.i, chunkId: c.id, vendors: c.replicas.map(r => r.vendor) })) }))
+  try {
+    await ctx.commit(allocationId, tables)
+  } catch (err) {
+    // the allocation is gone (its lease ended while the upload was stopped): its chunks were
+    // erased by the FAT's settle order, so start over once with a new allocation
+    if (err instanceof NotFoundError && !retried && sources.some(s => s.reused > 0)) {
+      ctx.log('allocation %s is gone: starting over', allocationId)
+      await journal.remove()
+      return await upload(ctx, paths, opts, true)
+    }
+    throw err
+  }
+  await journal.remove()
+  return sources.map(s => ({ fileId: s.fileId, path: s.path, size: s.size, chunks: s.chunks.length, sent: s.sent, reused: s.reused, placements: s.chunks.map(c => ({ chunk: c.i, chunkId: c.id, vendors: c.replicas.map(r => r.vendor) })) }))
 }

@@ -2,7 +2,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
-import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, ORDER_PROTOCOL, STORE_PROTOCOL, DATA_FRAME } from '../../protocol/ids.ts'
+import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, ORDER_PROTOCOL, STORE_PROTOCOL, DATA_FRAME, ECHO_PROTOCOL } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
 import { call, serve, type Target } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
@@ -27,6 +27,7 @@ export const DEFAULT_SCRUB_RATE = 8 * 1024 * 1024
 export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3_600_000
 /** Damaged chunks one heartbeat reports. */
 const LOST_PER_HEARTBEAT = 1000
+import { serveEcho } from '../../protocol/echo.ts'
 
 export interface VendorOptions {
   node: StorNode
@@ -36,6 +37,8 @@ export interface VendorOptions {
   /** The FAT replicas of this network; only their grants and orders count. */
   fats: Multiaddr[]
   log: Logger
+  /** Test only: answers to echo, fetch and store wait this long, to play a slow or distant vendor. */
+  testDelayMs?: number
   /** Called when the vendor cannot reach any FAT (the daemon prints it). */
   onWarning?: (message: string) => void
   /** Above this the vendor asks the FAT to move chunks elsewhere (default 90% of its capacity). */
@@ -81,6 +84,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   let inflight = 0
   const highWater = opts.highWater ?? DEFAULT_HIGH_WATER
   const limit = (): number => 'bytes' in highWater ? highWater.bytes : Math.floor(highWater.fraction * devices.healthyCapacity())
+  const delayMs = opts.testDelayMs ?? 0
+  const delay = async (): Promise<void> => { if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs)) }
 
   const checkGrant = async (grant: M.Grant, owner: string, allocationId: string): Promise<void> => {
     if (!fatIds.has(grant.fat)) throw new AccessDeniedError(`the grant is signed by ${grant.fat}, which is not a FAT server of this network`)
@@ -104,7 +109,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.scope, erased)
   }
 
-  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_WIRE_CHUNK + 2 * DATA_FRAME, maxInboundStreams: 16, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_WIRE_CHUNK + 2 * DATA_FRAME, maxInboundStreams: 64, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
     const { header, hop } = msg
     const me = header.route[hop]
     if (me == null || me.vendor !== self) throw new AccessDeniedError(`hop ${hop} of the route is not this vendor`)
@@ -115,6 +120,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     inflight++
     try {
       // the sender waits for a go-ahead, so refused chunks cost it no bytes
+      await delay()
       await fs.write(encode({ t: 'ok' }), { signal })
       const bytes = await fs.readData(header.size, { signal })
       if (sha256(bytes) !== header.chunkId) throw new IntegrityError(`chunk bytes do not match chunk id ${header.chunkId}`)
@@ -169,7 +175,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   })
 
   const guard = new ReplayGuard()
-  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 32, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
     let rec
     if (msg.t === 'copy') {
       // another vendor copies a chunk on a FAT's order: it must be the order's target
@@ -194,10 +200,13 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       }
       throw err
     })
+    await delay()
     await fs.write(encode({ t: 'chunk', size: bytes.byteLength }), { signal })
     await fs.writeData(bytes, { signal })
     return undefined
   })
+
+  await serveEcho(node, { log, delayMs })
 
   await serve(node, ORDER_PROTOCOL, { checks: { order: M.OrderMsg, transfer: M.TransferMsg }, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 8, timeoutMs: 60_000, log }, async ({ msg }) => {
     if (msg.t === 'transfer') await transfers.accept(msg.transfer)
@@ -279,7 +288,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       clearTimeout(timer)
       await scrubber.stop()
       transfers.stop()
-      await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL].map(async p => { await node.unhandle(p) }))
+      await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL, ECHO_PROTOCOL].map(async p => { await node.unhandle(p) }))
     }
   }
 }
