@@ -126,25 +126,36 @@ export class Devices {
     d.free = d.capacity - d.used
   }
 
+  /** The healthy device with the most room for `bytes`, preferring those not in `avoid`. */
+  choose (bytes: number, avoid: Set<string>): string | undefined {
+    return this.order(bytes, avoid)[0]?.path
+  }
+
+  private order (bytes: number, avoid: Set<string>, first?: string): Device[] {
+    return this.devices
+      .filter(d => !d.failed && d.free >= bytes)
+      .sort((a, b) => Number(b.path === first) - Number(a.path === first) || Number(avoid.has(a.path) && a.path !== first) - Number(avoid.has(b.path) && b.path !== first) || b.free - a.free)
+  }
+
   /**
-   * Writes a piece to the healthy device with the most room, preferring those not in `avoid`;
-   * a write counts once it is flushed and read back with the right hash. A failing device is
-   * marked failed and the piece goes to the next one.
+   * Writes a piece to `first` if given, else to the healthy device with the most room, preferring
+   * those not in `avoid`; a write counts once it is flushed and read back identical. A failing
+   * device is marked failed and the piece goes to the next one.
    */
-  async write (name: string, bytes: Uint8Array, avoid: Set<string>): Promise<PieceRef> {
+  async write (name: string, bytes: Uint8Array, avoid: Set<string>, first?: string): Promise<PieceRef> {
     const hash = sha256(bytes)
-    const order = this.devices
-      .filter(d => !d.failed && d.free >= bytes.byteLength)
-      .sort((a, b) => Number(avoid.has(a.path)) - Number(avoid.has(b.path)) || b.free - a.free)
-    for (const d of order) {
+    for (const d of this.order(bytes.byteLength, avoid, first)) {
+      // the room is taken before the write starts, so pieces written at once do not overbook a device
+      d.used += bytes.byteLength
+      d.free = d.capacity - d.used
       try {
         await writeDurably(join(d.dir, name), bytes)
         const back = await readFile(join(d.dir, name))
-        if (sha256(back) !== hash) throw new IntegrityError(`read-back hash mismatch for ${name}`)
-        d.used += bytes.byteLength
-        d.free = d.capacity - d.used
+        if (!Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).equals(back)) throw new IntegrityError(`read-back mismatch for ${name}`)
         return { device: d.path, name, size: bytes.byteLength, sha256: hash }
       } catch (err: any) {
+        d.used -= bytes.byteLength
+        d.free = d.capacity - d.used
         this.fail(d.path, `writing ${name}: ${err.message}`)
         await Promise.all([name, `${name}.tmp`].map(async n => { await rm(join(d.dir, n), { force: true }).catch(() => {}) }))
       }
@@ -152,11 +163,12 @@ export class Devices {
     throw new NoSpaceError(`no healthy device has room for ${bytes.byteLength} bytes`)
   }
 
-  async read (piece: PieceRef): Promise<Uint8Array> {
+  /** Reads a piece and checks its size, and its hash unless `hash` is false (the caller checks the whole chunk). */
+  async read (piece: PieceRef, hash = true): Promise<Uint8Array> {
     const d = this.byPath(piece.device)
     if (d == null) throw new IntegrityError(`device ${piece.device} is no longer configured`)
     const bytes = await readFile(join(d.dir, piece.name))
-    if (bytes.byteLength !== piece.size || sha256(bytes) !== piece.sha256) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt`)
+    if (bytes.byteLength !== piece.size || (hash && sha256(bytes) !== piece.sha256)) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt`)
     return bytes
   }
 

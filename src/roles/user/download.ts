@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events'
 import { open as openFile, rename, rm } from 'node:fs/promises'
 import type { PrivateKey } from '@libp2p/interface'
 import { IntegrityError, UnreachableError, InvalidArgumentError } from '../../errors.ts'
@@ -99,6 +100,8 @@ interface Job { item: number, i: number, entry: M.ChunkEntry, tried: Set<string>
  * so an interrupted download, run again, fetches only what is missing.
  */
 export async function download (ctx: DownloadContext, items: DownloadItem[], opts: DownloadOptions): Promise<DownloadResult[]> {
+  // every chunk in flight listens to the caller's signal
+  if (opts.signal != null) setMaxListeners(0, opts.signal)
   const addrs = new Map<string, string[]>()
   const stats: M.VendorStats[] = []
   for (const { reply } of items) {

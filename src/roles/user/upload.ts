@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { setMaxListeners } from 'node:events'
 import { open as openFile, stat } from 'node:fs/promises'
 import { basename } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
@@ -72,6 +73,8 @@ interface Source { path: string, size: number, fileId: string, fileKey: Buffer, 
  */
 export async function upload (ctx: UploadContext, paths: string[], opts: UploadOptions, retried = false): Promise<UploadResult[]> {
   if (paths.length === 0) throw new InvalidArgumentError('FILE: name at least one file to upload')
+  // every chunk in flight listens to the caller's signal
+  if (opts.signal != null) setMaxListeners(0, opts.signal)
   const infos = await Promise.all(paths.map(async path => {
     const info = await stat(path).catch(() => { throw new InvalidArgumentError(`FILE: ${path} does not exist or cannot be read`) })
     if (!info.isFile()) throw new InvalidArgumentError(`FILE: ${path} is not a regular file`)

@@ -178,12 +178,19 @@ export class ChunkStore {
     const refs: PieceRef[] = []
     try {
       const pieceSize = Math.max(1, Math.ceil(bytes.byteLength / pieces))
+      const count = Math.max(1, Math.ceil(bytes.byteLength / pieceSize))
+      // the pieces go to their devices at once: each device chosen before any write starts
       const used = new Set<string>()
-      for (let i = 0; i * pieceSize < bytes.byteLength || i === 0; i++) {
-        const ref = await this.devices.write(`${fileId}.${chunkId}.${i}`, bytes.subarray(i * pieceSize, (i + 1) * pieceSize), used)
-        used.add(ref.device)
-        refs.push(ref)
+      const writes: Array<Promise<PieceRef>> = []
+      for (let i = 0; i < count; i++) {
+        const device = this.devices.choose(pieceSize, used)
+        if (device != null) used.add(device)
+        writes.push(this.devices.write(`${fileId}.${chunkId}.${i}`, bytes.subarray(i * pieceSize, (i + 1) * pieceSize), used, device))
       }
+      const settled = await Promise.allSettled(writes)
+      for (const r of settled) if (r.status === 'fulfilled') refs.push(r.value)
+      const failed = settled.find(r => r.status === 'rejected')
+      if (failed != null) throw (failed as PromiseRejectedResult).reason
       const rec: ChunkRecord = { owner, allocationId, fileId, chunkId, size: bytes.byteLength, pieces: refs, kept, stored: Date.now() }
       await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, rec), this.byAllocation.put(`${allocationId}/${fileId}/${chunkId}`, 1)], { sync: true })
       this.count++
@@ -196,9 +203,13 @@ export class ChunkStore {
   /** Reassembles a chunk from its pieces and checks it against its id. */
   async read (rec: ChunkRecord): Promise<Uint8Array> {
     if (rec.damaged != null) throw new IntegrityError(`chunk ${rec.chunkId} is damaged here (${rec.damaged}); fetch another replica`)
-    const parts = await Promise.all(rec.pieces.map(async p => await this.devices.read(p)))
+    // one hash over the whole chunk; only when it fails are the pieces checked, to name the bad one
+    const parts = await Promise.all(rec.pieces.map(async p => await this.devices.read(p, false)))
     const bytes = Buffer.concat(parts)
-    if (sha256(bytes) !== rec.chunkId) throw new IntegrityError(`chunk ${rec.chunkId} does not match its hash`)
+    if (sha256(bytes) !== rec.chunkId) {
+      await Promise.all(rec.pieces.map(async p => await this.devices.read(p)))
+      throw new IntegrityError(`chunk ${rec.chunkId} does not match its hash`)
+    }
     return bytes
   }
 
