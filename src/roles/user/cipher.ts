@@ -9,9 +9,8 @@ function aad (fileId: string, index: number): Buffer {
   return Buffer.from(`stor:chunk:${fileId}:${index}`)
 }
 
-/** AES-256-GCM: nonce || ciphertext || tag. */
-export function seal (key: Uint8Array, plain: Uint8Array, context: Buffer): Buffer {
-  const nonce = randomBytes(NONCE)
+/** AES-256-GCM: nonce || ciphertext || tag; a fresh random nonce unless one is given. */
+export function seal (key: Uint8Array, plain: Uint8Array, context: Buffer, nonce: Uint8Array = randomBytes(NONCE)): Buffer {
   const c = createCipheriv('aes-256-gcm', key, nonce)
   c.setAAD(context)
   const body = c.update(plain)
@@ -33,5 +32,11 @@ export function open (key: Uint8Array, sealed: Uint8Array, context: Buffer, what
   }
 }
 
-export const encryptChunk = (key: Uint8Array, fileId: string, index: number, plain: Uint8Array): Buffer => seal(key, plain, aad(fileId, index))
+/**
+ * Seals chunk `index`. `nonce` is only ever given to re-create a chunk sent before with that nonce
+ * (resume); the caller must check the result has the same hash, i.e. the plaintext is unchanged.
+ */
+export const encryptChunk = (key: Uint8Array, fileId: string, index: number, plain: Uint8Array, nonce?: Uint8Array): Buffer => seal(key, plain, aad(fileId, index), nonce)
+/** The nonce a sealed chunk was made with. */
+export const nonceOf = (sealed: Uint8Array): Buffer => Buffer.from(sealed.subarray(0, NONCE))
 export const decryptChunk = (key: Uint8Array, fileId: string, index: number, sealed: Uint8Array): Buffer => open(key, sealed, aad(fileId, index), `chunk ${index}`)

@@ -71,6 +71,8 @@ export interface UploadState {
   wrappedKeys: string[]
   /** per file, the chunk entries (with receipts) already placed */
   chunks: Array<Map<number, M.ChunkEntry>>
+  /** per file, chunks that were on their way: the nonce and id they were sealed with */
+  intents: Array<Map<number, { nonce: string, id: string }>>
 }
 
 /** Seconds of lease an allocation must have left to be worth resuming. */
@@ -80,7 +82,8 @@ export const RESUME_MARGIN_MS = 30_000
  * The record of an upload in progress, `DATA_DIR/uploads/<key>.jsonl`, where the key is a digest
  * of what the command was asked (paths, their sizes and mtimes, names, replicas, chunk size,
  * pieces, owner): a header with the allocation reply (grants included) and the wrapped file keys,
- * then one line per chunk with its entry and receipts. A rerun of the same command finds it and
+ * then a line per chunk as it is sent (its nonce and id) and one when it is placed (its entry and
+ * receipts). A rerun of the same command finds it and
  * sends only the chunks not listed, while the allocation's lease lasts.
  */
 export class UploadJournal {
@@ -97,13 +100,17 @@ export class UploadJournal {
   async load (now = Date.now()): Promise<UploadState | undefined> {
     let records: unknown[]
     try { records = await readLines(this.path) } catch { return undefined }
-    const [head, ...rest] = records as [{ allocation: M.Message<typeof M.Allocated>, wrappedKeys: string[] } | undefined, ...Array<{ f: number, c: M.ChunkEntry }>]
+    const [head, ...rest] = records as [{ allocation: M.Message<typeof M.Allocated>, wrappedKeys: string[] } | undefined, ...Array<{ f: number, c?: M.ChunkEntry, i?: number, n?: string, id?: string }>]
     if (head?.allocation == null || !Array.isArray(head.wrappedKeys)) return undefined
     if (head.allocation.expires - now < RESUME_MARGIN_MS) return undefined
     const chunks = head.allocation.fileIds.map(() => new Map<number, M.ChunkEntry>())
-    for (const r of rest) if (r?.c != null && chunks[r.f] != null) chunks[r.f].set(r.c.i, r.c)
+    const intents = head.allocation.fileIds.map(() => new Map<number, { nonce: string, id: string }>())
+    for (const r of rest) {
+      if (r?.c != null && chunks[r.f] != null) chunks[r.f].set(r.c.i, r.c)
+      else if (typeof r?.i === 'number' && typeof r.n === 'string' && typeof r.id === 'string' && intents[r.f] != null) intents[r.f].set(r.i, { nonce: r.n, id: r.id })
+    }
     this.lines = new Lines(this.path, false)
-    return { allocation: head.allocation, wrappedKeys: head.wrappedKeys, chunks }
+    return { allocation: head.allocation, wrappedKeys: head.wrappedKeys, chunks, intents }
   }
 
   /** Starts a fresh record for a new allocation. */
@@ -112,6 +119,8 @@ export class UploadJournal {
     this.lines.write({ allocation, wrappedKeys })
   }
 
+  /** A chunk about to be sent: if the run dies, the next one seals it the same way, so vendors that got it already keep one copy. */
+  intent (f: number, i: number, nonce: string, id: string): void { this.lines?.write({ f, i, n: nonce, id }) }
   record (f: number, c: M.ChunkEntry): void { this.lines?.write({ f, c }) }
   async close (): Promise<void> { await this.lines?.close() }
   async remove (): Promise<void> { await this.close(); await rm(this.path, { force: true }) }

@@ -11,7 +11,7 @@ import { sign, verify } from '../../protocol/sign.ts'
 import type { StorNode } from '../../node/index.ts'
 import { sha256 } from '../../store/devices.ts'
 import { parallel } from '../../parallel.ts'
-import { encryptChunk } from './cipher.ts'
+import { encryptChunk, nonceOf } from './cipher.ts'
 import type { Keystore } from './keystore.ts'
 import { rank, type PathCache } from './rank.ts'
 import { UploadJournal, type UploadState } from './resume.ts'
@@ -128,6 +128,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
       }
     }
   })
+  const intents = state?.intents
   state = undefined
   const progress = (): void => { opts.onProgress?.({ phase: 'upload', bytes: bytesDone, total, chunks: chunksDone, chunksTotal, files: paths.length }) }
   progress()
@@ -205,8 +206,16 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
         } finally {
           await fh.close()
         }
-        const sealed = encryptChunk(src.fileKey, src.fileId, i, plain)
-        const chunkId = sha256(sealed)
+        // a chunk an interrupted run had on its way is sealed again with the same nonce: if the
+        // plaintext is unchanged it is the same chunk, and a vendor that stored it keeps one copy
+        const before = intents?.[f]?.get(i)
+        let sealed = encryptChunk(src.fileKey, src.fileId, i, plain, before != null ? Buffer.from(before.nonce, 'hex') : undefined)
+        let chunkId = sha256(sealed)
+        if (before != null && chunkId !== before.id) {
+          sealed = encryptChunk(src.fileKey, src.fileId, i, plain)
+          chunkId = sha256(sealed)
+        }
+        journal.intent(f, i, nonceOf(sealed).toString('hex'), chunkId)
         const pieces = Math.max(1, Math.min(opts.pieces, Math.ceil(sealed.byteLength / MIN_PIECE)))
         const holders = await place(src, i, sealed, chunkId, pieces)
         src.chunks[i] = { i, id: chunkId, size: sealed.byteLength, replicas: holders.map(r => ({ vendor: r.vendor, sig: r.sig })) }
