@@ -1,19 +1,22 @@
-// Throughput benchmark: one raw libp2p stream between two processes, then a 256 MiB file uploaded
-// (replicas 2) and downloaded through a local cluster (1 FAT, 3 vendors) as separate processes.
-// Prints a table and a final JSON line. BENCH_MB overrides the size (default 256).
-//   npm run bench            BENCH_MB=32 node dist/bench/index.js
+// Benchmark, all in one run on loopback: a plain TCP socket and one raw libp2p stream between two
+// processes (the references); then, on 1 FAT and 4 vendors as processes, a 1 GiB file uploaded and
+// downloaded at replicas 1 and 2 and 1,000 files of 4 KiB up and down, each transfer one
+// `stordaemon` command run as a child process (its wall time and peak RSS measured).
+// Prints a table with ratios and targets, and a final JSON line.
+// BENCH_MB sets the file size in MiB (default 1024), BENCH_FILES the small-file count (default 1000).
+//   npm run bench            BENCH_MB=64 BENCH_FILES=200 node dist/bench/index.js   (quick, about a minute)
 import '../src/polyfill.ts'
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, readdirSync, readFileSync } from 'node:fs'
-import { mkdtemp, open, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startCluster, openClient, DEFAULT_CHUNK_SIZE, type Cluster, type Client } from '../src/index.ts'
+import { startCluster, type Cluster } from '../src/index.ts'
 import type { StorNode } from '../src/node/index.ts'
 import { rawSender, sendRaw, startRawPeer, type RawPeer, type RawResult } from './raw.ts'
+import { measureTcp, runCli, type CliRun } from './transfer.ts'
 
 const MiB = 1024 * 1024
-const REPLICAS = 2
 const WRITE_SIZES = [256 * 1024, 1024 * 1024]
 
 const log = (msg: string): void => { process.stderr.write(`[bench ${(performance.now() / 1000).toFixed(1)}s] ${msg}\n`) }
@@ -21,7 +24,7 @@ const mbs = (bytes: number, seconds: number): number => bytes / 1e6 / seconds
 const round = (n: number, digits = 2): number => Number(n.toFixed(digits))
 
 function benchSize (): number {
-  const text = process.env.BENCH_MB ?? '256'
+  const text = process.env.BENCH_MB ?? '1024'
   const n = Number(text)
   if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n < 1) throw new Error(`BENCH_MB: "${text}" is not a whole number of MiB >= 1`)
   return n
@@ -164,46 +167,81 @@ async function measureRaw (cleanup: Cleanup, total: number): Promise<RawResult[]
   }
 }
 
-interface Transfer { uploadMBs: number, downloadMBs: number, uploadSeconds: number, downloadSeconds: number, chunks: number, fallbacks: number }
+interface CommandResult { seconds: number, MBs: number, peakRss: number }
+interface Transfer {
+  upload: Map<number, CommandResult>
+  download: Map<number, CommandResult>
+  smallUp: CommandResult
+  smallDown: CommandResult
+  files: number
+}
 
-async function measureCluster (cleanup: Cleanup, dir: string, total: number): Promise<Transfer> {
-  // each vendor holds about 2/3 of REPLICAS copies over two devices; leave plenty of room
-  const deviceSize = `${Math.max(1024, Math.ceil((2 * REPLICAS * total) / MiB))}MiB`
-  log(`cluster: starting 1 FAT and 3 vendors (2 devices of ${deviceSize} each) under ${dir}`)
+function benchFiles (): number {
+  const text = process.env.BENCH_FILES ?? '1000'
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1) throw new Error(`BENCH_FILES: "${text}" is not a whole number >= 1`)
+  return Number(text)
+}
+
+/** One CLI command, timed, with its peak RSS; fails the run on a non-zero exit. */
+async function command (what: string, args: string[], timeoutMs: number): Promise<{ out: any, run: CliRun }> {
+  const run = await runCli(args, timeoutMs)
+  if (run.code !== 0) throw new Error(`${what}: exit ${run.code}: ${run.stderr.slice(-2000)}`)
+  return { out: JSON.parse(run.stdout), run }
+}
+
+/**
+ * 1 FAT and 4 vendors as processes; each transfer is one `stordaemon` command as a child process
+ * (so its own wall time and peak RSS are measured): the big file up and down at replicas 1 and 2,
+ * then `files` files of 4 KiB up in one command and down in one command.
+ */
+async function measureCluster (cleanup: Cleanup, dir: string, total: number, files: number): Promise<Transfer> {
+  const deviceSize = `${Math.max(1024, Math.ceil((2 * total) / MiB) + 256)}MiB`
+  log(`cluster: starting 1 FAT and 4 vendors (1 device of ${deviceSize} each) under ${dir}`)
   let cluster: Cluster | undefined
   cleanup.add('cluster processes', async () => { await cluster?.stop() })
-  cluster = await startCluster({ dir: join(dir, 'cluster'), vendors: 3, devicesPerVendor: 2, deviceSize })
+  cluster = await startCluster({ dir: join(dir, 'cluster'), vendors: 4, devicesPerVendor: 1, deviceSize })
   const c = cluster
+  const user = ['--bootstrap', c.bootstrap, '--data-dir', join(dir, 'user'), '--json']
+  const limit = Math.max(300, (total / MiB) * 4) * 1000
+  const result: Transfer = { upload: new Map(), download: new Map(), smallUp: { seconds: 0, MBs: 0, peakRss: 0 }, smallDown: { seconds: 0, MBs: 0, peakRss: 0 }, files }
   try {
     const src = join(dir, 'input.bin')
     log(`cluster: writing ${total / MiB} MiB of random bytes to ${src}`)
     const srcHash = await randomFile(src, total)
+    for (const replicas of [1, 2]) {
+      let cpu = cpuSnapshot(c)
+      const up = await command(`upload x${replicas}`, ['upload', src, ...user, '--replicas', String(replicas)], limit)
+      result.upload.set(replicas, { seconds: up.run.seconds, MBs: mbs(total, up.run.seconds), peakRss: up.run.peakRss })
+      log(`upload x${replicas}: ${up.out.chunks} chunks in ${up.run.seconds.toFixed(2)} s (whole command), ${mbs(total, up.run.seconds).toFixed(1)} MB/s, peak RSS ${(up.run.peakRss / MiB).toFixed(0)} MiB; cpu ${cpuDelta(cpu, cpuSnapshot(c), up.run.seconds)}`)
+      const out = join(dir, `output-${replicas}.bin`)
+      cpu = cpuSnapshot(c)
+      const down = await command(`download x${replicas}`, ['download', up.out.fileId, out, ...user], limit)
+      result.download.set(replicas, { seconds: down.run.seconds, MBs: mbs(total, down.run.seconds), peakRss: down.run.peakRss })
+      const per = new Map<string, number>()
+      for (const s of down.out.sources as Array<{ vendor: string }>) per.set(s.vendor.slice(-6), (per.get(s.vendor.slice(-6)) ?? 0) + 1)
+      log(`download x${replicas}: ${down.out.chunks} chunks in ${down.run.seconds.toFixed(2)} s, ${mbs(total, down.run.seconds).toFixed(1)} MB/s, peak RSS ${(down.run.peakRss / MiB).toFixed(0)} MiB, ${down.out.fallbacks} fallbacks, ${down.out.duplicates} tail re-asks, per vendor ${JSON.stringify(Object.fromEntries(per))}; cpu ${cpuDelta(cpu, cpuSnapshot(c), down.run.seconds)}`)
+      const outHash = await sha256File(out)
+      if (outHash !== srcHash) throw new Error(`download x${replicas}: sha256 ${outHash} does not match the uploaded file's ${srcHash}`)
+      await rm(out, { force: true })
+      await command('release', ['release', up.out.fileId, ...user], 60_000)
+    }
 
-    const client: Client = await openClient({ dataDir: join(dir, 'user'), bootstrap: [c.bootstrap] })
-    cleanup.add('user client', async () => { await client.close() })
-    const timeout = (): AbortSignal => AbortSignal.timeout(Math.max(300, (total / MiB) * 4) * 1000)
-
-    log(`upload: ${total / MiB} MiB, replicas ${REPLICAS}, chunk size ${DEFAULT_CHUNK_SIZE / MiB} MiB`)
-    let cpu = cpuSnapshot(c)
-    let t0 = performance.now()
-    const up = await client.upload(src, { replicas: REPLICAS, chunkSize: DEFAULT_CHUNK_SIZE, signal: timeout() })
-    const uploadSeconds = (performance.now() - t0) / 1000
-    log(`upload: ${up.chunks} chunks in ${uploadSeconds.toFixed(2)} s, ${mbs(total, uploadSeconds).toFixed(1)} MB/s; cpu ${cpuDelta(cpu, cpuSnapshot(c), uploadSeconds)}`)
-    const short = up.placements.filter(p => p.vendors.length !== REPLICAS || new Set(p.vendors).size !== REPLICAS)
-    if (short.length > 0) throw new Error(`upload: ${short.length} chunks do not have ${REPLICAS} distinct replicas`)
-
-    const out = join(dir, 'output.bin')
-    log('download: starting')
-    cpu = cpuSnapshot(c)
-    t0 = performance.now()
-    const down = await client.download(up.fileId, out, { signal: timeout() })
-    const downloadSeconds = (performance.now() - t0) / 1000
-    log(`download: ${down.chunks} chunks in ${downloadSeconds.toFixed(2)} s, ${mbs(total, downloadSeconds).toFixed(1)} MB/s, ${down.fallbacks} fallbacks; cpu ${cpuDelta(cpu, cpuSnapshot(c), downloadSeconds)}`)
-
-    const outHash = await sha256File(out)
-    if (outHash !== srcHash) throw new Error(`download: sha256 ${outHash} does not match the uploaded file's ${srcHash}`)
-    log(`download: sha256 matches (${srcHash.slice(0, 16)}…)`)
-    return { uploadMBs: mbs(total, uploadSeconds), downloadMBs: mbs(total, downloadSeconds), uploadSeconds, downloadSeconds, chunks: up.chunks, fallbacks: down.fallbacks }
+    const smallDir = join(dir, 'small')
+    await mkdir(smallDir, { recursive: true })
+    log(`small files: writing ${files} files of 4 KiB`)
+    for (let i = 0; i < files; i++) await writeFile(join(smallDir, `f${String(i).padStart(5, '0')}`), randomBytes(4096))
+    const up = await command('small upload', ['upload', smallDir, ...user], limit)
+    result.smallUp = { seconds: up.run.seconds, MBs: mbs(files * 4096, up.run.seconds), peakRss: up.run.peakRss }
+    log(`small files: ${files} up in ${up.run.seconds.toFixed(2)} s (${(files / up.run.seconds).toFixed(0)} files/s), replicas 2`)
+    const outDir = join(dir, 'small-out')
+    const down = await command('small download', ['download', ...up.out.files.map((f: any) => f.fileId), outDir, ...user], limit)
+    result.smallDown = { seconds: down.run.seconds, MBs: mbs(files * 4096, down.run.seconds), peakRss: down.run.peakRss }
+    log(`small files: ${files} down in ${down.run.seconds.toFixed(2)} s (${(files / down.run.seconds).toFixed(0)} files/s)`)
+    for (let i = 0; i < files; i += Math.max(1, Math.floor(files / 50))) {
+      const name = `f${String(i).padStart(5, '0')}`
+      if (await sha256File(join(smallDir, name)) !== await sha256File(join(outDir, name))) throw new Error(`small files: ${name} differs`)
+    }
+    return result
   } catch (err) {
     for (const p of [c.fat, ...c.vendors]) {
       const e = p.stderr()
@@ -213,27 +251,53 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number): Pr
   }
 }
 
-function report (sizeMiB: number, raw: RawResult[], t: Transfer): void {
+function report (sizeMiB: number, raw: RawResult[], tcpMBs: number, t: Transfer): void {
   const best = raw.reduce((a, b) => (b.MBs > a.MBs ? b : a))
   const rawMBs = best.MBs
-  const rows: Array<[string, number, string]> = [
-    ...raw.map(r => [`raw libp2p stream, ${r.writeSize / 1024} KiB writes`, r.MBs, r === best ? '1.00 (the reference)' : `${(r.MBs / rawMBs).toFixed(2)} of raw libp2p`] as [string, number, string]),
-    [`upload x${REPLICAS}`, t.uploadMBs, `${(t.uploadMBs / rawMBs).toFixed(2)} of raw libp2p`],
-    ['download', t.downloadMBs, `${(t.downloadMBs / rawMBs).toFixed(2)} of raw libp2p`]
+  const MB = 1e6
+  type Row = [string, string, string, string]
+  const ok = (met: boolean): string => met ? 'met' : 'NOT met'
+  const up1 = t.upload.get(1) as CommandResult
+  const up2 = t.upload.get(2) as CommandResult
+  const down1 = t.download.get(1) as CommandResult
+  const down2 = t.download.get(2) as CommandResult
+  const rows: Row[] = [
+    ['plain TCP socket, 1 MiB writes', `${tcpMBs.toFixed(1)} MB/s`, `${(rawMBs / tcpMBs).toFixed(2)} raw libp2p / TCP`, ''],
+    ...raw.map(r => [`raw libp2p stream, ${r.writeSize / 1024} KiB writes`, `${r.MBs.toFixed(1)} MB/s`, r === best ? '1.00 (the reference)' : `${(r.MBs / rawMBs).toFixed(2)} of raw libp2p`, ''] as Row),
+    ['upload x1 (one command)', `${up1.MBs.toFixed(1)} MB/s`, `${(up1.MBs / rawMBs).toFixed(2)} of raw libp2p`, `>= 0.8: ${ok(up1.MBs / rawMBs >= 0.8)}`],
+    ['upload x2 (one command)', `${up2.MBs.toFixed(1)} MB/s`, `${(up2.MBs / rawMBs).toFixed(2)} of raw libp2p`, ''],
+    ['download x1 (one command)', `${down1.MBs.toFixed(1)} MB/s`, `${(down1.MBs / rawMBs).toFixed(2)} of raw libp2p`, ''],
+    ['download x2 (one command)', `${down2.MBs.toFixed(1)} MB/s`, `${(down2.MBs / rawMBs).toFixed(2)} of raw libp2p`, `>= 0.8: ${ok(down2.MBs / rawMBs >= 0.8)}`],
+    [`${t.files} files of 4 KiB up (one command)`, `${t.smallUp.seconds.toFixed(2)} s`, `${(t.files / t.smallUp.seconds).toFixed(0)} files/s, ${(t.smallUp.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallUp.seconds < 2)}`],
+    [`${t.files} files of 4 KiB down (one command)`, `${t.smallDown.seconds.toFixed(2)} s`, `${(t.files / t.smallDown.seconds).toFixed(0)} files/s, ${(t.smallDown.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallDown.seconds < 2)}`],
+    ['peak RSS, uploading process (x1 / x2)', `${(up1.peakRss / MB).toFixed(0)} / ${(up2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(up1.peakRss, up2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(up1.peakRss, up2.peakRss) < 300 * MB)}`],
+    ['peak RSS, downloading process (x1 / x2)', `${(down1.peakRss / MB).toFixed(0)} / ${(down2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(down1.peakRss, down2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(down1.peakRss, down2.peakRss) < 300 * MB)}`]
   ]
-  const w = Math.max(...rows.map(r => r[0].length))
+  const w = [0, 1, 2].map(i => Math.max(...rows.map(r => r[i].length)))
   const lines = [
-    `stordaemon throughput, ${sizeMiB} MiB, loopback, separate processes (MB = 10^6 bytes)`,
-    ...rows.map(([name, v, ratio]) => `${name.padEnd(w)}  ${v.toFixed(1).padStart(7)} MB/s   ${ratio}`)
+    `stordaemon, ${sizeMiB} MiB file, 1 FAT + 4 vendors on loopback, separate processes (MB = 10^6 bytes; commands timed whole, start-up included)`,
+    ...rows.map(r => `${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}   ${r[2].padEnd(w[2])}   ${r[3]}`)
   ]
   process.stdout.write(lines.join('\n') + '\n')
+  const r3 = (n: number): number => round(n, 3)
   process.stdout.write(JSON.stringify({
+    sizeMiB,
+    tcpMBs: round(tcpMBs, 1),
     rawMBs: round(rawMBs, 1),
-    uploadMBs: round(t.uploadMBs, 1),
-    downloadMBs: round(t.downloadMBs, 1),
-    uploadRatio: round(t.uploadMBs / rawMBs, 3),
-    downloadRatio: round(t.downloadMBs / rawMBs, 3),
-    sizeMiB
+    upload1MBs: round(up1.MBs, 1),
+    upload2MBs: round(up2.MBs, 1),
+    download1MBs: round(down1.MBs, 1),
+    download2MBs: round(down2.MBs, 1),
+    upload1Ratio: r3(up1.MBs / rawMBs),
+    upload2Ratio: r3(up2.MBs / rawMBs),
+    download1Ratio: r3(down1.MBs / rawMBs),
+    download2Ratio: r3(down2.MBs / rawMBs),
+    rawToTcp: r3(rawMBs / tcpMBs),
+    files: t.files,
+    smallUpSeconds: round(t.smallUp.seconds, 2),
+    smallDownSeconds: round(t.smallDown.seconds, 2),
+    uploadPeakRssMB: round(Math.max(up1.peakRss, up2.peakRss) / MB, 0),
+    downloadPeakRssMB: round(Math.max(down1.peakRss, down2.peakRss) / MB, 0)
   }) + '\n')
 }
 
@@ -269,9 +333,13 @@ async function main (): Promise<number> {
     // children go first, so none writes into the folder while it is removed
     cleanup.add(`temp folder ${dir}`, async () => { await endChildren(); await rm(dir, { recursive: true, force: true }) })
 
+    const files = benchFiles()
+    log(`tcp: ${sizeMiB} MiB over one plain socket`)
+    const tcpMBs = await measureTcp(total)
+    log(`tcp: ${tcpMBs.toFixed(1)} MB/s`)
     const raw = await measureRaw(cleanup, total)
-    const transfer = await measureCluster(cleanup, dir, total)
-    report(sizeMiB, raw, transfer)
+    const transfer = await measureCluster(cleanup, dir, total, files)
+    report(sizeMiB, raw, tcpMBs, transfer)
   } catch (err: any) {
     failed = true
     log(`FAILED: ${err?.stack ?? err}`)

@@ -16,12 +16,20 @@ export function describe (target: Target): string {
   return 'peer' in target ? target.peer : target.toString()
 }
 
+/** Addresses already handed to each node's peer store, so a stream per chunk does not update it each time. */
+const merged = new WeakMap<Libp2p, Map<string, string>>()
+
 export async function openStream (node: Libp2p, target: Target, protocol: string, opts: AbortOptions): Promise<Stream> {
   try {
     if ('peer' in target) {
       const id = peerIdFromString(target.peer)
-      if (target.addrs.length > 0) {
+      const known = merged.get(node) ?? new Map<string, string>()
+      merged.set(node, known)
+      const addrs = target.addrs.join(' ')
+      if (target.addrs.length > 0 && known.get(target.peer) !== addrs) {
         await node.peerStore.merge(id, { multiaddrs: target.addrs.map(a => multiaddr(a)) })
+        if (known.size > 10_000) known.clear()
+        known.set(target.peer, addrs)
       }
       return await node.dialProtocol(id, protocol, opts)
     }

@@ -233,6 +233,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     await journal.close()
   }
 
+  ctx.log('upload %s: chunks placed, committing', allocationId)
   const created = Date.now()
   const tables: M.FileTable[] = sources.map((s, f) => ({
     fileId: s.fileId,
@@ -257,6 +258,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     }
     throw err
   }
+  ctx.log('upload %s: committed', allocationId)
   await journal.remove()
   return sources.map(s => ({ fileId: s.fileId, path: s.path, size: s.size, chunks: s.chunks.length, sent: s.sent, reused: s.reused, placements: s.chunks.map(c => ({ chunk: c.i, chunkId: c.id, vendors: c.replicas.map(r => r.vendor) })) }))
 }

@@ -1,0 +1,89 @@
+// The product measured as a person runs it: the CLI as a child process against a local cluster,
+// with its wall time and peak resident memory; and a plain TCP socket as a second reference.
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { connect } from 'node:net'
+import { dirname, join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { binPath } from '../src/cluster.ts'
+
+const MiB = 1024 * 1024
+
+/** Peak resident set (VmHWM) of a live process, in bytes; 0 once it is gone or off Linux. */
+export function peakRss (pid: number | undefined): number {
+  if (pid == null) return 0
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return m != null ? Number(m[1]) * 1024 : 0
+  } catch {
+    return 0
+  }
+}
+
+export interface CliRun { code: number | null, stdout: string, stderr: string, seconds: number, peakRss: number }
+
+/**
+ * Runs the built CLI with no terminal; its peak RSS is read from /proc every 50 ms (VmHWM only
+ * grows, so the last reading is the peak up to the last 50 ms).
+ */
+export async function runCli (args: string[], timeoutMs: number): Promise<CliRun> {
+  const t0 = performance.now()
+  const child = spawn(process.execPath, [binPath(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  let peak = 0
+  child.stdout.on('data', d => { stdout += d })
+  child.stderr.on('data', d => { stderr += d })
+  const poll = setInterval(() => { peak = Math.max(peak, peakRss(child.pid)) }, 50)
+  const timer = setTimeout(() => { child.kill('SIGKILL') }, timeoutMs)
+  const code = await new Promise<number | null>((resolve, reject) => { child.on('error', reject); child.on('exit', c => { resolve(c) }) })
+  clearInterval(poll)
+  clearTimeout(timer)
+  return { code, stdout, stderr, seconds: (performance.now() - t0) / 1000, peakRss: peak }
+}
+
+/** Sends `total` bytes over one plain TCP socket to a receiver process; MB/s from first byte to its answer. */
+export async function measureTcp (total: number): Promise<number> {
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'tcp-peer.js')
+  const child = spawn(process.execPath, [script], { stdio: ['pipe', 'pipe', 'inherit'] })
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      let p = 0
+      createInterface({ input: child.stdout! }).on('line', line => {
+        const [w, v] = line.split(' ')
+        if (w === 'port') p = Number(v)
+        if (w === 'ready') resolve(p)
+      })
+      child.once('exit', c => { reject(new Error(`tcp-peer exited with ${c}`)) })
+    })
+    let best = 0
+    for (let round = 0; round < 2; round++) {
+      const socket = connect(port, '127.0.0.1')
+      await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
+      const block = randomBytes(MiB)
+      const head = Buffer.alloc(8)
+      head.writeBigUInt64BE(BigInt(total), 0)
+      const reply = new Promise<Buffer>((resolve, reject) => {
+        const parts: Buffer[] = []
+        socket.on('data', (d: Buffer) => parts.push(d))
+        socket.on('end', () => { resolve(Buffer.concat(parts)) })
+        socket.on('error', reject)
+      })
+      const t0 = performance.now()
+      socket.write(head)
+      for (let sent = 0; sent < total; sent += MiB) {
+        if (!socket.write(block.subarray(0, Math.min(MiB, total - sent)))) await new Promise(resolve => socket.once('drain', resolve))
+      }
+      const r = await reply
+      const seconds = (performance.now() - t0) / 1000
+      if (Number(r.readBigUInt64BE(0)) !== total) throw new Error('tcp: receiver counted the wrong number of bytes')
+      socket.destroy()
+      best = Math.max(best, total / 1e6 / seconds)
+    }
+    return best
+  } finally {
+    child.kill('SIGTERM')
+  }
+}
