@@ -661,6 +661,8 @@ describe('protocol', function () {
         const paths = nodes(msg).map(n => n.path)
         fc.assert(fc.property(ctxArb, fc.constantFrom(...paths), fc.anything(), (ctx, path, v) => {
           fc.pre(jsonType(v) !== jsonType(getAt(msg, path)))
+          // an entry of a map (e.g. a grant) set to a value JSON drops is that entry removed: still valid
+          fc.pre(!(jsonType(v) === 'missing' && DICTS.has(String(path[path.length - 2]))))
           expectMalformed(ctx, encode(setAt(msg, path, v)), `${name}${fmt(path)} = ${String(JSON.stringify(v)).slice(0, 80)}`)
         }), { numRuns: RUNS })
       })
