@@ -232,7 +232,8 @@ program.configureOutput({ writeErr: s => { process.stderr.write(s.startsWith('er
 try {
   await program.parseAsync(process.argv)
   // a daemon keeps running; a command is done, whatever timers its libp2p node left behind
-  if (program.opts().role == null) process.exit(0)
+  // stdout to a pipe is written asynchronously: let a large --json answer reach it before exiting
+  if (program.opts().role == null) await new Promise<void>(resolve => { process.stdout.write('', () => { resolve() }) }).then(() => process.exit(0))
 } catch (err) {
   fail(err)
 }
