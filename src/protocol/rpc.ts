@@ -16,20 +16,12 @@ export function describe (target: Target): string {
   return 'peer' in target ? target.peer : target.toString()
 }
 
-/** Addresses already handed to each node's peer store, so a stream per chunk does not update it each time. */
-const merged = new WeakMap<Libp2p, Map<string, string>>()
-
 export async function openStream (node: Libp2p, target: Target, protocol: string, opts: AbortOptions): Promise<Stream> {
   try {
     if ('peer' in target) {
       const id = peerIdFromString(target.peer)
-      const known = merged.get(node) ?? new Map<string, string>()
-      merged.set(node, known)
-      const addrs = target.addrs.join(' ')
-      if (target.addrs.length > 0 && known.get(target.peer) !== addrs) {
+      if (target.addrs.length > 0) {
         await node.peerStore.merge(id, { multiaddrs: target.addrs.map(a => multiaddr(a)) })
-        if (known.size > 10_000) known.clear()
-        known.set(target.peer, addrs)
       }
       return await node.dialProtocol(id, protocol, opts)
     }
