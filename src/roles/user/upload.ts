@@ -13,7 +13,7 @@ import { sha256 } from '../../store/devices.ts'
 import { parallel } from '../../parallel.ts'
 import { encryptChunk, nonceOf } from './cipher.ts'
 import type { Keystore } from './keystore.ts'
-import { rank, type PathCache } from './rank.ts'
+import { rank, score, type PathCache } from './rank.ts'
 import { UploadJournal, type UploadState } from './resume.ts'
 import type { Progress } from './types.ts'
 import { Window } from './window.ts'
@@ -138,7 +138,10 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   const scored = rank(samples, alloc.stats)
   for (const p of scored) if (!p.reachable) unused.add(p.vendor)
   const order = scored.map(p => p.vendor)
-  const weight = new Map(scored.map(p => [p.vendor, Math.max(1e-6, p.score)]))
+  // shares follow the score without its space term: the grants (and the FAT's high-water marks)
+  // already bound what each vendor takes, and a half-full vendor should still take its share
+  const statsOf = new Map(alloc.stats.map(x => [x.vendor, x]))
+  const weight = new Map(scored.map(p => [p.vendor, Math.max(1e-6, score(p, statsOf.get(p.vendor), 0))]))
   const rankOf = new Map(order.map((v, i) => [v, i]))
   ctx.log('upload %s: %d files, %d bytes, %d chunks to send (%d placed before), candidates by score %o', allocationId, paths.length, total, work.length, chunksDone, scored.map(p => `${p.vendor.slice(-6)} ${p.score.toFixed(3)}`))
 
