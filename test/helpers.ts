@@ -39,12 +39,17 @@ export async function filesUnder (dir: string): Promise<string[]> {
   return (await readdir(dir, { withFileTypes: true, recursive: true })).filter(e => e.isFile()).map(e => e.name)
 }
 
-/** Polls `check` until it returns true, failing after `timeoutMs` with `what`. */
+/** Polls `check` until it returns true, failing after `timeoutMs` with `what` (and the last error a check threw). */
 export async function eventually (what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const until = Date.now() + timeoutMs
+  let last = ''
   for (;;) {
-    if (await check()) return
-    if (Date.now() > until) throw new Error(`timed out waiting until ${what}`)
+    try {
+      if (await check()) return
+    } catch (err: any) {
+      last = `: ${err.message}`
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting until ${what}${last}`)
     await new Promise(resolve => setTimeout(resolve, 100))
   }
 }

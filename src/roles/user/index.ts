@@ -121,7 +121,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>, signed = true): Promise<M.Message<C>> => {
     const deadline = Date.now() + FAILOVER_MS
     const errors: string[] = []
-    for (;;) {
+    for (let round = 1; ; round++) {
       for (const fat of [...replicas]) {
         try {
           if (!learned) await learn(fat)
@@ -131,7 +131,9 @@ export async function createUser (opts: UserOptions): Promise<User> {
           errors.push(err.message)
         }
       }
-      if (!learned || Date.now() > deadline) break
+      // before any replica has answered, a few quick rounds only (a reset connection is worth a
+      // retry; an address where nothing listens is not worth 20 s)
+      if ((!learned && round >= 3) || Date.now() > deadline) break
       await new Promise(resolve => setTimeout(resolve, 250))
     }
     throw new UnreachableError(`no FAT server answered: ${[...new Set(errors)].slice(-3).join('; ')}`)

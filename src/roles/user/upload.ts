@@ -71,6 +71,9 @@ interface Source { path: string, size: number, fileId: string, fileKey: Buffer, 
  * Chunks move in parallel within an adaptive window; each placed chunk is recorded in the data
  * dir, so an interrupted upload, run again with the same arguments, sends only what is missing.
  */
+/** Failures after which a vendor is marked unused for the rest of an upload. */
+const MAX_FAILURES = 3
+
 export async function upload (ctx: UploadContext, paths: string[], opts: UploadOptions, retried = false): Promise<UploadResult[]> {
   if (paths.length === 0) throw new InvalidArgumentError('FILE: name at least one file to upload')
   // every chunk in flight listens to the caller's signal
@@ -133,10 +136,12 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   const progress = (): void => { opts.onProgress?.({ phase: 'upload', bytes: bytesDone, total, chunks: chunksDone, chunksTotal, files: paths.length }) }
   progress()
 
-  const unused = new Set<string>()
+  /** Failures per vendor in this upload; one that fails MAX_FAILURES times (or cannot be reached) is marked unused. */
+  const failures = new Map<string, number>()
+  const usable = (v: string): boolean => (failures.get(v) ?? 0) < MAX_FAILURES
   const samples = await ctx.paths.measure(ctx.node, alloc.candidates.map(c => ({ vendor: c.vendor, addrs: c.addrs })))
   const scored = rank(samples, alloc.stats)
-  for (const p of scored) if (!p.reachable) unused.add(p.vendor)
+  for (const p of scored) if (!p.reachable) failures.set(p.vendor, MAX_FAILURES)
   const order = scored.map(p => p.vendor)
   // shares follow the score without its space term: the grants (and the FAT's high-water marks)
   // already bound what each vendor takes, and a half-full vendor should still take its share
@@ -150,10 +155,11 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
    * proportion to its score), ordered best score first: the first hop carries the user's uplink.
    */
   const pick = (n: number, exclude: Set<string>, bytes: number): string[] => {
-    const usable = order.filter(v => !unused.has(v) && !exclude.has(v) && (remaining.get(v) ?? 0) >= bytes)
+    const candidates = order.filter(v => usable(v) && !exclude.has(v) && (remaining.get(v) ?? 0) >= bytes)
     const load = (v: string): number => ((assigned.get(v) ?? 0) + bytes) / (weight.get(v) ?? 1e-6)
-    usable.sort((a, b) => load(a) - load(b) || (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
-    return usable.slice(0, n).sort((a, b) => (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
+    // a vendor that failed lately comes after those that did not, whatever its share
+    candidates.sort((a, b) => (failures.get(a) ?? 0) - (failures.get(b) ?? 0) || load(a) - load(b) || (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
+    return candidates.slice(0, n).sort((a, b) => (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
   }
 
   /** Sends one sealed chunk until `replicas` vendors have signed receipts for it. */
@@ -162,7 +168,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     while (holders.length < opts.replicas) {
       const route = pick(opts.replicas - holders.length, new Set(holders.map(r => r.vendor)), sealed.byteLength)
       if (route.length === 0) {
-        throw new NoSpaceError(`chunk ${i} of ${src.path} has ${holders.length} of ${opts.replicas} replicas and no candidate vendor is left to take it (${unused.size} failed); try again, or lower --replicas`)
+        throw new NoSpaceError(`chunk ${i} of ${src.path} has ${holders.length} of ${opts.replicas} replicas and no candidate vendor is left to take it (${[...failures.values()].filter(n => n >= MAX_FAILURES).length} failed); try again, or lower --replicas`)
       }
       reserve(route, sealed.byteLength, 1)
       const header = await sign<M.ChunkHeader>(ctx.key, 'header', {
@@ -181,9 +187,9 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
         opts.signal?.throwIfAborted()
         ctx.log('chunk %d: %s failed: %s', i, route[0], err.message)
       }
-      // a vendor that failed or stayed silent is marked unused; the chunk goes to another
+      // a vendor that failed or stayed silent goes last (after repeated failures, unused); the chunk goes to another
       const failed = route.filter(v => !confirmed.has(v))
-      for (const v of failed) unused.add(v)
+      for (const v of failed) failures.set(v, (failures.get(v) ?? 0) + 1)
       reserve(failed, sealed.byteLength, -1)
     }
     return holders
