@@ -8,7 +8,6 @@ import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
-import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { DHT_PROTOCOL, MAX_STREAM_BUFFER } from '../protocol/ids.ts'
 
 export type Services = {
@@ -48,8 +47,4 @@ export async function createNode (opts: NodeOptions): Promise<StorNode> {
 /** Listen addresses as full multiaddrs with /p2p/, the form a script passes to --bootstrap. */
 export function fullAddrs (node: StorNode): string[] {
   return node.getMultiaddrs().map(a => a.toString())
-}
-
-export function toMultiaddr (text: string): Multiaddr {
-  return multiaddr(text)
 }
