@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline'
 export function binPath (): string {
   let dir = dirname(fileURLToPath(import.meta.url))
   while (!existsSync(join(dir, 'package.json'))) dir = dirname(dir)
-  return join(dir, 'dist', 'bin', 'stordaemon.js')
+  return join(dir, 'dist', 'stordaemon.mjs')
 }
 
 export interface DaemonProcess {
