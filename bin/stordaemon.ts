@@ -145,7 +145,7 @@ userOpts(program.command('download <ID> <OUT...>').description('fetch a file by 
     bar.done()
     if (ids.length === 1) {
       const r = results[0]
-      print(opts.json === true, r, () => `${r.out}: ${formatSize(r.size)} in ${r.chunks} chunks${r.reused > 0 ? ` (${r.reused} from an earlier run)` : ''}${r.released ? ', released' : ''}`)
+      print(opts.json === true, r, () => `${r.out}: ${formatSize(r.size)}${r.pack != null ? ' (packed with other small files)' : ` in ${r.chunks} chunks`}${r.reused > 0 ? ` (${r.reused} from an earlier run)` : ''}${r.released ? ', released' : ''}`)
     } else {
       print(opts.json === true, { files: results, fetched: results.reduce((n, r) => n + r.fetched, 0), reused: results.reduce((n, r) => n + r.reused, 0) }, () => results.map(r => `${r.fileId}  ${r.out}`).join('\n'))
     }

@@ -85,6 +85,10 @@ const fileTable: M.FileTable = {
     { i: 1, id: CHUNK_ID2, size: SIZE1, replicas: [{ vendor: VENDOR, sig: receipt3.sig }] }
   ]
 }
+/** Two small files packed into one hidden file, and one of them. */
+const PACK_ID = hexOf('pack', 16)
+const packTable: M.FileTable = { ...fileTable, fileId: PACK_ID, name: 'pack of 2 files', size: 3 * KiB, chunks: [{ i: 0, id: CHUNK_ID, size: 3 * KiB + 28, replicas: [{ vendor: VENDOR, sig: receipt.sig }] }], kind: 'pack' }
+const packedTable: M.FileTable = { ...fileTable, fileId: FILE_ID2, name: 'notes.txt', size: 2 * KiB, chunks: [], packed: { pack: PACK_ID, offset: 1 * KiB } }
 const vendorStatus: M.VendorStatus = {
   vendor: VENDOR,
   addrs: [addrOf(VENDOR, 4001)],
@@ -182,11 +186,13 @@ const EXAMPLES: Record<string, Example> = {
   Draining: ex(M.Draining, { t: 'draining', vendor: VENDOR, bytes: 10 * GiB }),
   TransferMsg: ex(M.TransferMsg, { t: 'transfer', transfer }),
   Copy: ex(M.Copy, { t: 'copy', transfer }),
-  Allocate: ex(M.Allocate, await signed({ t: 'allocate' as const, sizes: [5 * MiB, 1 * KiB], replicas: 2, chunkSize: 4 * MiB })),
+  Allocate: ex(M.Allocate, await signed({ t: 'allocate' as const, sizes: [5 * MiB, 1 * KiB, 2 * KiB, 3 * KiB], replicas: 2, chunkSize: 4 * MiB, packed: [1, 2] })),
   Allocated: ex(M.Allocated, { t: 'allocated', allocationId: ALLOCATION_ID, fileIds: [FILE_ID, FILE_ID2], expires: T0 + 3_600_000, candidates: [hop, hop2], stats: [vendorStats, vendorStats2] }),
-  Commit: ex(M.Commit, await signed({ t: 'commit' as const, allocationId: ALLOCATION_ID, tables: [fileTable] })),
+  Commit: ex(M.Commit, await signed({ t: 'commit' as const, allocationId: ALLOCATION_ID, tables: [fileTable, packedTable, packTable] })),
   GetTable: ex(M.GetTable, await signed({ t: 'get' as const, fileId: FILE_ID })),
-  TableReply: ex(M.TableReply, { t: 'table', table: fileTable, vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
+  TableReply: ex(M.TableReply, { t: 'table', table: packedTable, pack: packTable, vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
+  GetTables: ex(M.GetTables, await signed({ t: 'get-many' as const, fileIds: [FILE_ID, FILE_ID2] })),
+  Tables: ex(M.Tables, { t: 'tables', tables: [fileTable, packedTable], packs: [packTable], vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
   List: ex(M.List, await signed({ t: 'list' as const })),
   Files: ex(M.Files, { t: 'files', files: [{ fileId: FILE_ID, name: 'holiday photos.tar', size: 5 * MiB, chunks: 2, replicas: 2, created: T0 }] }),
   Release: ex(M.Release, await signed({ t: 'release' as const, fileId: FILE_ID })),
@@ -219,13 +225,17 @@ const EXAMPLES: Record<string, Example> = {
 interface Table { label: string, checks: Checks, maxBytes: number, reply: boolean }
 
 // src/roles/fat/index.ts `REQUESTS` (not exported; a test below keeps this copy in step with the source)
-const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
+const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
 // src/roles/fat/index.ts `WRITES` (not exported either): the replies a replica expects when it hands a write to the leader
 const FAT_WRITES: Record<string, Checks> = { allocate: { allocated: M.Allocated }, commit: { ok: M.Ok }, release: { released: M.Released }, copied: { ok: M.Ok }, drain: { draining: M.Draining } }
 
-/** Fields messages may leave out (`opt` in the schema): an erase-chunks order's `chunks`, a vendor record's `draining`. */
+/**
+ * Fields messages may leave out (`opt` in the schema): an erase-chunks order's `chunks`, a vendor
+ * record's `draining`, a table's `kind` and `packed`, an allocation's `packed`, a reply's `pack`.
+ */
 function optionalField (path: Array<string | number>): boolean {
   const key = path[path.length - 1]
+  if (key === 'kind' || key === 'packed' || key === 'pack') return path.length <= 4 && !path.includes('orders')
   return key === 'draining' ? path.includes('vendor') : key === 'chunks' && path.some(k => k === 'order' || k === 'orders')
 }
 
@@ -240,6 +250,7 @@ const TABLES: Table[] = [
   { label: 'user <- vendor echo', checks: { echo: M.Echo }, maxBytes: MAX_VENDOR_MESSAGE, reply: true },
   { label: 'user <- FAT allocated', checks: { allocated: M.Allocated }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT table', checks: { table: M.TableReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'user <- FAT tables', checks: { tables: M.Tables }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT released', checks: { released: M.Released }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT files', checks: { files: M.Files }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT status-reply', checks: { 'status-reply': M.StatusReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
@@ -405,15 +416,15 @@ function jsonType (v: unknown): string {
  */
 function listLimit (name: string, path: Path): number {
   const key = String(path[path.length - 1])
-  if (key === 'vendors') return name === 'TableReply' ? 1024 : 10_000
-  if (key === 'stats') return name === 'TableReply' ? 1024 : MAX_CANDIDATES
+  if (key === 'vendors') return name === 'TableReply' || name === 'Tables' ? 1024 : 10_000
+  if (key === 'stats') return name === 'TableReply' || name === 'Tables' ? 1024 : MAX_CANDIDATES
   if (key === 'orders') return path.includes('entries') ? 100_000 : 10_000
   if (key === 'replicas' && name === 'StatusReply' && path.length === 1) return 15
   if (key === 'chunks' && path.some(k => k === 'order' || k === 'orders')) return M.MAX_CHUNK_LIST
   const limits: Record<string, number> = {
     addrs: 16, devices: 256, done: 10_000, candidates: MAX_CANDIDATES, route: MAX_REPLICAS, receipts: MAX_REPLICAS,
     failed: MAX_REPLICAS, replicas: MAX_REPLICAS, keep: 1_000_000, chunks: 1_000_000, files: 100_000,
-    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, fats: 15, members: 15, entries: 1000, ids: 10_000, transfers: 1000, lost: 1000, fromAddrs: 16
+    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, ids: 10_000, transfers: 1000, lost: 1000, fromAddrs: 16
   }
   const limit = limits[key]
   assert.ok(limit != null, `no list limit known for ${name}${fmt(path)}: add it to listLimit`)
@@ -543,7 +554,7 @@ describe('protocol', function () {
       const fatSrc = readFileSync(new URL('../src/roles/fat/index.ts', import.meta.url), 'utf8')
       const m = /const REQUESTS = \{([^}]*)\}/.exec(fatSrc)
       assert.ok(m != null, 'REQUESTS not found in src/roles/fat/index.ts')
-      const parsed: Record<string, string> = Object.fromEntries(m[1].split(',').map(e => e.trim().split(/:\s*M\./)))
+      const parsed: Record<string, string> = Object.fromEntries(m[1].split(',').map(e => e.trim().split(/:\s*M\./)).map(([k, n]) => [k.replace(/'/g, ''), n]))
       assert.deepEqual(Object.keys(parsed).sort(), Object.keys(FAT_REQUESTS).sort())
       for (const [k, n] of Object.entries(parsed)) assert.equal(FAT_REQUESTS[k], (M as Record<string, unknown>)[n], k)
       assert.match(fatSrc, /serve\(node, FAT_PROTOCOL, \{ checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE,/)
@@ -693,8 +704,8 @@ describe('protocol', function () {
           for (const path of lists) {
             const limit = listLimit(name, path)
             const item = getAt(msg, path)[0]
-            // lists of real items when that stays small; otherwise items that cost nothing (arr() counts first)
-            const real = limit * JSON.stringify(item).length <= 4 * MiB
+            // lists of real items when that stays small; otherwise (or for an empty list) items that cost nothing (arr() counts first)
+            const real = item !== undefined && limit * JSON.stringify(item).length <= 4 * MiB
             const over = new Array(limit + 1).fill(real ? item : 0)
             expectMalformed(own, encode(setAt(msg, path, over)), `${name}${fmt(path)} of ${limit + 1} items`, Infinity, new RegExp(`more than ${limit} items`))
             if (real) {

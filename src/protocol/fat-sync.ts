@@ -25,6 +25,8 @@ export const AllocationRecord = obj({
   owner: peer,
   sizes: arr(int(0, MAX_BYTES), MAX_FILES),
   fileIds: arr(fileId, MAX_FILES),
+  /** indexes of the files stored inside packs */
+  packed: opt(arr(int(0, MAX_FILES - 1), MAX_FILES)),
   replicas: int(1, MAX_REPLICAS),
   chunkSize: int(1, 2 ** 30),
   expires: time,

@@ -96,7 +96,12 @@ export const ChunkEntry = obj({
 })
 export type ChunkEntry = Infer<typeof ChunkEntry>
 
-/** A file's final table: where every chunk and replica lives, and the owner's wrapped file key. */
+/**
+ * A file's final table: where every chunk and replica lives, and the owner's wrapped file key.
+ * Small files uploaded together are packed: their bytes lie in one hidden file of kind `pack`,
+ * and each such file's table names it in `packed` (with no chunks of its own; its wrapped key
+ * is the pack's). A pack lives until the last of its files is released.
+ */
 export const FileTable = obj({
   fileId,
   owner: peer,
@@ -106,7 +111,9 @@ export const FileTable = obj({
   replicas: int(1, MAX_REPLICAS),
   created: time,
   cipher: obj({ alg: oneOf('aes-256-gcm'), wrappedKey: hex(128, true) }),
-  chunks: arr(ChunkEntry, 1_000_000)
+  chunks: arr(ChunkEntry, 1_000_000),
+  kind: opt(oneOf('pack')),
+  packed: opt(obj({ pack: fileId, offset: int(0, MAX_BYTES) }))
 })
 export type FileTable = Infer<typeof FileTable>
 
@@ -154,12 +161,20 @@ export type Replica = Infer<typeof Replica>
 
 export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_000), orders: arr(Order, 10_000), fats: arr(Replica, 15), transfers: arr(Transfer, 1000) })
 
-export const Allocate = obj({ t: t('allocate'), sizes: arr(int(0, MAX_BYTES), MAX_FILES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), auth: Auth })
+/** `packed`: the indexes of the files stored inside packs (they take no room of their own). */
+export const Allocate = obj({ t: t('allocate'), sizes: arr(int(0, MAX_BYTES), MAX_FILES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), packed: opt(arr(int(0, MAX_FILES - 1), MAX_FILES)), auth: Auth })
 export const Allocated = obj({ t: t('allocated'), allocationId, fileIds: arr(fileId, MAX_FILES), expires: time, candidates: arr(Hop, MAX_CANDIDATES), stats: arr(VendorStats, MAX_CANDIDATES) })
 
 export const Commit = obj({ t: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), auth: Auth })
 export const GetTable = obj({ t: t('get'), fileId, auth: Auth })
-export const TableReply = obj({ t: t('table'), table: FileTable, vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
+/** A file's table; for a packed file, its pack's table too. */
+export const TableReply = obj({ t: t('table'), table: FileTable, pack: opt(FileTable), vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
+/**
+ * Many tables in one request. The reply holds the tables of the first files asked for, in order,
+ * as many as fit one message (ask again for the rest), the packs they lie in, and their vendors.
+ */
+export const GetTables = obj({ t: t('get-many'), fileIds: arr(fileId, MAX_FILES), auth: Auth })
+export const Tables = obj({ t: t('tables'), tables: arr(FileTable, MAX_FILES), packs: arr(FileTable, MAX_FILES), vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
 
 export const FileSummary = obj({ fileId, name: str(255), size: int(0, MAX_BYTES), chunks: int(0, 1_000_000), replicas: int(1, MAX_REPLICAS), created: time })
 export type FileSummary = Infer<typeof FileSummary>

@@ -46,7 +46,7 @@ export interface Fat {
 /** Orders carried by one heartbeat reply; the rest follow on the next beats. */
 const ORDERS_PER_HEARTBEAT = 200
 
-const REQUESTS = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
+const REQUESTS = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
 
 /** Changes only the replica that orders writes makes; the others forward them to it, expecting these replies. */
 const WRITES: Record<string, Record<string, any>> = {
@@ -56,6 +56,9 @@ const WRITES: Record<string, Record<string, any>> = {
   copied: { ok: M.Ok },
   drain: { draining: M.Draining }
 }
+
+/** Bytes of tables one get-many reply carries (a message may be 16 MiB; the rest is asked for again). */
+const TABLES_BUDGET = 4 * 1024 * 1024
 
 /** Transfer orders carried by one heartbeat reply. */
 const TRANSFERS_PER_HEARTBEAT = 200
@@ -151,6 +154,11 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   }
 
   /** Keep, on each vendor of the allocation, the chunks the final tables place there; erase the rest. */
+  const vendorsOf = (tables: M.FileTable[]): M.VendorAddrs[] => {
+    const ids = new Set(tables.flatMap(t => [...bytesPerVendor(t).keys()]))
+    return [...ids].slice(0, 1024).map(v => ({ vendor: v, addrs: table.vendor(v)?.addrs ?? [] }))
+  }
+
   const settleOrders = (a: AllocationRecord, tables: M.FileTable[]): PendingOrder[] =>
     Object.keys(a.grants).map(v => newOrder(v, 'settle', a.allocationId,
       tables.flatMap(t => t.chunks.filter(c => c.replicas.some(r => r.vendor === v)).map(c => c.id))))
@@ -215,7 +223,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       const bytes = msg.sizes.reduce((a, b) => a + b, 0)
       const leaseMs = opts.leaseMs + Math.ceil(bytes / 1048576) * (opts.leaseMsPerMiB ?? 1000)
       const a = await serial.run(async () => {
-        const planned = table.planAllocation(remotePeer, msg.sizes, msg.replicas, msg.chunkSize, Date.now() + leaseMs, offered)
+        const planned = table.planAllocation(remotePeer, msg.sizes, msg.replicas, msg.chunkSize, Date.now() + leaseMs, offered, msg.packed)
         await propose({ op: 'allocate', allocation: planned })
         return planned
       })
@@ -249,8 +257,26 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
 
     async get (msg, remotePeer) {
       const t = await table.file(remotePeer, msg.fileId)
-      const vendors = [...bytesPerVendor(t).keys()].map(v => ({ vendor: v, addrs: table.vendor(v)?.addrs ?? [] }))
-      return { t: 'table', table: t, vendors, stats: vendors.map(v => stats(v.vendor)) }
+      const pack = t.packed != null ? await table.file(remotePeer, t.packed.pack) : undefined
+      const vendors = vendorsOf([t, ...(pack != null ? [pack] : [])])
+      return { t: 'table', table: t, ...(pack != null ? { pack } : {}), vendors, stats: vendors.map(v => stats(v.vendor)) }
+    },
+
+    async 'get-many' (msg, remotePeer) {
+      const tables: M.FileTable[] = []
+      const packs = new Map<string, M.FileTable>()
+      let bytes = 0
+      for (const fileId of msg.fileIds) {
+        const t = await table.file(remotePeer, fileId)
+        const pack = t.packed != null && !packs.has(t.packed.pack) ? await table.file(remotePeer, t.packed.pack) : undefined
+        bytes += encode(t).byteLength + (pack != null ? encode(pack).byteLength : 0)
+        // the rest is asked for again; the first table always goes, the message limit holds it
+        if (tables.length > 0 && bytes > TABLES_BUDGET) break
+        tables.push(t)
+        if (pack != null) packs.set(pack.fileId, pack)
+      }
+      const vendors = vendorsOf([...tables, ...packs.values()])
+      return { t: 'tables', tables, packs: [...packs.values()], vendors, stats: vendors.map(v => stats(v.vendor)) }
     },
 
     async list (_msg, remotePeer) {
@@ -260,8 +286,11 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     async release (msg, remotePeer) {
       const freed = await serial.run(async () => {
         const t = await table.file(remotePeer, msg.fileId)
-        const perVendor = bytesPerVendor(t)
-        const orders = [...perVendor.keys()].map(v => newOrder(v, 'erase', t.fileId, []))
+        if (t.kind === 'pack') throw new InvalidArgumentError(`file ${t.fileId} is a pack of small files: it goes with the last of them`)
+        // the last file of a pack frees the pack's chunks
+        const gone = t.packed != null && table.membersOf(t.packed.pack) <= 1 ? await table.file(remotePeer, t.packed.pack) : t
+        const perVendor = bytesPerVendor(gone)
+        const orders = [...perVendor.keys()].map(v => newOrder(v, 'erase', gone.fileId, []))
         await propose({ op: 'release', fileId: t.fileId, orders })
         push(orders)
         return [...perVendor.values()].reduce((a, b) => a + b, 0)
@@ -377,7 +406,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         return await forward(msg)
       }
       await replication.ready()
-    } else if (msg.t === 'get' || msg.t === 'list') {
+    } else if (msg.t === 'get' || msg.t === 'get-many' || msg.t === 'list') {
       await replication.caughtUp()
     }
     return await handle(msg, requester)

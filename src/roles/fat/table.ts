@@ -52,6 +52,8 @@ export class FatTable {
   private readonly used = new Map<string, number>()
   private readonly locked = new Map<string, number>()
   private readonly transfers = new Map<string, TransferRecord>()
+  /** pack file id -> the files that lie in it */
+  private readonly packMembers = new Map<string, Set<string>>()
   private readonly transferRecs: Records<TransferRecord>
   private readonly vendorRecs: Records<VendorRecord>
   private readonly allocRecs: Records<AllocationRecord>
@@ -77,10 +79,7 @@ export class FatTable {
       this.allocations.set(a.allocationId, a)
       this.lock(a, 1)
     }
-    for await (const [, f] of this.fileRecs.entries()) {
-      this.owners.set(f.fileId, f.owner)
-      for (const [v, b] of bytesPerVendor(f)) add(this.used, v, b)
-    }
+    for await (const [, f] of this.fileRecs.entries()) this.addFile(f)
     for await (const [, t] of this.transferRecs.entries()) {
       this.transfers.set(t.id, t)
       add(this.locked, t.to, t.size)
@@ -110,6 +109,9 @@ export class FatTable {
   transfer (id: string): TransferRecord | undefined { return this.transfers.get(id) }
   listTransfers (): TransferRecord[] { return [...this.transfers.values()] }
 
+  /** The files that lie in pack `packId` (none once it is released). */
+  membersOf (packId: string): number { return this.packMembers.get(packId)?.size ?? 0 }
+
   /** A committed file's table, whoever owns it (for repair and migration). */
   async fileTable (fileId: string): Promise<FileTable | undefined> {
     return this.owners.has(fileId) ? await this.fileRecs.get(fileId) : undefined
@@ -137,7 +139,7 @@ export class FatTable {
     for (const [fileId, o] of this.owners) {
       if (o !== owner) continue
       const t = await this.fileRecs.get(fileId)
-      if (t != null) out.push({ fileId, name: t.name, size: t.size, chunks: t.chunks.length, replicas: t.replicas, created: t.created })
+      if (t != null && t.kind !== 'pack') out.push({ fileId, name: t.name, size: t.size, chunks: t.chunks.length, replicas: t.replicas, created: t.created })
     }
     return out.sort((a, b) => a.created - b.created || (a.fileId < b.fileId ? -1 : 1))
   }
@@ -173,8 +175,11 @@ export class FatTable {
    * Plans an allocation for files of `sizes` at `replicas` copies: every candidate vendor may
    * take up to one whole copy, and there are more candidates than replicas where the network allows.
    */
-  planAllocation (owner: string, sizes: number[], replicas: number, chunkSize: number, expires: number, alive: (peer: string) => boolean): AllocationRecord {
-    const need = sizes.reduce((n, s) => n + storedSize(s, chunkSize), 0)
+  planAllocation (owner: string, sizes: number[], replicas: number, chunkSize: number, expires: number, alive: (peer: string) => boolean, packed: number[] = []): AllocationRecord {
+    const inPack = new Set(packed)
+    if (inPack.size !== packed.length || packed.some(i => i >= sizes.length)) throw new InvalidArgumentError('packed: each index must name a file of the allocation once')
+    if (inPack.size === sizes.length) throw new InvalidArgumentError('packed: the files must lie in packs that are files of the allocation too')
+    const need = sizes.reduce((n, s, i) => inPack.has(i) ? n : n + storedSize(s, chunkSize), 0)
     const largestChunk = Math.min(need, chunkSize + CHUNK_OVERHEAD)
     const eligible = this.listVendors()
       .filter(v => alive(v.peer))
@@ -193,6 +198,7 @@ export class FatTable {
       owner,
       sizes,
       fileIds: sizes.map(() => randomBytes(16).toString('hex')),
+      ...(packed.length > 0 ? { packed } : {}),
       replicas,
       chunkSize,
       expires,
@@ -207,6 +213,8 @@ export class FatTable {
     if (a.owner !== owner) throw new AccessDeniedError(`allocation ${allocationId} belongs to another user`)
     const perVendor = new Map<string, number>()
     const seen = new Set<string>()
+    const inPack = new Set((a.packed ?? []).map(i => a.fileIds[i]))
+    this.checkPacks(tables, inPack)
     for (const table of tables) {
       const slot = a.fileIds.indexOf(table.fileId)
       if (slot < 0 || seen.has(table.fileId)) throw new InvalidArgumentError(`file ${table.fileId} is not part of allocation ${allocationId}, or is listed twice`)
@@ -215,6 +223,7 @@ export class FatTable {
       if (table.size !== a.sizes[slot] || table.chunkSize !== a.chunkSize || table.replicas !== a.replicas) {
         throw new InvalidArgumentError(`file ${table.fileId}: the final table does not match its allocation (size, chunk size or replicas)`)
       }
+      if (inPack.has(table.fileId)) continue
       const count = chunkCount(table.size, a.chunkSize)
       if (table.chunks.length !== count) throw new InvalidArgumentError(`file ${table.fileId} lists ${table.chunks.length} chunks, the file has ${count}`)
       table.chunks.forEach((c, i) => {
@@ -232,6 +241,46 @@ export class FatTable {
       if (b > a.grants[v]) throw new AccessDeniedError(`the tables put ${b} bytes on ${v}, over its grant of ${a.grants[v]}`)
     }
     return a
+  }
+
+  /**
+   * Files of an allocation's `packed` list lie in a pack of the same commit, within its bytes, with
+   * no chunks of their own; every other file has no `packed`; every pack holds at least one file.
+   */
+  private checkPacks (tables: FileTable[], inPack: Set<string>): void {
+    const byId = new Map(tables.map(t => [t.fileId, t]))
+    const used = new Set<string>()
+    for (const t of tables) {
+      if (t.packed == null) {
+        if (inPack.has(t.fileId)) throw new InvalidArgumentError(`file ${t.fileId} was allocated inside a pack, and its table names none`)
+        continue
+      }
+      if (!inPack.has(t.fileId)) throw new InvalidArgumentError(`file ${t.fileId} names a pack, and was not allocated inside one`)
+      const pack = byId.get(t.packed.pack)
+      if (pack == null || pack.kind !== 'pack' || inPack.has(pack.fileId)) throw new InvalidArgumentError(`file ${t.fileId}: its pack ${t.packed.pack} is not a pack of this commit`)
+      if (t.chunks.length > 0 || t.kind != null || t.packed.offset + t.size > pack.size) throw new InvalidArgumentError(`file ${t.fileId}: a packed file has no chunks and lies within its pack's bytes`)
+      used.add(pack.fileId)
+    }
+    for (const t of tables) {
+      if (t.kind === 'pack' && !used.has(t.fileId)) throw new InvalidArgumentError(`pack ${t.fileId} holds no file of this commit`)
+    }
+  }
+
+  private addFile (t: FileTable): void {
+    this.owners.set(t.fileId, t.owner)
+    for (const [v, b] of bytesPerVendor(t)) add(this.used, v, b)
+    if (t.packed != null) {
+      const set = this.packMembers.get(t.packed.pack) ?? new Set<string>()
+      set.add(t.fileId)
+      this.packMembers.set(t.packed.pack, set)
+    }
+  }
+
+  private removeFile (t: FileTable, batch: Batch): void {
+    for (const [v, b] of bytesPerVendor(t)) add(this.used, v, -b)
+    this.owners.delete(t.fileId)
+    batch.push(this.fileRecs.del(t.fileId))
+    for (const x of this.listTransfers()) if (x.fileId === t.fileId) this.endTransfer(x.id, batch)
   }
 
   // ---- the one way the table changes
@@ -266,8 +315,7 @@ export class FatTable {
       case 'commit': {
         closeAllocation(op.allocationId)
         for (const t of op.tables) {
-          this.owners.set(t.fileId, t.owner)
-          for (const [v, b] of bytesPerVendor(t)) add(this.used, v, b)
+          this.addFile(t)
           batch.push(this.fileRecs.put(t.fileId, t))
         }
         orders(op.orders)
@@ -280,11 +328,16 @@ export class FatTable {
       case 'release': {
         const t = await this.fileRecs.get(op.fileId)
         if (t != null) {
-          for (const [v, b] of bytesPerVendor(t)) add(this.used, v, -b)
-          this.owners.delete(op.fileId)
-          batch.push(this.fileRecs.del(op.fileId))
+          this.removeFile(t, batch)
+          // the last file of a pack takes the pack with it
+          const members = t.packed != null ? this.packMembers.get(t.packed.pack) : undefined
+          members?.delete(t.fileId)
+          if (t.packed != null && members?.size === 0) {
+            this.packMembers.delete(t.packed.pack)
+            const pack = await this.fileRecs.get(t.packed.pack)
+            if (pack != null) this.removeFile(pack, batch)
+          }
         }
-        for (const x of this.listTransfers()) if (x.fileId === op.fileId) this.endTransfer(x.id, batch)
         orders(op.orders)
         break
       }

@@ -48,6 +48,8 @@ export interface DownloadResult {
   reused: number
   /** late chunks asked again of another replica (tail cutting) */
   duplicates: number
+  /** the pack a small file was cut from (fetched once for all its files) */
+  pack?: string
 }
 
 export interface DownloadItem { reply: M.Message<typeof M.TableReply>, out: string }

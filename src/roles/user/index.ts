@@ -1,3 +1,4 @@
+import { dirname, join } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
@@ -13,6 +14,7 @@ import { download, type DownloadResult } from './download.ts'
 import { PathCache, rank, type PathScore } from './rank.ts'
 import { Keystore } from './keystore.ts'
 import { upload, type UploadResult } from './upload.ts'
+import { unpack } from './pack.ts'
 import type { Progress } from './types.ts'
 
 export type { UploadResult, DownloadResult, Progress, PathScore }
@@ -139,10 +141,10 @@ export async function createUser (opts: UserOptions): Promise<User> {
     throw new UnreachableError(`no FAT server answered: ${[...new Set(errors)].slice(-3).join('; ')}`)
   }
 
-  const allocate = async (sizes: number[], replicas: number, chunkSize = DEFAULT_CHUNK_SIZE): Promise<Allocation> => {
+  const allocate = async (sizes: number[], replicas: number, chunkSize = DEFAULT_CHUNK_SIZE, packed: number[] = []): Promise<Allocation> => {
     if (!Number.isInteger(replicas) || replicas < 1 || replicas > MAX_REPLICAS) throw new InvalidArgumentError(`--replicas: ${replicas} is not a whole number from 1 to ${MAX_REPLICAS}`)
     if (!Number.isInteger(chunkSize) || chunkSize < 1 || chunkSize > MAX_CHUNK_SIZE) throw new InvalidArgumentError(`--chunk-size: ${chunkSize} must be from 1 byte to ${MAX_CHUNK_SIZE / MiB} MiB`)
-    return await ask({ t: 'allocate', sizes, replicas, chunkSize }, { allocated: M.Allocated })
+    return await ask({ t: 'allocate', sizes, replicas, chunkSize, ...(packed.length > 0 ? { packed } : {}) }, { allocated: M.Allocated })
   }
 
   const table = async (fileId: string): Promise<M.Message<typeof M.TableReply>> => {
@@ -186,17 +188,53 @@ export async function createUser (opts: UserOptions): Promise<User> {
     onProgress: o.onProgress
   })
 
+  /** The tables of `fileIds`, in order, with the packs they lie in; checked to be ours and what was asked. */
+  const tables = async (fileIds: string[]): Promise<{ tables: M.FileTable[], packs: Map<string, M.FileTable>, vendors: M.VendorAddrs[], stats: M.VendorStats[] }> => {
+    const out: M.FileTable[] = []
+    const packs = new Map<string, M.FileTable>()
+    const vendors = new Map<string, M.VendorAddrs>()
+    const stats = new Map<string, M.VendorStats>()
+    while (out.length < fileIds.length) {
+      const r = await ask({ t: 'get-many', fileIds: fileIds.slice(out.length, out.length + M.MAX_FILES) }, { tables: M.Tables })
+      if (r.tables.length === 0) throw new IntegrityError('the FAT answered with no tables')
+      for (const t of r.tables) {
+        const want = fileIds[out.length]
+        if (t.fileId !== want || t.owner !== self) throw new IntegrityError(`the FAT answered with another file's table than ${want}`)
+        out.push(t)
+      }
+      for (const p of r.packs) if (p.owner === self && p.kind === 'pack') packs.set(p.fileId, p)
+      r.vendors.forEach(v => vendors.set(v.vendor, v))
+      r.stats.forEach(v => stats.set(v.vendor, v))
+    }
+    for (const t of out) {
+      const pack = t.packed != null ? packs.get(t.packed.pack) : undefined
+      if (t.packed != null && (pack == null || t.packed.offset + t.size > pack.size)) throw new IntegrityError(`the FAT did not send the pack of file ${t.fileId}`)
+    }
+    return { tables: out, packs, vendors: [...vendors.values()], stats: [...stats.values()] }
+  }
+
   const downloadMany = async (files: Array<{ fileId: string, out: string }>, o: DownloadOptions = {}): Promise<Array<DownloadResult & { released: boolean }>> => {
     if (files.length === 0) throw new InvalidArgumentError('ID: name at least one file to download')
-    const replies: Array<M.Message<typeof M.TableReply>> = new Array(files.length)
-    await parallel(16, files.length, async f => {
-      const reply = await table(files[f].fileId)
-      if (reply.table.fileId !== files[f].fileId || reply.table.owner !== self) throw new IntegrityError(`the FAT answered with another file's table than ${files[f].fileId}`)
-      replies[f] = reply
-    })
-    const results = await download({ node, key: opts.key, keystore, log, paths }, files.map((f, i) => ({ reply: replies[i], out: f.out })), {
+    files.forEach(f => { checkFileId(f.fileId) })
+    const found = await tables(files.map(f => f.fileId))
+    // a packed file is cut from its pack, fetched once into the first such file's folder
+    const packOuts = new Map<string, string>()
+    for (const [f, t] of found.tables.entries()) {
+      if (t.packed != null && !packOuts.has(t.packed.pack)) packOuts.set(t.packed.pack, join(dirname(files[f].out), `.stor-pack-${t.packed.pack}`))
+    }
+    const reply = (table: M.FileTable): M.Message<typeof M.TableReply> => ({ t: 'table', table, vendors: found.vendors, stats: found.stats })
+    const items = [
+      ...found.tables.flatMap((t, f) => t.packed == null ? [{ reply: reply(t), out: files[f].out }] : []),
+      ...[...packOuts].map(([pack, out]) => ({ reply: reply(found.packs.get(pack) as M.FileTable), out }))
+    ]
+    const fetched = await download({ node, key: opts.key, keystore, log, paths }, items, {
       concurrency: o.concurrency ?? DEFAULT_CONCURRENCY, chunkTimeoutMs: CHUNK_TIMEOUT_MS, resume: o.resume, signal: o.signal, onProgress: o.onProgress
     })
+    const byOut = new Map(fetched.map(r => [r.out, r]))
+    await unpack(found.tables.flatMap((t, f) => t.packed != null ? [{ table: t, out: files[f].out }] : []), packOuts)
+    const results = found.tables.map((t, f): DownloadResult => t.packed == null
+      ? byOut.get(files[f].out) as DownloadResult
+      : { fileId: t.fileId, out: files[f].out, size: t.size, chunks: 0, sources: [], fallbacks: 0, fetched: 0, reused: 0, duplicates: 0, pack: t.packed.pack })
     if (o.release === true) await parallel(16, files.length, async f => { await release(files[f].fileId) })
     return results.map(r => ({ ...r, released: o.release === true }))
   }

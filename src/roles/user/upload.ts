@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
-import { open as openFile, stat } from 'node:fs/promises'
+import { stat } from 'node:fs/promises'
 import { basename } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
 import { InvalidArgumentError, NoSpaceError, NotFoundError } from '../../errors.ts'
@@ -13,6 +13,7 @@ import { sha256 } from '../../store/devices.ts'
 import { parallel } from '../../parallel.ts'
 import { encryptChunk, nonceOf } from './cipher.ts'
 import type { Keystore } from './keystore.ts'
+import { planPacks, readRange } from './pack.ts'
 import { rank, score, type PathCache } from './rank.ts'
 import { UploadJournal, type UploadState } from './resume.ts'
 import type { Progress } from './types.ts'
@@ -25,7 +26,7 @@ export interface UploadContext {
   log: Logger
   paths: PathCache
   dataDir: string
-  allocate: (sizes: number[], replicas: number, chunkSize: number) => Promise<M.Message<typeof M.Allocated>>
+  allocate: (sizes: number[], replicas: number, chunkSize: number, packed?: number[]) => Promise<M.Message<typeof M.Allocated>>
   commit: (allocationId: string, tables: M.FileTable[]) => Promise<void>
 }
 
@@ -58,12 +59,26 @@ export interface UploadResult {
   sent: number
   /** chunks placed by an earlier, interrupted run of the same upload and not sent again */
   reused: number
+  /** the pack a small file was stored in: `placements` are the pack's chunks, and their sends count with its first file */
+  pack?: string
 }
 
 /** A piece smaller than this gains nothing from its own device and costs an fsync: small chunks are cut into fewer. */
 export const MIN_PIECE = 64 * 1024
 
-interface Source { path: string, size: number, fileId: string, fileKey: Buffer, chunks: M.ChunkEntry[], sent: number, reused: number }
+/** What is sent: a file, or a pack of small files; `slot` is its place in the allocation. */
+interface Source {
+  slot: number
+  name: string
+  size: number
+  fileId: string
+  fileKey: Buffer
+  chunks: M.ChunkEntry[]
+  sent: number
+  reused: number
+  /** reads `length` bytes at `offset` into `into` */
+  read: (offset: number, length: number, into: Buffer) => Promise<void>
+}
 
 /**
  * Stores files under one allocation and one commit: rank the candidates, encrypt and hash each
@@ -87,7 +102,12 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   const owner = ctx.node.peerId.toString()
   const names = paths.map((p, f) => (opts.names?.[f] ?? basename(p)).slice(0, 255))
 
-  const journal = await UploadJournal.key(ctx.dataDir, { owner, paths, sizes, mtimes: infos.map(i => i.mtimeMs), names, replicas: opts.replicas, chunkSize: opts.chunkSize, pieces: opts.pieces })
+  const packs = planPacks(sizes, opts.chunkSize)
+  const packOf = new Map(packs.flatMap((p, k) => p.members.map((m, j) => [m, { pack: k, offset: p.offsets[j] }] as const)))
+  // the allocation's files: every path, then the packs
+  const slots = [...sizes, ...packs.map(p => p.size)]
+
+  const journal = await UploadJournal.key(ctx.dataDir, { owner, paths, sizes, mtimes: infos.map(i => i.mtimeMs), names, replicas: opts.replicas, chunkSize: opts.chunkSize, pieces: opts.pieces, packs: packs.length })
   let state: UploadState | undefined = opts.resume !== false ? await journal.load() : undefined
   let alloc: M.Message<typeof M.Allocated>
   let fileKeys: Buffer[]
@@ -95,13 +115,22 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     alloc = state.allocation
     fileKeys = state.wrappedKeys.map((w, f) => ctx.keystore.unwrap(w, alloc.fileIds[f]))
   } else {
-    alloc = await ctx.allocate(sizes, opts.replicas, opts.chunkSize)
-    fileKeys = paths.map(() => randomBytes(32))
+    alloc = await ctx.allocate(slots, opts.replicas, opts.chunkSize, [...packOf.keys()])
+    if (alloc.fileIds.length !== slots.length) throw new InvalidArgumentError(`the FAT allocated ${alloc.fileIds.length} files for ${slots.length}`)
+    fileKeys = slots.map(() => randomBytes(32))
     if (opts.resume !== false) journal.start(alloc, fileKeys.map((k, f) => ctx.keystore.wrap(k, alloc.fileIds[f])))
   }
   const { allocationId } = alloc
-  const sources: Source[] = paths.map((path, f) => ({ path, size: sizes[f], fileId: alloc.fileIds[f], fileKey: fileKeys[f], chunks: new Array(Math.ceil(sizes[f] / opts.chunkSize)), sent: 0, reused: 0 }))
-  const total = sizes.reduce((a, b) => a + b, 0)
+  const source = (slot: number, name: string, read: Source['read']): Source =>
+    ({ slot, name, size: slots[slot], fileId: alloc.fileIds[slot], fileKey: fileKeys[slot], chunks: new Array(Math.ceil(slots[slot] / opts.chunkSize)), sent: 0, reused: 0, read })
+  const sources: Source[] = [
+    ...paths.flatMap((path, f) => packOf.has(f) ? [] : [source(f, path, async (offset, length, into) => { await readRange(path, offset, length, into) })]),
+    ...packs.map((p, k) => source(paths.length + k, `pack of ${p.members.length} files`, async (offset, length, into) => {
+      // a pack is one chunk: read whole, each file at its place
+      await Promise.all(p.members.map(async (m, j) => { await readRange(paths[m], 0, sizes[m], into, p.offsets[j] - offset) }))
+    }))
+  ]
+  const total = sources.reduce((a, s) => a + s.size, 0)
   let bytesDone = 0
   let chunksDone = 0
   const chunksTotal = sources.reduce((n, s) => n + s.chunks.length, 0)
@@ -119,7 +148,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   const work: Array<[number, number]> = []
   sources.forEach((s, f) => {
     for (let i = 0; i < s.chunks.length; i++) {
-      const done = state?.chunks[f]?.get(i)
+      const done = state?.chunks[s.slot]?.get(i)
       if (done != null && done.replicas.length === opts.replicas) {
         s.chunks[i] = done
         s.reused++
@@ -168,7 +197,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     while (holders.length < opts.replicas) {
       const route = pick(opts.replicas - holders.length, new Set(holders.map(r => r.vendor)), sealed.byteLength)
       if (route.length === 0) {
-        throw new NoSpaceError(`chunk ${i} of ${src.path} has ${holders.length} of ${opts.replicas} replicas and no candidate vendor is left to take it (${[...failures.values()].filter(n => n >= MAX_FAILURES).length} failed); try again, or lower --replicas`)
+        throw new NoSpaceError(`chunk ${i} of ${src.name} has ${holders.length} of ${opts.replicas} replicas and no candidate vendor is left to take it (${[...failures.values()].filter(n => n >= MAX_FAILURES).length} failed); try again, or lower --replicas`)
       }
       reserve(route, sealed.byteLength, 1)
       const header = await sign<M.ChunkHeader>(ctx.key, 'header', {
@@ -195,7 +224,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     return holders
   }
 
-  const largest = Math.min(opts.chunkSize, Math.max(0, ...sizes))
+  const largest = Math.min(opts.chunkSize, Math.max(0, ...sources.map(x => x.size)))
   const small = largest < 256 * 1024
   const window = new Window(small ? 4 : 2, small ? 16 : 4, Math.max(2, opts.concurrency), 64 * 1024 * 1024)
   try {
@@ -208,27 +237,21 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
       try {
         opts.signal?.throwIfAborted()
         const plain = Buffer.allocUnsafe(plainSize)
-        const fh = await openFile(src.path, 'r')
-        try {
-          const { bytesRead } = await fh.read(plain, 0, plainSize, i * opts.chunkSize)
-          if (bytesRead !== plainSize) throw new InvalidArgumentError(`FILE: ${src.path} changed while it was being read`)
-        } finally {
-          await fh.close()
-        }
+        await src.read(i * opts.chunkSize, plainSize, plain)
         // a chunk an interrupted run had on its way is sealed again with the same nonce: if the
         // plaintext is unchanged it is the same chunk, and a vendor that stored it keeps one copy
-        const before = intents?.[f]?.get(i)
+        const before = intents?.[src.slot]?.get(i)
         let sealed = encryptChunk(src.fileKey, src.fileId, i, plain, before != null ? Buffer.from(before.nonce, 'hex') : undefined)
         let chunkId = sha256(sealed)
         if (before != null && chunkId !== before.id) {
           sealed = encryptChunk(src.fileKey, src.fileId, i, plain)
           chunkId = sha256(sealed)
         }
-        journal.intent(f, i, nonceOf(sealed).toString('hex'), chunkId)
+        journal.intent(src.slot, i, nonceOf(sealed).toString('hex'), chunkId)
         const pieces = Math.max(1, Math.min(opts.pieces, Math.ceil(sealed.byteLength / MIN_PIECE)))
         const holders = await place(src, i, sealed, chunkId, pieces)
         src.chunks[i] = { i, id: chunkId, size: sealed.byteLength, replicas: holders.map(r => ({ vendor: r.vendor, sig: r.sig })) }
-        journal.record(f, src.chunks[i])
+        journal.record(src.slot, src.chunks[i])
         src.sent++
         ok = true
         bytesDone += plainSize
@@ -244,17 +267,27 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
 
   ctx.log('upload %s: chunks placed, committing', allocationId)
   const created = Date.now()
-  const tables: M.FileTable[] = sources.map((s, f) => ({
-    fileId: s.fileId,
+  const table = (slot: number, name: string, fileKey: Buffer, chunks: M.ChunkEntry[]): M.FileTable => ({
+    fileId: alloc.fileIds[slot],
     owner,
-    name: names[f],
-    size: s.size,
+    name,
+    size: slots[slot],
     chunkSize: opts.chunkSize,
     replicas: opts.replicas,
     created,
-    cipher: { alg: 'aes-256-gcm', wrappedKey: ctx.keystore.wrap(s.fileKey, s.fileId) },
-    chunks: s.chunks
-  }))
+    cipher: { alg: 'aes-256-gcm', wrappedKey: ctx.keystore.wrap(fileKey, alloc.fileIds[slot]) },
+    chunks
+  })
+  const packSlot = (f: number): number => paths.length + (packOf.get(f)?.pack ?? 0)
+  const tables: M.FileTable[] = [
+    ...paths.map((_, f) => {
+      const p = packOf.get(f)
+      if (p == null) return table(f, names[f], fileKeys[f], (sources.find(s => s.slot === f) as Source).chunks)
+      // a packed file is read with its pack's key
+      return { ...table(f, names[f], fileKeys[packSlot(f)], []), packed: { pack: alloc.fileIds[packSlot(f)], offset: p.offset } }
+    }),
+    ...packs.map((p, k) => ({ ...table(paths.length + k, `pack of ${p.members.length} files`, fileKeys[paths.length + k], sources.find(s => s.slot === paths.length + k)?.chunks ?? []), kind: 'pack' as const }))
+  ]
   try {
     await ctx.commit(allocationId, tables)
   } catch (err) {
@@ -269,5 +302,14 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   }
   ctx.log('upload %s: committed', allocationId)
   await journal.remove()
-  return sources.map(s => ({ fileId: s.fileId, path: s.path, size: s.size, chunks: s.chunks.length, sent: s.sent, reused: s.reused, placements: s.chunks.map(c => ({ chunk: c.i, chunkId: c.id, vendors: c.replicas.map(r => r.vendor) })) }))
+  const bySlot = new Map(sources.map(s => [s.slot, s]))
+  const placements = (s: Source): Placement[] => s.chunks.map(c => ({ chunk: c.i, chunkId: c.id, vendors: c.replicas.map(r => r.vendor) }))
+  return paths.map((path, f) => {
+    const own = bySlot.get(f)
+    if (own != null) return { fileId: own.fileId, path, size: own.size, chunks: own.chunks.length, sent: own.sent, reused: own.reused, placements: placements(own) }
+    // a packed file has no chunks of its own: its bytes are in the pack's, whose sends count with its first file
+    const pack = bySlot.get(packSlot(f)) as Source
+    const first = packs[packSlot(f) - paths.length].members[0] === f
+    return { fileId: alloc.fileIds[f], path, size: sizes[f], chunks: 0, sent: first ? pack.sent : 0, reused: first ? pack.reused : 0, placements: placements(pack), pack: pack.fileId }
+  })
 }
