@@ -196,7 +196,9 @@ program.command('drain')
   .option('--timeout <duration>', 'how long to wait until the vendor is empty', '1h')
   .option('--json', 'print one JSON object')
   .action(async (opts) => {
-    const r = await drainVendor({ dataDir: resolve(opts.dataDir), bootstrap: opts.bootstrap ?? [], wait: opts.wait !== false, timeoutMs: parseDuration(opts.timeout, '--timeout') })
+    const bar = progressBar(opts.json !== true)
+    const r = await drainVendor({ dataDir: resolve(opts.dataDir), bootstrap: opts.bootstrap ?? [], wait: opts.wait !== false, timeoutMs: parseDuration(opts.timeout, '--timeout'), onProgress: bar.update })
+    bar.done()
     print(opts.json === true, r, () => r.drained ? `drained ${r.vendor}: it holds nothing now` : `draining ${r.vendor}: ${formatSize(r.bytes)} to move`)
   })
 

@@ -16,7 +16,7 @@ import { openDb, type DB } from './store/db.ts'
 import { Devices, type DeviceSpec } from './store/devices.ts'
 import { createFat } from './roles/fat/index.ts'
 import { createVendor, type HighWater } from './roles/vendor/index.ts'
-import { createUser, type User } from './roles/user/index.ts'
+import { createUser, type User, type Progress } from './roles/user/index.ts'
 
 export type Role = 'fat' | 'vendor'
 
@@ -167,7 +167,8 @@ export interface DrainOptions {
   /** Wait until the vendor holds nothing (default true), at most this long. */
   wait?: boolean
   timeoutMs?: number
-  onProgress?: (held: number, used: number) => void
+  /** The bytes and chunks moved off the vendor so far, polled from the FAT. */
+  onProgress?: (p: Progress) => void
 }
 
 export interface DrainResult { vendor: string, bytes: number, drained: boolean }
@@ -205,11 +206,13 @@ export async function drainVendor (opts: DrainOptions): Promise<DrainResult> {
     const reply = await ask<M.Message<typeof M.Draining>>(await signRequest(vendorKey, vendor, { t: 'drain', vendor }), { draining: M.Draining })
     if (opts.wait === false) return { vendor, bytes: reply.bytes, drained: false }
     const until = Date.now() + (opts.timeoutMs ?? 3_600_000)
+    let start: { held: number, used: number } | undefined
     for (;;) {
       const status = await ask<M.Message<typeof M.StatusReply>>({ t: 'status' }, { 'status-reply': M.StatusReply })
       const v = status.vendors.find(x => x.vendor === vendor)
       if (v == null) throw new StorError(`the FAT no longer lists vendor ${vendor}`, 'ERR_NOT_FOUND')
-      opts.onProgress?.(v.held, v.used)
+      start ??= { held: v.held, used: Math.max(v.used, reply.bytes) }
+      opts.onProgress?.({ phase: 'migrate', bytes: Math.max(0, start.used - v.used), total: start.used, chunks: Math.max(0, start.held - v.held), chunksTotal: start.held, files: 1 })
       if (v.used === 0 && v.held === 0 && v.transfers === 0 && v.alive) return { vendor, bytes: reply.bytes, drained: true }
       if (Date.now() > until) throw new StorError(`vendor ${vendor} still holds ${v.held} chunks (${v.used} bytes in files) after the timeout; it keeps draining`, 'ERR_TIMEOUT')
       await new Promise(resolve => setTimeout(resolve, 500))
