@@ -9,6 +9,9 @@ import { parseDeviceSpec } from '../src/store/devices.ts'
 import { progressBar } from './progress.ts'
 import { expandPaths } from './paths.ts'
 
+/** How long a daemon may take to stop on SIGTERM or SIGINT before it exits anyway. */
+const STOP_DEADLINE_MS = 15_000
+
 const collect = (value: string, prev: string[] = []): string[] => [...prev, value]
 const defaultDataDir = join(homedir(), '.stordaemon')
 
@@ -93,6 +96,9 @@ const program = new Command('stordaemon')
     const stop = (): void => {
       if (stopping) return
       stopping = true
+      // every write is synced when made: a stop that hangs (a peer that never lets go, a data
+      // folder removed under the daemon) may be cut short without losing anything
+      setTimeout(() => { process.stderr.write(`stordaemon: did not stop within ${STOP_DEADLINE_MS / 1000} s; exiting\n`); process.exit(1) }, STOP_DEADLINE_MS).unref()
       daemon.stop().then(() => process.exit(0), fail)
     }
     process.on('SIGINT', stop)

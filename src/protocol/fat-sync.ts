@@ -65,6 +65,7 @@ export const Op = union('op', {
   allocate: obj({ op: t('allocate'), allocation: AllocationRecord }),
   commit: obj({ op: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), orders }),
   expire: obj({ op: t('expire'), allocationId, orders }),
+  renew: obj({ op: t('renew'), allocationId, expires: time }),
   release: obj({ op: t('release'), fileId, orders }),
   delivered: obj({ op: t('delivered'), vendor: peer, ids: arr(hex(16), 10_000) }),
   noop: obj({ op: t('noop') }),

@@ -165,6 +165,8 @@ export const Announced = obj({ t: t('announced'), heartbeatMs: int(100, 3_600_00
 export const Allocate = obj({ t: t('allocate'), sizes: arr(int(0, MAX_BYTES), MAX_FILES), replicas: int(1, MAX_REPLICAS), chunkSize: int(1, MAX_CHUNK_SIZE), packed: opt(arr(int(0, MAX_FILES - 1), MAX_FILES)), auth: Auth })
 export const Allocated = obj({ t: t('allocated'), allocationId, fileIds: arr(fileId, MAX_FILES), expires: time, candidates: arr(Hop, MAX_CANDIDATES), stats: arr(VendorStats, MAX_CANDIDATES) })
 
+/** Extends an open allocation's lease while its upload runs; answered like `allocate`, with fresh grants. */
+export const Renew = obj({ t: t('renew'), allocationId, auth: Auth })
 export const Commit = obj({ t: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), auth: Auth })
 export const GetTable = obj({ t: t('get'), fileId, auth: Auth })
 /** A file's table; for a packed file, its pack's table too. */

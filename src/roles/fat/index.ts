@@ -46,11 +46,12 @@ export interface Fat {
 /** Orders carried by one heartbeat reply; the rest follow on the next beats. */
 const ORDERS_PER_HEARTBEAT = 200
 
-const REQUESTS = { announce: M.Announce, allocate: M.Allocate, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
+const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
 
 /** Changes only the replica that orders writes makes; the others forward them to it, expecting these replies. */
 const WRITES: Record<string, Record<string, any>> = {
   allocate: { allocated: M.Allocated },
+  renew: { allocated: M.Allocated },
   commit: { ok: M.Ok },
   release: { released: M.Released },
   copied: { ok: M.Ok },
@@ -154,6 +155,16 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   }
 
   /** Keep, on each vendor of the allocation, the chunks the final tables place there; erase the rest. */
+  /** The reply to allocate and renew: the allocation's grants, signed for its lease. */
+  const allocated = async (a: AllocationRecord): Promise<M.Message<typeof M.Allocated>> => {
+    const candidates = await Promise.all(Object.entries(a.grants).map(async ([vendor, grantBytes]) => ({
+      vendor,
+      addrs: table.vendor(vendor)?.addrs ?? [],
+      grant: await sign<M.Grant>(key, 'grant', { allocationId: a.allocationId, owner: a.owner, vendor, bytes: grantBytes, expires: a.expires, fat: self })
+    })))
+    return { t: 'allocated', allocationId: a.allocationId, fileIds: a.fileIds, expires: a.expires, candidates, stats: candidates.map(c => stats(c.vendor)) }
+  }
+
   const vendorsOf = (tables: M.FileTable[]): M.VendorAddrs[] => {
     const ids = new Set(tables.flatMap(t => [...bytesPerVendor(t).keys()]))
     return [...ids].slice(0, 1024).map(v => ({ vendor: v, addrs: table.vendor(v)?.addrs ?? [] }))
@@ -202,7 +213,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
 
   const handlers: { [K in keyof typeof REQUESTS]: (msg: M.Message<typeof REQUESTS[K]>, remotePeer: string) => Promise<object> } = {
     async announce (msg, remotePeer) {
-      liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight, held: msg.held, room: msg.room, over: msg.over, lost: msg.lost })
+      const used = msg.devices.reduce((n, d) => d.failed ? n : n + Math.max(0, d.capacity - d.free), 0)
+      liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight, held: msg.held, room: msg.room, over: msg.over, mark: Math.max(0, used + msg.room - msg.over), lost: msg.lost })
       beats.beat(remotePeer, msg.free, msg.inflight)
       // every replica hears every vendor; the one that orders writes logs what changed and owes the orders
       if (!replication.isLeader()) return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders: [], fats: members(), transfers: [] }
@@ -227,13 +239,21 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         await propose({ op: 'allocate', allocation: planned })
         return planned
       })
-      const candidates = await Promise.all(Object.entries(a.grants).map(async ([vendor, grantBytes]) => ({
-        vendor,
-        addrs: table.vendor(vendor)?.addrs ?? [],
-        grant: await sign<M.Grant>(key, 'grant', { allocationId: a.allocationId, owner: remotePeer, vendor, bytes: grantBytes, expires: a.expires, fat: self })
-      })))
-      log('allocated %s: %d files, %d bytes x%d for %s on %d candidates', a.allocationId, a.sizes.length, bytes, a.replicas, remotePeer, candidates.length)
-      return { t: 'allocated', allocationId: a.allocationId, fileIds: a.fileIds, expires: a.expires, candidates, stats: candidates.map(c => stats(c.vendor)) }
+      log('allocated %s: %d files, %d bytes x%d for %s on %d candidates', a.allocationId, a.sizes.length, bytes, a.replicas, remotePeer, Object.keys(a.grants).length)
+      return await allocated(a)
+    },
+
+    async renew (msg, remotePeer) {
+      const a = await serial.run(async () => {
+        const open = table.allocation(msg.allocationId)
+        if (open == null || open.expires <= Date.now()) throw new NotFoundError(`no open allocation ${msg.allocationId}: it was committed already, or its lease ended; upload again`)
+        if (open.owner !== remotePeer) throw new AccessDeniedError(`allocation ${msg.allocationId} belongs to another user`)
+        const expires = Math.max(open.expires, Date.now() + opts.leaseMs)
+        await propose({ op: 'renew', allocationId: open.allocationId, expires })
+        return { ...open, expires }
+      })
+      log('renewed %s until %s', a.allocationId, new Date(a.expires).toISOString())
+      return await allocated(a)
     },
 
     async commit (msg, remotePeer) {
@@ -310,6 +330,10 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       await serial.run(async () => {
         const x = table.transfer(t.id)
         if (x == null || x.to !== t.to || x.fileId !== t.fileId || x.chunkId !== t.chunkId || x.replaces !== t.replaces) {
+          // a confirmation that comes again (a transfer run twice, a reply lost) finds its copy in
+          // the table already: the target must keep it, not drop it as unwanted
+          const placed = (await table.fileTable(t.fileId))?.chunks.some(c => c.id === t.chunkId && c.replicas.some(r => r.vendor === t.to)) === true
+          if (placed) return
           throw new NotFoundError(`no transfer ${t.id} is under way: it expired or its file was released`)
         }
         const file = await table.fileTable(x.fileId)
@@ -322,9 +346,6 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         }
         const orders = [newOrder(x.replaces, 'erase-chunks', x.fileId, [], [x.chunkId])]
         await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders })
-        // until its next heartbeat, count the bytes as gone from the old holder, so migration does not overshoot
-        const load = liveness.get(x.replaces)
-        if (load != null) load.over = Math.max(0, load.over - x.size)
         log('transfer %s done: chunk %s of %s now on %s instead of %s (%s)', x.id, x.chunkId, x.fileId, x.to, x.replaces, x.reason)
         push(orders)
       })

@@ -12,6 +12,8 @@ export interface VendorLoad {
   room: number
   /** bytes above its high-water mark */
   over: number
+  /** its high-water mark in bytes (its disks' use plus `room`, less `over`) */
+  mark: number
   /** chunks it found corrupt or missing */
   lost: ChunkRef[]
 }
@@ -102,7 +104,9 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
     .sort((a, b) => Number(b.draining === true) - Number(a.draining === true))
   for (const v of shedding) {
     const draining = v.draining === true
-    let need = draining ? Number.POSITIVE_INFINITY : (loads.get(v.peer)?.over ?? 0) - (outgoing.get(v.peer) ?? 0)
+    // what the tables place on it above its mark: a heartbeat's `over` still counts the replicas
+    // that moved until the vendor erased them, and would move their bytes twice
+    let need = draining ? Number.POSITIVE_INFINITY : table.usage(v.peer).used - (loads.get(v.peer)?.mark ?? 0) - (outgoing.get(v.peer) ?? 0)
     if (need <= 0) continue
     files: for await (const file of table.filesOn(v.peer)) {
       for (const chunk of file.chunks) {

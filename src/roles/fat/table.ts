@@ -321,6 +321,14 @@ export class FatTable {
         orders(op.orders)
         break
       }
+      case 'renew': {
+        const a = this.allocations.get(op.allocationId)
+        if (a == null) break
+        const renewed = { ...a, expires: op.expires }
+        this.allocations.set(a.allocationId, renewed)
+        batch.push(this.allocRecs.put(a.allocationId, renewed))
+        break
+      }
       case 'expire':
         closeAllocation(op.allocationId)
         orders(op.orders)

@@ -77,6 +77,8 @@ export interface User {
   table: (fileId: string) => Promise<M.Message<typeof M.TableReply>>
   /** Asks for a provisional allocation without storing anything (it expires with its lease). */
   allocate: (sizes: number[], replicas: number, chunkSize?: number) => Promise<Allocation>
+  /** Extends an open allocation's lease (uploads do this by themselves); the reply carries fresh grants. */
+  renew: (allocationId: string) => Promise<Allocation>
 }
 
 export const DEFAULT_REPLICAS = 2
@@ -147,6 +149,11 @@ export async function createUser (opts: UserOptions): Promise<User> {
     return await ask({ t: 'allocate', sizes, replicas, chunkSize, ...(packed.length > 0 ? { packed } : {}) }, { allocated: M.Allocated })
   }
 
+  const renew = async (allocationId: string): Promise<Allocation> => {
+    if (!FILE_ID.test(allocationId)) throw new InvalidArgumentError(`allocation id: "${allocationId}" is not 32 hex digits`)
+    return await ask({ t: 'renew', allocationId }, { allocated: M.Allocated })
+  }
+
   const table = async (fileId: string): Promise<M.Message<typeof M.TableReply>> => {
     checkFileId(fileId)
     return await ask({ t: 'get', fileId }, { table: M.TableReply })
@@ -166,6 +173,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
     paths,
     dataDir: opts.dataDir,
     allocate,
+    renew,
     commit: async (allocationId, tables) => {
       try {
         await ask({ t: 'commit', allocationId, tables }, { ok: M.Ok })
@@ -242,6 +250,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
   return {
     peerId: node.peerId.toString(),
     allocate,
+    renew,
     async upload (path, o = {}) {
       return (await uploadMany([path], { ...o, names: o.name != null ? [o.name] : undefined }))[0]
     },

@@ -75,8 +75,8 @@ export interface UploadState {
   intents: Array<Map<number, { nonce: string, id: string }>>
 }
 
-/** Seconds of lease an allocation must have left to be worth resuming. */
-export const RESUME_MARGIN_MS = 30_000
+/** Lease an allocation must have left for a rerun to try renewing it and resume. */
+export const RESUME_MARGIN_MS = 2_000
 
 /**
  * The record of an upload in progress, `DATA_DIR/uploads/<key>.jsonl`, where the key is a digest
@@ -96,7 +96,7 @@ export class UploadJournal {
     return new UploadJournal(join(dir, `${digestOf(what).slice(0, 32)}.jsonl`))
   }
 
-  /** The state of an earlier run, if its lease has at least RESUME_MARGIN_MS left. */
+  /** The state of an earlier run, if its lease has at least RESUME_MARGIN_MS left (the caller renews it). */
   async load (now = Date.now()): Promise<UploadState | undefined> {
     let records: unknown[]
     try { records = await readLines(this.path) } catch { return undefined }

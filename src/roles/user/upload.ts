@@ -13,6 +13,7 @@ import { sha256 } from '../../store/devices.ts'
 import { parallel } from '../../parallel.ts'
 import { encryptChunk, nonceOf } from './cipher.ts'
 import type { Keystore } from './keystore.ts'
+import { keepLease } from './lease.ts'
 import { planPacks, readRange } from './pack.ts'
 import { rank, score, type PathCache } from './rank.ts'
 import { UploadJournal, type UploadState } from './resume.ts'
@@ -27,6 +28,7 @@ export interface UploadContext {
   paths: PathCache
   dataDir: string
   allocate: (sizes: number[], replicas: number, chunkSize: number, packed?: number[]) => Promise<M.Message<typeof M.Allocated>>
+  renew: (allocationId: string) => Promise<M.Message<typeof M.Allocated>>
   commit: (allocationId: string, tables: M.FileTable[]) => Promise<void>
 }
 
@@ -80,15 +82,26 @@ interface Source {
   read: (offset: number, length: number, into: Buffer) => Promise<void>
 }
 
+/** An interrupted run's allocation, renewed; undefined when it is gone (its chunks went with it). */
+async function renewed (ctx: UploadContext, allocationId: string): Promise<M.Message<typeof M.Allocated> | undefined> {
+  try {
+    return await ctx.renew(allocationId)
+  } catch (err) {
+    if (!(err instanceof NotFoundError)) throw err
+    ctx.log('allocation %s of an interrupted run is gone: starting afresh', allocationId)
+    return undefined
+  }
+}
+
+/** Failures after which a vendor is marked unused for the rest of an upload. */
+const MAX_FAILURES = 3
+
 /**
  * Stores files under one allocation and one commit: rank the candidates, encrypt and hash each
  * chunk, send it along a pipeline of replica vendors, resend what fails to other candidates.
  * Chunks move in parallel within an adaptive window; each placed chunk is recorded in the data
  * dir, so an interrupted upload, run again with the same arguments, sends only what is missing.
  */
-/** Failures after which a vendor is marked unused for the rest of an upload. */
-const MAX_FAILURES = 3
-
 export async function upload (ctx: UploadContext, paths: string[], opts: UploadOptions, retried = false): Promise<UploadResult[]> {
   if (paths.length === 0) throw new InvalidArgumentError('FILE: name at least one file to upload')
   // every chunk in flight listens to the caller's signal
@@ -109,12 +122,14 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
 
   const journal = await UploadJournal.key(ctx.dataDir, { owner, paths, sizes, mtimes: infos.map(i => i.mtimeMs), names, replicas: opts.replicas, chunkSize: opts.chunkSize, pieces: opts.pieces, packs: packs.length })
   let state: UploadState | undefined = opts.resume !== false ? await journal.load() : undefined
+  const resumed = state != null ? await renewed(ctx, state.allocation.allocationId) : undefined
   let alloc: M.Message<typeof M.Allocated>
   let fileKeys: Buffer[]
-  if (state != null) {
-    alloc = state.allocation
+  if (state != null && resumed != null) {
+    alloc = resumed
     fileKeys = state.wrappedKeys.map((w, f) => ctx.keystore.unwrap(w, alloc.fileIds[f]))
   } else {
+    state = undefined
     alloc = await ctx.allocate(slots, opts.replicas, opts.chunkSize, [...packOf.keys()])
     if (alloc.fileIds.length !== slots.length) throw new InvalidArgumentError(`the FAT allocated ${alloc.fileIds.length} files for ${slots.length}`)
     fileKeys = slots.map(() => randomBytes(32))
@@ -135,6 +150,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   let chunksDone = 0
   const chunksTotal = sources.reduce((n, s) => n + s.chunks.length, 0)
 
+  // the candidates' hops carry their grants: a lease renewal replaces them
   const hops = new Map(alloc.candidates.map(c => [c.vendor, c]))
   const remaining = new Map(alloc.candidates.map(c => [c.vendor, c.grant.bytes]))
   const assigned = new Map(alloc.candidates.map(c => [c.vendor, 0]))
@@ -227,6 +243,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   const largest = Math.min(opts.chunkSize, Math.max(0, ...sources.map(x => x.size)))
   const small = largest < 256 * 1024
   const window = new Window(small ? 4 : 2, small ? 16 : 4, Math.max(2, opts.concurrency), 64 * 1024 * 1024)
+  const lease = keepLease(alloc, ctx.renew, renewed => { for (const c of renewed.candidates) if (hops.has(c.vendor)) hops.set(c.vendor, c) }, ctx.log)
   try {
     await parallel(Math.max(2, opts.concurrency), work.length, async w => {
       const [f, i] = work[w]
@@ -262,6 +279,8 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
       }
     })
   } finally {
+    // what is placed is committed at once: the lease renewed last still has half its time
+    lease.stop()
     await journal.close()
   }
 
