@@ -10,6 +10,8 @@ import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { DHT_PROTOCOL, MAX_STREAM_BUFFER } from '../protocol/ids.ts'
 
+const STREAM_WINDOW = Math.floor(MAX_STREAM_BUFFER / 2)
+
 export type Services = {
   identify: Identify
   ping: Ping
@@ -33,8 +35,10 @@ export async function createNode (opts: NodeOptions): Promise<StorNode> {
     addresses: { listen: opts.listen },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    // a window at most half of a stream's read buffer keeps a slow reader's memory bounded
-    streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: Math.floor(MAX_STREAM_BUFFER / 2) } })],
+    // a window at most half of a stream's read buffer keeps a slow reader's memory bounded; it
+    // starts at its largest, because on loopback and LANs yamux's RTT-based ramp-up (from 256 KiB)
+    // rarely fires, and a small window means small frames and a window update for each
+    streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: STREAM_WINDOW, maxStreamWindowSize: STREAM_WINDOW } })],
     services: {
       identify: identify(),
       ping: ping(),
