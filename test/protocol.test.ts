@@ -22,13 +22,13 @@ import { streamPair } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import * as E from '../src/errors.ts'
 import { decode, decodeReply, encode } from '../src/protocol/codec.ts'
-import { DATA_FRAME, KiB, MAX_CANDIDATES, MAX_FAT_MESSAGE, MAX_CHUNK_SIZE, MAX_PIECES, MAX_REPLICAS, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, MiB } from '../src/protocol/ids.ts'
+import { SEND_BLOCK, KiB, MAX_CANDIDATES, MAX_FAT_MESSAGE, MAX_CHUNK_SIZE, MAX_PIECES, MAX_REPLICAS, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, MiB } from '../src/protocol/ids.ts'
 import * as M from '../src/protocol/messages.ts'
 import * as S from '../src/protocol/fat-sync.ts'
 import { dict, int, obj, oneOf, str, union, type Check } from '../src/protocol/schema.ts'
 import { canonical, sign, verify, type Domain } from '../src/protocol/sign.ts'
 import { ReplayGuard, signRequest } from '../src/protocol/auth.ts'
-import { frames } from '../src/protocol/stream.ts'
+import { frames, StreamEndedError } from '../src/protocol/stream.ts'
 
 const RUNS = Number(process.env.PROTOCOL_RUNS ?? 200)
 const GiB = 1024 * MiB
@@ -1426,21 +1426,39 @@ describe('protocol', function () {
       }
     })
 
-    it('splits data into frames of at most DATA_FRAME and reassembles it', async function () {
+    it('carries raw data of any size, and data sent ahead of the reader is kept in order', async function () {
       const [a, b] = await pair()
-      const data = Uint8Array.from({ length: 2 * DATA_FRAME + 12_345 }, (_, i) => (i * 7) & 0xff)
+      const data = Uint8Array.from({ length: 2 * SEND_BLOCK + 12_345 }, (_, i) => (i * 7) & 0xff)
       const [, got] = await Promise.all([frames(a, 1000).writeData(data), frames(b, 1000).readData(data.byteLength)])
       assert.deepEqual(got, data)
       assert.deepEqual(await frames(b, 1000).readData(0), new Uint8Array(0))
+      // a control frame and its data sent at once, before the other side reads anything
+      const [c, d] = await pair()
+      const w = frames(c, 1000)
+      await w.write(utf8('{"t":"chunk"}'))
+      await w.writeData(data.subarray(0, 70_000))
+      await w.write(utf8('{"t":"end"}'))
+      await new Promise(resolve => setTimeout(resolve, 50))
+      const r = frames(d, 1000)
+      assert.deepEqual(await r.read(), utf8('{"t":"chunk"}'))
+      assert.deepEqual(await r.readData(70_000), data.subarray(0, 70_000))
+      assert.deepEqual(await r.read(), utf8('{"t":"end"}'))
     })
 
-    it('readData refuses an empty frame, a frame past the promised size, and one over DATA_FRAME', async function () {
-      for (const [frame, size] of [[0, 10], [11, 10], [DATA_FRAME + 1, DATA_FRAME + 100]]) {
+    it('readData and read fail, without waiting, when the peer ends the stream early', async function () {
+      for (const [sent, size] of [[0, 10], [10, 11], [SEND_BLOCK + 1, SEND_BLOCK + 100]]) {
         const [a, b] = await pair()
-        const w = frames(a, 1 * MiB).write(new Uint8Array(frame)).catch(() => {})
-        await assert.rejects(frames(b, 1 * MiB).readData(size), (err: unknown) => { assertMalformed(err, `frame of ${frame} for ${size}`); return true })
-        await w
+        await frames(a, 1000).writeData(new Uint8Array(sent))
+        await a.close()
+        await assert.rejects(frames(b, 1000).readData(size, { signal: AbortSignal.timeout(5000) }), (err: unknown) => {
+          assert.ok(err instanceof StreamEndedError, `${sent} bytes sent for ${size}: got ${describeError(err)}`)
+          return true
+        })
       }
+      const [a, b] = await pair()
+      a.send(Uint8Array.from([5, 1, 2]))
+      await a.close()
+      await assert.rejects(frames(b, 1000).read({ signal: AbortSignal.timeout(5000) }), StreamEndedError)
     })
 
     /** What serve() makes of a read error: a StorError keeps its code, anything else is ERR_INTERNAL. */
@@ -1450,7 +1468,7 @@ describe('protocol', function () {
     }
 
     it('a frame over the limit is refused as LimitError, not an internal error', async function () {
-      for (const [maxFrame, size] of [[MAX_VENDOR_MESSAGE, DATA_FRAME + 1], [DATA_FRAME * 2, DATA_FRAME * 2 + 1]]) {
+      for (const [maxFrame, size] of [[MAX_VENDOR_MESSAGE, MAX_VENDOR_MESSAGE + 1], [SEND_BLOCK * 2, SEND_BLOCK * 2 + 1]]) {
         const [a, b] = await pair()
         const w = frames(a, 4 * MiB).write(new Uint8Array(size)).catch(() => {})
         await assert.rejects(frames(b, maxFrame).read(), assertRefusal(`a frame of ${size} for a limit of ${maxFrame}`))
@@ -1471,11 +1489,11 @@ describe('protocol', function () {
       }
     })
 
-    // Regression: frames a peer sends ahead of the reader pile up in lpStream's buffer; past
+    // Regression: bytes a peer sends ahead of the reader pile up in the stream's buffer; past
     // maxBuffer read() threw StreamBufferError untranslated, which serve() answered as ERR_INTERNAL
     // with an error-level log. The vendor's store handler reads after its checks, so a sender that
     // pushes more than its buffer without waiting for the go-ahead hit this (stream.ts, fixed in 6fd1ccb).
-    it('frames sent ahead past the read buffer are refused as LimitError, not an internal error', async function () {
+    it('bytes sent ahead past the read buffer are refused as LimitError, not an internal error', async function () {
       const [a, b] = await pair()
       const reader = frames(b, MAX_VENDOR_MESSAGE)
       const writer = frames(a, MAX_VENDOR_MESSAGE)

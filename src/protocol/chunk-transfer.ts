@@ -1,7 +1,7 @@
 import type { AbortOptions } from '@libp2p/interface'
 import { StorError, UnreachableError, MalformedMessageError } from '../errors.ts'
 import { decodeReply, encode } from './codec.ts'
-import { FETCH_PROTOCOL, MAX_VENDOR_MESSAGE, MAX_WIRE_CHUNK, STORE_PROTOCOL, DATA_FRAME } from './ids.ts'
+import { FETCH_PROTOCOL, MAX_DATA_BUFFER, MAX_VENDOR_MESSAGE, STORE_PROTOCOL } from './ids.ts'
 import * as M from './messages.ts'
 import { openStream, type Target } from './rpc.ts'
 import { frames } from './stream.ts'
@@ -38,7 +38,7 @@ export async function forwardChunk (node: Libp2p, to: M.Hop, header: M.ChunkHead
 
 /** Fetches one chunk's bytes from a vendor with the owner's signed request; the caller checks them against the chunk id. */
 export async function fetchChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch>, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
-  return await withStream(node, from, FETCH_PROTOCOL, MAX_WIRE_CHUNK + 2 * DATA_FRAME, { signal }, async fs => {
+  return await withStream(node, from, FETCH_PROTOCOL, MAX_DATA_BUFFER, { signal }, async fs => {
     await fs.write(encode(request), { signal })
     const head = decodeReply(await fs.read({ signal }), { chunk: M.ChunkReply }, MAX_VENDOR_MESSAGE)
     if (head.size !== expectedSize) throw new MalformedMessageError(`vendor offers ${head.size} bytes for a chunk of ${expectedSize}`)
@@ -51,7 +51,7 @@ export async function fetchChunk (node: Libp2p, from: Target, request: M.Message
  * names this node as its target; the caller checks the bytes against the chunk id.
  */
 export async function copyChunk (node: Libp2p, transfer: M.Transfer, signal?: AbortSignal): Promise<Uint8Array> {
-  return await withStream(node, { peer: transfer.from, addrs: transfer.fromAddrs }, FETCH_PROTOCOL, MAX_WIRE_CHUNK + 2 * DATA_FRAME, { signal }, async fs => {
+  return await withStream(node, { peer: transfer.from, addrs: transfer.fromAddrs }, FETCH_PROTOCOL, MAX_DATA_BUFFER, { signal }, async fs => {
     await fs.write(encode({ t: 'copy', transfer }), { signal })
     const head = decodeReply(await fs.read({ signal }), { chunk: M.ChunkReply }, MAX_VENDOR_MESSAGE)
     if (head.size !== transfer.size) throw new MalformedMessageError(`vendor offers ${head.size} bytes for a chunk of ${transfer.size}`)

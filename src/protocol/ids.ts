@@ -1,8 +1,8 @@
 /** Protocol ids and limits: versioned strings, one per conversation. */
 export const FAT_PROTOCOL = '/stor/fat/1.0.0'
 export const FAT_SYNC_PROTOCOL = '/stor/fat-sync/1.0.0'
-export const STORE_PROTOCOL = '/stor/vendor/store/1.0.0'
-export const FETCH_PROTOCOL = '/stor/vendor/fetch/1.0.0'
+export const STORE_PROTOCOL = '/stor/vendor/store/2.0.0'
+export const FETCH_PROTOCOL = '/stor/vendor/fetch/2.0.0'
 export const ORDER_PROTOCOL = '/stor/vendor/order/1.0.0'
 export const ECHO_PROTOCOL = '/stor/vendor/echo/1.0.0'
 export const DHT_PROTOCOL = '/stor/kad/1.0.0'
@@ -15,8 +15,10 @@ export const MAX_CHUNK_SIZE = 16 * MiB
 /** AES-GCM adds a 12-byte nonce and a 16-byte tag to every chunk. */
 export const CHUNK_OVERHEAD = 28
 export const MAX_WIRE_CHUNK = MAX_CHUNK_SIZE + CHUNK_OVERHEAD
-/** Chunk bytes travel in frames of at most this size. */
-export const DATA_FRAME = 256 * KiB
+/** Chunk bytes travel raw after their control frame, handed to the stream in blocks of this size. */
+export const SEND_BLOCK = 256 * KiB
+/** What a chunk's receiver may hold queued: a whole chunk and some slack. */
+export const MAX_DATA_BUFFER = MAX_WIRE_CHUNK + 512 * KiB
 /** Largest control message per protocol. */
 export const MAX_FAT_MESSAGE = 16 * MiB
 export const MAX_VENDOR_MESSAGE = 64 * KiB
