@@ -139,19 +139,18 @@ export class Devices {
 
   /**
    * Writes a piece to `first` if given, else to the healthy device with the most room, preferring
-   * those not in `avoid`; a write counts once it is flushed and read back identical. A failing
-   * device is marked failed and the piece goes to the next one.
+   * those not in `avoid`; a write counts once it and its folder are flushed. (It is not read back:
+   * that would read the page cache, not the disk; reads and the scrubber check the hash.) A
+   * failing device is marked failed and the piece goes to the next one. `hash` is the bytes'
+   * SHA-256 if the caller has it already.
    */
-  async write (name: string, bytes: Uint8Array, avoid: Set<string>, first?: string): Promise<PieceRef> {
-    const hash = sha256(bytes)
+  async write (name: string, bytes: Uint8Array, avoid: Set<string>, first?: string, hash = sha256(bytes)): Promise<PieceRef> {
     for (const d of this.order(bytes.byteLength, avoid, first)) {
       // the room is taken before the write starts, so pieces written at once do not overbook a device
       d.used += bytes.byteLength
       d.free = d.capacity - d.used
       try {
         await writeDurably(join(d.dir, name), bytes)
-        const back = await readFile(join(d.dir, name))
-        if (!Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).equals(back)) throw new IntegrityError(`read-back mismatch for ${name}`)
         return { device: d.path, name, size: bytes.byteLength, sha256: hash }
       } catch (err: any) {
         d.used -= bytes.byteLength

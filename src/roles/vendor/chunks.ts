@@ -1,7 +1,7 @@
 import { AccessDeniedError, IntegrityError, LimitError } from '../../errors.ts'
 import { Records, type DB } from '../../store/db.ts'
 import type { Devices, PieceRef } from '../../store/devices.ts'
-import { sha256 } from '../../store/devices.ts'
+import { createHash } from 'node:crypto'
 import { Serial } from '../../serial.ts'
 
 export interface ChunkRecord {
@@ -124,7 +124,8 @@ export class ChunkStore {
 
   /**
    * Stores a chunk copied from another vendor under a FAT transfer order: no grant is counted
-   * (the FAT reserved the room), and it is kept at once (the file is committed already).
+   * (the FAT reserved the room), and it is kept at once (the file is committed already). The
+   * caller has checked that `bytes` hash to `where.chunkId`.
    */
   async putCopy (where: ChunkPlace, bytes: Uint8Array, pieces: number): Promise<void> {
     const key = `${where.fileId}/${where.chunkId}`
@@ -145,7 +146,8 @@ export class ChunkStore {
 
   /**
    * Cuts a chunk into `pieces` sub-chunks on distinct devices where there are enough, counting its
-   * bytes against the owner's grant. Storing the same chunk twice is a no-op.
+   * bytes against the owner's grant. Storing the same chunk twice is a no-op. The caller has
+   * checked that `bytes` hash to `where.chunkId`.
    */
   async put (where: ChunkPlace, bytes: Uint8Array, pieces: number, grant: { bytes: number, expires: number }): Promise<void> {
     const key = `${where.fileId}/${where.chunkId}`
@@ -173,7 +175,10 @@ export class ChunkStore {
     }
   }
 
-  /** Pieces first, each flushed and read back; the record last, so the table never names a missing piece. */
+  /**
+   * Pieces first, each flushed; the record last, so the table never names a missing piece. The
+   * caller has checked that `bytes` hash to `chunkId`, so a chunk kept whole needs no second hash.
+   */
   private async writePieces ({ owner, allocationId, fileId, chunkId }: ChunkPlace, bytes: Uint8Array, pieces: number, kept: boolean): Promise<void> {
     const refs: PieceRef[] = []
     try {
@@ -185,7 +190,8 @@ export class ChunkStore {
       for (let i = 0; i < count; i++) {
         const device = this.devices.choose(pieceSize, used)
         if (device != null) used.add(device)
-        writes.push(this.devices.write(`${fileId}.${chunkId}.${i}`, bytes.subarray(i * pieceSize, (i + 1) * pieceSize), used, device))
+        const piece = bytes.subarray(i * pieceSize, (i + 1) * pieceSize)
+        writes.push(this.devices.write(`${fileId}.${chunkId}.${i}`, piece, used, device, count === 1 ? chunkId : undefined))
       }
       const settled = await Promise.allSettled(writes)
       for (const r of settled) if (r.status === 'fulfilled') refs.push(r.value)
@@ -200,17 +206,19 @@ export class ChunkStore {
     }
   }
 
-  /** Reassembles a chunk from its pieces and checks it against its id. */
-  async read (rec: ChunkRecord): Promise<Uint8Array> {
+  /** Reads a chunk's pieces, in order, and checks them together against the chunk id. */
+  async read (rec: ChunkRecord): Promise<Uint8Array[]> {
     if (rec.damaged != null) throw new IntegrityError(`chunk ${rec.chunkId} is damaged here (${rec.damaged}); fetch another replica`)
-    // one hash over the whole chunk; only when it fails are the pieces checked, to name the bad one
+    // one hash over the whole chunk (without joining the pieces); only when it fails are the
+    // pieces checked, to name the bad one
     const parts = await Promise.all(rec.pieces.map(async p => await this.devices.read(p, false)))
-    const bytes = Buffer.concat(parts)
-    if (sha256(bytes) !== rec.chunkId) {
+    const hash = createHash('sha256')
+    for (const part of parts) hash.update(part)
+    if (hash.digest('hex') !== rec.chunkId) {
       await Promise.all(rec.pieces.map(async p => await this.devices.read(p)))
       throw new IntegrityError(`chunk ${rec.chunkId} does not match its hash`)
     }
-    return bytes
+    return parts
   }
 
   /** Of the chunks stored under an allocation, keeps the listed ones (now committed) and erases the rest. */

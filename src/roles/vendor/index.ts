@@ -192,7 +192,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${msg.chunkId} of file ${msg.fileId}`)
       if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
     }
-    const bytes = await store.read(rec).catch(async err => {
+    const parts = await store.read(rec).catch(async err => {
       // a piece that no longer reads back is damage: stop serving it and report it
       if (err.code === 'ENOENT' || err instanceof IntegrityError) {
         await store.markDamaged(rec.fileId, rec.chunkId, `read: ${err.message}`, now => now.stored !== rec.stored)
@@ -201,8 +201,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       throw err
     })
     await delay()
-    await fs.write(encode({ t: 'chunk', size: bytes.byteLength }), { signal })
-    await fs.writeData(bytes, { signal })
+    await fs.write(encode({ t: 'chunk', size: parts.reduce((n, p) => n + p.byteLength, 0) }), { signal })
+    for (const part of parts) await fs.writeData(part, { signal })
     return undefined
   })
 
