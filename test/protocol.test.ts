@@ -1445,6 +1445,19 @@ describe('protocol', function () {
       assert.deepEqual(await r.read(), utf8('{"t":"end"}'))
     })
 
+    it('readData shows each run of bytes to onData as it lands, in order, once', async function () {
+      const [a, b] = await pair()
+      const data = Uint8Array.from({ length: 3 * SEND_BLOCK + 999 }, (_, i) => (i * 13) & 0xff)
+      const w = frames(a, 1000)
+      // some bytes arrive before the read starts, the rest while it waits
+      await w.writeData(data.subarray(0, 5000))
+      await new Promise(resolve => setTimeout(resolve, 50))
+      const seen: Uint8Array[] = []
+      const [got] = await Promise.all([frames(b, 1000).readData(data.byteLength, { onData: bytes => { seen.push(Uint8Array.from(bytes)) } }), w.writeData(data.subarray(5000))])
+      assert.deepEqual(got, data)
+      assert.deepEqual(Buffer.concat(seen), Buffer.from(data))
+    })
+
     it('readData and read fail, without waiting, when the peer ends the stream early', async function () {
       for (const [sent, size] of [[0, 10], [10, 11], [SEND_BLOCK + 1, SEND_BLOCK + 100]]) {
         const [a, b] = await pair()

@@ -4,7 +4,7 @@ import { decodeReply, encode } from './codec.ts'
 import { FETCH_PROTOCOL, MAX_DATA_BUFFER, MAX_VENDOR_MESSAGE, STORE_PROTOCOL } from './ids.ts'
 import * as M from './messages.ts'
 import { openStream, type Target } from './rpc.ts'
-import { frames } from './stream.ts'
+import { frames, type FrameStream } from './stream.ts'
 import type { Libp2p } from '@libp2p/interface'
 
 export type StoredReply = M.Message<typeof M.Stored>
@@ -34,6 +34,62 @@ export async function forwardChunk (node: Libp2p, to: M.Hop, header: M.ChunkHead
     await fs.writeData(bytes, { signal })
     return decodeReply(await fs.read({ signal }), { stored: M.Stored }, MAX_VENDOR_MESSAGE)
   })
+}
+
+/** A chunk passed on to the next hop while it still arrives (cut-through forwarding). */
+export interface Relay {
+  /** Passes on the next bytes of the chunk; they go out once the next hop has given its go-ahead. */
+  push: (bytes: Uint8Array) => void
+  /** The next hop's answer once it has the whole chunk. */
+  reply: Promise<StoredReply>
+  /** Stops passing the chunk on (the bytes turned out bad, or never all arrived). */
+  abort: (err: Error) => void
+}
+
+/**
+ * Opens the store conversation with `to` at once and sends it the chunk's bytes as they are
+ * pushed, `header.size` in all. The bytes are not checked here: every hop checks the chunk id
+ * itself before it signs a receipt. The pushed buffers are queued by reference, not copied.
+ */
+export function relayChunk (node: Libp2p, to: M.Hop, header: M.ChunkHeader, hop: number, signal?: AbortSignal): Relay {
+  const early: Uint8Array[] = []
+  let open: FrameStream | undefined
+  let pushed = 0
+  let stopped: Error | undefined
+  let allPushed: () => void = () => {}
+  let failed: (err: Error) => void = () => {}
+  const whole = new Promise<void>((resolve, reject) => { allPushed = resolve; failed = reject })
+  whole.catch(() => {})
+  if (header.size === 0) allPushed()
+  const send = (fs: FrameStream, bytes: Uint8Array): void => {
+    // the stream keeps what it cannot send yet and sends it as the next hop's window opens
+    try { fs.stream.send(bytes) } catch (err: any) { failed(err) }
+  }
+  const reply = withStream(node, { peer: to.vendor, addrs: to.addrs }, STORE_PROTOCOL, MAX_VENDOR_MESSAGE, { signal }, async fs => {
+    await fs.write(encode({ t: 'store', header, hop }), { signal })
+    decodeReply(await fs.read({ signal }), { ok: M.Ok }, MAX_VENDOR_MESSAGE)
+    if (stopped != null) throw stopped
+    open = fs
+    for (const bytes of early.splice(0)) send(fs, bytes)
+    await whole
+    return decodeReply(await fs.read({ signal }), { stored: M.Stored }, MAX_VENDOR_MESSAGE)
+  })
+  return {
+    push (bytes) {
+      if (stopped != null || bytes.byteLength === 0) return
+      pushed += bytes.byteLength
+      if (open != null) send(open, bytes)
+      else early.push(bytes)
+      if (pushed >= header.size) allPushed()
+    },
+    reply,
+    abort (err) {
+      stopped ??= err
+      early.length = 0
+      failed(err)
+      open?.stream.abort(err)
+    }
+  }
 }
 
 /** Fetches one chunk's bytes from a vendor with the owner's signed request; the caller checks them against the chunk id. */

@@ -11,9 +11,16 @@ export interface FrameStream {
   write: (frame: Uint8Array, opts?: AbortOptions) => Promise<void>
   /** Sends `bytes` as they are, waiting for the stream to drain between blocks. */
   writeData: (bytes: Uint8Array, opts?: AbortOptions) => Promise<void>
-  /** Reads exactly `size` raw bytes, copied once, straight into the returned buffer. */
-  readData: (size: number, opts?: AbortOptions) => Promise<Uint8Array>
+  /**
+   * Reads exactly `size` raw bytes, copied once, straight into the returned buffer; `onData`, if
+   * given, sees each run of bytes as it lands there (a view of the buffer, not a copy).
+   */
+  readData: (size: number, opts?: ReadDataOptions) => Promise<Uint8Array>
   stream: Stream
+}
+
+export interface ReadDataOptions extends AbortOptions {
+  onData?: (bytes: Uint8Array) => void
 }
 
 /** The peer closed its end before the bytes the reader waits for arrived. */
@@ -72,7 +79,7 @@ function varint (n: number): Uint8Array {
 class Reader {
   private readonly queue: Uint8Array[] = []
   private queued = 0
-  private sink: { out: Uint8Array, got: number } | undefined
+  private sink: { out: Uint8Array, got: number, onData?: (bytes: Uint8Array) => void } | undefined
   private failure: Error | undefined
   private wakers: Array<() => void> = []
 
@@ -92,6 +99,7 @@ class Reader {
       if (sink != null && this.queued === 0) {
         const n = Math.min(buf.byteLength, sink.out.byteLength - sink.got)
         sink.out.set(n === buf.byteLength ? buf : buf.subarray(0, n), sink.got)
+        sink.onData?.(sink.out.subarray(sink.got, sink.got + n))
         sink.got += n
         buf = buf.subarray(n)
       }
@@ -183,12 +191,13 @@ class Reader {
     return out
   }
 
-  async data (size: number, opts?: AbortOptions): Promise<Uint8Array> {
+  async data (size: number, opts?: ReadDataOptions): Promise<Uint8Array> {
     // every byte is written before it is returned, so the buffer need not be zeroed first
     const unzeroed = Buffer.allocUnsafe(size)
     const out = new Uint8Array(unzeroed.buffer, unzeroed.byteOffset, size)
-    const sink = { out, got: Math.min(size, this.queued) }
+    const sink = { out, got: Math.min(size, this.queued), onData: opts?.onData }
     this.drain(sink.got, out)
+    if (sink.got > 0) sink.onData?.(out.subarray(0, sink.got))
     this.sink = sink
     try {
       await this.until(() => sink.got === size, () => `after ${sink.got} of ${size} data bytes`, opts?.signal)

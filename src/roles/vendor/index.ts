@@ -8,7 +8,7 @@ import { call, serve, type Target } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
-import { copyChunk, forwardChunk } from '../../protocol/chunk-transfer.ts'
+import { copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import type { Devices } from '../../store/devices.ts'
@@ -121,18 +121,24 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     try {
       // the sender waits for a go-ahead, so refused chunks cost it no bytes
       await delay()
-      await fs.write(encode({ t: 'ok' }), { signal })
-      const bytes = await fs.readData(header.size, { signal })
-      if (sha256(bytes) !== header.chunkId) throw new IntegrityError(`chunk bytes do not match chunk id ${header.chunkId}`)
+      // the next hop, if any, gets the bytes as they arrive, and checks them itself
       const next = header.route[hop + 1]
-      const [, downstream] = await Promise.all([
-        store.put(header, bytes, header.pieces, me.grant),
-        next == null
-          ? { receipts: [], failed: [] }
-          : forwardChunk(node, next, header, hop + 1, bytes, signal).catch(err => ({ receipts: [], failed: [{ vendor: next.vendor, reason: String(err.message).slice(0, 500) }] }))
-      ])
+      const relay = next != null ? relayChunk(node, next, header, hop + 1, signal) : undefined
+      const downstream = relay == null
+        ? Promise.resolve({ receipts: [], failed: [] })
+        : relay.reply.catch(err => ({ receipts: [], failed: [{ vendor: (next as M.Hop).vendor, reason: String(err.message).slice(0, 500) }] }))
+      let bytes: Uint8Array
+      try {
+        await fs.write(encode({ t: 'ok' }), { signal })
+        bytes = await fs.readData(header.size, { signal, onData: relay?.push })
+        if (sha256(bytes) !== header.chunkId) throw new IntegrityError(`chunk bytes do not match chunk id ${header.chunkId}`)
+      } catch (err: any) {
+        relay?.abort(err)
+        throw err
+      }
+      const [, passed] = await Promise.all([store.put(header, bytes, header.pieces, me.grant), downstream])
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: header.fileId, chunkId: header.chunkId, size: header.size })
-      return { t: 'stored', receipts: [receipt, ...downstream.receipts], failed: downstream.failed }
+      return { t: 'stored', receipts: [receipt, ...passed.receipts], failed: passed.failed }
     } finally {
       inflight--
     }
