@@ -77,7 +77,9 @@ function varint (n: number): Uint8Array {
  * is refused), except while readData waits, when they are copied straight into its buffer.
  */
 class Reader {
-  private readonly queue: Uint8Array[] = []
+  // a queue read from `head`, so many small buffers cost no quadratic shifting
+  private queue: Uint8Array[] = []
+  private head = 0
   private queued = 0
   private sink: { out: Uint8Array, got: number, onData?: (bytes: Uint8Array) => void } | undefined
   private failure: Error | undefined
@@ -110,7 +112,8 @@ class Reader {
     if (this.queued > this.maxBuffer) {
       const err = new LimitError(`the peer sent more than the stream may buffer (${this.maxBuffer} bytes)`)
       this.failure = err
-      this.queue.length = 0
+      this.queue = []
+      this.head = 0
       this.queued = 0
       // let the current dispatch finish first
       queueMicrotask(() => { this.stream.abort(err) })
@@ -144,7 +147,8 @@ class Reader {
   }
 
   private byteAt (i: number): number {
-    for (const buf of this.queue) {
+    for (let k = this.head; k < this.queue.length; k++) {
+      const buf = this.queue[k]
       if (i < buf.byteLength) return buf[i]
       i -= buf.byteLength
     }
@@ -155,13 +159,20 @@ class Reader {
   private drain (n: number, out?: Uint8Array, offset = 0): void {
     this.queued -= n
     while (n > 0) {
-      const buf = this.queue[0]
+      const buf = this.queue[this.head]
       const k = Math.min(n, buf.byteLength)
       out?.set(k === buf.byteLength ? buf : buf.subarray(0, k), offset)
       offset += k
       n -= k
-      if (k === buf.byteLength) this.queue.shift()
-      else this.queue[0] = buf.subarray(k)
+      if (k === buf.byteLength) this.head++
+      else this.queue[this.head] = buf.subarray(k)
+    }
+    if (this.head === this.queue.length) {
+      this.queue = []
+      this.head = 0
+    } else if (this.head > 64 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head)
+      this.head = 0
     }
   }
 
@@ -181,7 +192,7 @@ class Reader {
     if (length > maxFrame) throw new LimitError(`frame over the limit of ${maxFrame} bytes`)
     await this.until(() => this.queued >= prefix + length, () => `after ${this.queued - prefix} of a frame's ${length} bytes`, opts?.signal)
     this.drain(prefix)
-    const first = this.queue[0]
+    const first = this.queue[this.head]
     if (length > 0 && first.byteLength >= length) {
       this.drain(length)
       return first.subarray(0, length)
