@@ -13,7 +13,7 @@ import type { Keystore } from './keystore.ts'
 import { rank, type PathCache, type PathScore } from './rank.ts'
 import { DownloadJournal } from './resume.ts'
 import type { Progress } from './types.ts'
-import { Window } from './window.ts'
+import { MAX_WINDOW_BYTES, Window } from './window.ts'
 
 export interface DownloadContext {
   node: StorNode
@@ -150,7 +150,7 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
 
     const largest = Math.max(1, ...jobs.map(j => j.entry.size))
     const small = largest < 256 * 1024
-    const window = new Window(small ? 4 : 2, small ? 16 : 4, Math.max(2, opts.concurrency), 64 * 1024 * 1024)
+    const window = new Window(small ? 4 : 2, small ? 16 : 4, Math.max(2, opts.concurrency), MAX_WINDOW_BYTES)
     let pending = [...jobs]
     let failure: unknown
     let wake: () => void = () => {}

@@ -18,7 +18,7 @@ import { planPacks, readRange } from './pack.ts'
 import { rank, score, type PathCache } from './rank.ts'
 import { UploadJournal, type UploadState } from './resume.ts'
 import type { Progress } from './types.ts'
-import { Window } from './window.ts'
+import { MAX_WINDOW_BYTES, Window } from './window.ts'
 
 export interface UploadContext {
   node: StorNode
@@ -242,7 +242,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
 
   const largest = Math.min(opts.chunkSize, Math.max(0, ...sources.map(x => x.size)))
   const small = largest < 256 * 1024
-  const window = new Window(small ? 4 : 2, small ? 16 : 4, Math.max(2, opts.concurrency), 64 * 1024 * 1024)
+  const window = new Window(small ? 4 : 2, small ? 16 : 4, Math.max(2, opts.concurrency), MAX_WINDOW_BYTES)
   const lease = keepLease(alloc, ctx.renew, renewed => { for (const c of renewed.candidates) if (hops.has(c.vendor)) hops.set(c.vendor, c) }, ctx.log)
   try {
     await parallel(Math.max(2, opts.concurrency), work.length, async w => {

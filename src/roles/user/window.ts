@@ -1,4 +1,11 @@
 /**
+ * Chunk bytes a transfer keeps in flight at most. Each chunk in flight holds its plaintext and its
+ * sealed form for a while, so this bounds the client's memory whatever the file's size. Measured
+ * peak RSS of a 2 GiB upload: 256-301 MiB at 64 MiB, 207-257 MiB at 32 MiB, at the same speed.
+ */
+export const MAX_WINDOW_BYTES = 32 * 1024 * 1024
+
+/**
  * How many chunks a transfer keeps in flight: bounded by a count and by bytes, and adapted to the
  * path by hill climbing on throughput. Every epoch (as many completions as the current limit) the
  * throughput is compared with the previous epoch's: 5% better grows the limit by one, 10% worse
