@@ -7,10 +7,10 @@ import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { Stream } from '@libp2p/interface'
 import { byteStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createNode, type StorNode } from '../src/node/index.ts'
+import { drained } from '../src/protocol/stream.ts'
 import { RAW_PROTOCOL } from './raw-protocol.ts'
 
 export interface RawPeer {
@@ -57,30 +57,6 @@ export async function startRawPeer (timeoutMs = 30_000): Promise<RawPeer> {
   const addr = addrs.find(a => a.includes('/127.0.0.1/')) ?? addrs[0]
   if (addr == null) { await stop(); throw new Error('raw-peer printed no address') }
   return { addr, child, stderr: () => err, stop }
-}
-
-/**
- * Waits until the stream can take more data: the 'drain' event while `writableNeedsDrain` is
- * set. (`stream.onDrain()` is not used: in @libp2p/utils 7.4.1 its promise is cached and
- * resolves at once after the first drain, so it stops applying back-pressure.)
- */
-export async function drained (stream: Stream, signal?: AbortSignal): Promise<void> {
-  if (!stream.writableNeedsDrain) return
-  await new Promise<void>((resolve, reject) => {
-    const done = (err?: Error): void => {
-      stream.removeEventListener('drain', onDrain)
-      stream.removeEventListener('close', onClose)
-      signal?.removeEventListener('abort', onAbort)
-      if (err != null) reject(err)
-      else resolve()
-    }
-    const onDrain = (): void => { done() }
-    const onClose = (evt: any): void => { done(evt?.error ?? new Error('stream closed while waiting for drain')) }
-    const onAbort = (): void => { done(signal?.reason ?? new Error('aborted')) }
-    stream.addEventListener('drain', onDrain)
-    stream.addEventListener('close', onClose)
-    signal?.addEventListener('abort', onAbort)
-  })
 }
 
 export interface RawResult {
