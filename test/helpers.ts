@@ -4,7 +4,8 @@ import { createReadStream } from 'node:fs'
 import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { binPath } from '../src/cluster.ts'
+import { binPath, startCluster, type Cluster, type ClusterOptions } from '../src/cluster.ts'
+import { openClient, type Client } from '../src/index.ts'
 
 export async function tempDir (name: string): Promise<{ dir: string, remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), `stor-${name}-`))
@@ -68,4 +69,41 @@ export async function cli (args: string[], timeoutMs = 120_000): Promise<CliResu
     child.on('error', reject)
     child.on('exit', code => { clearTimeout(timer); resolve({ code, stdout, stderr }) })
   })
+}
+
+export interface ClusterFixture {
+  /** The temporary folder everything lives under. */
+  readonly dir: string
+  readonly cluster: Cluster
+  /** The client of the user named when the fixture was made. */
+  user: (name: string) => Client
+}
+
+/**
+ * A local network for the enclosing describe block: a temporary folder, a cluster started in it
+ * and one client per name in `users` before its tests; all closed, stopped and removed after them.
+ */
+export function useCluster (name: string, opts: Omit<ClusterOptions, 'dir'>, users: string[]): ClusterFixture {
+  let tmp: Awaited<ReturnType<typeof tempDir>> | undefined
+  let cluster: Cluster | undefined
+  const clients = new Map<string, Client>()
+  before(async function () {
+    tmp = await tempDir(name)
+    cluster = await startCluster({ ...opts, dir: tmp.dir })
+    for (const u of users) clients.set(u, await openClient({ dataDir: join(tmp.dir, u), bootstrap: [cluster.bootstrap] }))
+  })
+  after(async function () {
+    for (const c of clients.values()) await c.close()
+    await cluster?.stop()
+    await tmp?.remove()
+  })
+  return {
+    get dir () { return (tmp as { dir: string }).dir },
+    get cluster () { return cluster as Cluster },
+    user: (u: string) => {
+      const c = clients.get(u)
+      if (c == null) throw new Error(`no user ${u} in this fixture`)
+      return c
+    }
+  }
 }

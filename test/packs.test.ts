@@ -5,46 +5,36 @@ import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { startCluster, openClient, type Cluster, type Client } from '../src/index.ts'
+import type { Client } from '../src/index.ts'
 import { createNode, type StorNode } from '../src/node/index.ts'
 import { FAT_PROTOCOL } from '../src/protocol/ids.ts'
 import { call } from '../src/protocol/rpc.ts'
 import { signRequest } from '../src/protocol/auth.ts'
 import * as M from '../src/protocol/messages.ts'
 import type { PrivateKey } from '@libp2p/interface'
-import { eventually, filesUnder, tempDir } from './helpers.ts'
+import { eventually, filesUnder, useCluster } from './helpers.ts'
 
 const KiB = 1024
 const CHUNK = 256 * KiB
 
 describe('small files share packs', function () {
-  let tmp: Awaited<ReturnType<typeof tempDir>>
-  let cluster: Cluster
-  let user: Client
-  const inDir = (): string => join(tmp.dir, 'in')
+  const net = useCluster('packs', { vendors: 3, devicesPerVendor: 1, deviceSize: '256MiB', fatArgs: ['--heartbeat', '500ms'] }, ['user'])
+  const user = (): Client => net.user('user')
+  const inDir = (): string => join(net.dir, 'in')
 
   /** Pieces on every vendor's disks, as `fileId.chunkId` (one per chunk replica). */
   const chunksOnDisks = async (): Promise<string[]> => {
     const out: string[] = []
-    for (let v = 0; v < cluster.vendors.length; v++) {
+    for (let v = 0; v < net.cluster.vendors.length; v++) {
       const names = new Set<string>()
-      for (const d of cluster.deviceDirs(v)) for (const n of await filesUnder(d)) if (/^[0-9a-f]{32}\.[0-9a-f]{64}\.\d+$/.test(n)) names.add(n.split('.').slice(0, 2).join('.'))
+      for (const d of net.cluster.deviceDirs(v)) for (const n of await filesUnder(d)) if (/^[0-9a-f]{32}\.[0-9a-f]{64}\.\d+$/.test(n)) names.add(n.split('.').slice(0, 2).join('.'))
       out.push(...names)
     }
     return out
   }
 
   before(async function () {
-    tmp = await tempDir('packs')
-    cluster = await startCluster({ dir: tmp.dir, vendors: 3, devicesPerVendor: 1, deviceSize: '256MiB', fatArgs: ['--heartbeat', '500ms'] })
-    user = await openClient({ dataDir: join(tmp.dir, 'user'), bootstrap: [cluster.bootstrap] })
     await mkdir(inDir(), { recursive: true })
-  })
-
-  after(async function () {
-    await user?.close()
-    await cluster?.stop()
-    await tmp?.remove()
   })
 
   it('stores the small files of one upload in one pack, one chunk per replica, and each comes back byte for byte', async function () {
@@ -60,7 +50,7 @@ describe('small files share packs', function () {
     paths.push(big)
     const before = (await chunksOnDisks()).length
 
-    const up = await user.uploadMany(paths, { chunkSize: CHUNK, replicas: 2 })
+    const up = await user().uploadMany(paths, { chunkSize: CHUNK, replicas: 2 })
     const packs = new Set(up.filter(r => r.pack != null).map(r => r.pack))
     assert.equal(packs.size, 1, 'the 40 small files share one pack')
     assert.ok(up.slice(0, 40).every(r => r.pack != null && r.chunks === 0 && r.placements.length === 1))
@@ -75,21 +65,21 @@ describe('small files share packs', function () {
     for (const r of up.slice(0, 40)) assert.ok(!onDisks.some(n => n.startsWith(`${r.fileId}.`)))
 
     // ls shows the files, never the pack
-    const listed = await user.list()
+    const listed = await user().list()
     assert.ok(!listed.some(f => f.fileId === pack))
     for (const r of up) assert.ok(listed.some(f => f.fileId === r.fileId && f.size === r.size))
 
     // all at once, then one small file alone
-    const outDir = join(tmp.dir, 'out-all')
+    const outDir = join(net.dir, 'out-all')
     await mkdir(outDir)
-    const down = await user.downloadMany(up.map((r, i) => ({ fileId: r.fileId, out: join(outDir, `f${i}`) })))
+    const down = await user().downloadMany(up.map((r, i) => ({ fileId: r.fileId, out: join(outDir, `f${i}`) })))
     for (const [i, r] of up.entries()) {
       assert.deepEqual(await readFile(join(outDir, `f${i}`)), await readFile(paths[i]), `file ${i}`)
       if (i < 40) assert.equal(down[i].pack, pack)
     }
     assert.deepEqual((await readdir(outDir)).filter(n => n.startsWith('.stor')), [], 'no fetched pack or partial file is left behind')
-    const one = join(tmp.dir, 'one')
-    await user.download(up[5].fileId, one)
+    const one = join(net.dir, 'one')
+    await user().download(up[5].fileId, one)
     assert.deepEqual(await readFile(one), await readFile(paths[5]))
   })
 
@@ -100,20 +90,20 @@ describe('small files share packs', function () {
       await writeFile(p, randomBytes(1000 + i))
       paths.push(p)
     }
-    const up = await user.uploadMany(paths, { chunkSize: CHUNK })
+    const up = await user().uploadMany(paths, { chunkSize: CHUNK })
     const pack = up[0].pack as string
     assert.ok(pack != null)
-    await assert.rejects(user.release(pack), (err: any) => err.name === 'InvalidArgumentError' && /pack/.test(err.message))
+    await assert.rejects(user().release(pack), (err: any) => err.name === 'InvalidArgumentError' && /pack/.test(err.message))
 
-    for (const r of up.slice(0, 4)) assert.equal((await user.release(r.fileId)).freed, 0)
-    const last = join(tmp.dir, 'last')
-    await user.download(up[4].fileId, last)
+    for (const r of up.slice(0, 4)) assert.equal((await user().release(r.fileId)).freed, 0)
+    const last = join(net.dir, 'last')
+    await user().download(up[4].fileId, last)
     assert.deepEqual(await readFile(last), await readFile(paths[4]))
     assert.equal((await chunksOnDisks()).filter(n => n.startsWith(`${pack}.`)).length, 2, 'the pack stays while one file is left')
 
-    const freed = (await user.release(up[4].fileId)).freed
+    const freed = (await user().release(up[4].fileId)).freed
     assert.ok(freed >= 2 * 5000, `the last file frees the pack's replicas (${freed} bytes)`)
-    await assert.rejects(user.table(pack), (err: any) => err.name === 'NotFoundError')
+    await assert.rejects(user().table(pack), (err: any) => err.name === 'NotFoundError')
     await eventually('the vendors erased the pack', async () => !(await chunksOnDisks()).some(n => n.startsWith(`${pack}.`)))
   })
 
@@ -123,7 +113,7 @@ describe('small files share packs', function () {
     let me: string
     const ask = async (msg: object): Promise<any> => {
       try {
-        return await call(node, multiaddr(cluster.bootstrap), FAT_PROTOCOL, await signRequest(key, me, msg), { allocated: M.Allocated, ok: M.Ok }, { maxReply: M.MAX_FILES * 1000, signal: AbortSignal.timeout(10_000) })
+        return await call(node, multiaddr(net.cluster.bootstrap), FAT_PROTOCOL, await signRequest(key, me, msg), { allocated: M.Allocated, ok: M.Ok }, { maxReply: M.MAX_FILES * 1000, signal: AbortSignal.timeout(10_000) })
       } catch (err: any) {
         return err
       }
