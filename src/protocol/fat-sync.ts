@@ -1,6 +1,6 @@
 import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
-import { MAX_REPLICAS, MAX_WIRE_CHUNK } from './ids.ts'
-import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time } from './messages.ts'
+import { MAX_REPLICAS } from './ids.ts'
+import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields } from './messages.ts'
 
 /**
  * The FAT replicas' own protocol (/stor/fat-sync/1.0.0): the ordered op log that every replica
@@ -44,13 +44,7 @@ const orders = arr(PendingOrder, 100_000)
  * in the file's table; `size` bytes are locked on `to` until it confirms or the order expires.
  */
 export const TransferRecord = obj({
-  id: hex(16),
-  reason: oneOf('repair', 'migrate', 'drain'),
-  owner: peer,
-  fileId,
-  chunkId,
-  size: int(0, MAX_WIRE_CHUNK),
-  from: peer,
+  ...transferFields,
   to: peer,
   replaces: peer,
   issued: time,

@@ -60,19 +60,24 @@ export const Order = obj({
 })
 export type Order = Infer<typeof Order>
 
-/**
- * FAT -> target vendor (and shown by it to the source vendor): copy chunk `chunkId` of file
- * `fileId` from vendor `from` to vendor `to`, after which `to` replaces `replaces` in the file's
- * table. Signed by the FAT; the source serves the chunk only to `to`, only until `expires`.
- */
-export const Transfer = obj({
+/** What a planned copy of one chunk is, both in a signed transfer order and in the FAT's log. */
+export const transferFields = {
   id: hex(16),
   reason: oneOf('repair', 'migrate', 'drain'),
   owner: peer,
   fileId,
   chunkId,
   size: int(0, MAX_WIRE_CHUNK),
-  from: peer,
+  from: peer
+}
+
+/**
+ * FAT -> target vendor (and shown by it to the source vendor): copy chunk `chunkId` of file
+ * `fileId` from vendor `from` to vendor `to`, after which `to` replaces `replaces` in the file's
+ * table. Signed by the FAT; the source serves the chunk only to `to`, only until `expires`.
+ */
+export const Transfer = obj({
+  ...transferFields,
   fromAddrs: addrs,
   to: peer,
   replaces: peer,
