@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { startCluster, type Cluster } from '../src/index.ts'
-import { cli, randomFile, sha256File, tempDir, type CliResult } from './helpers.ts'
+import { cli, randomFile, sha256File, useCluster, type CliResult } from './helpers.ts'
 
 /** A user mistake: one line on stderr naming the problem, exit code 1, no stack trace. */
 function assertOneLineError (r: CliResult, pattern: RegExp): void {
@@ -15,55 +14,43 @@ function assertOneLineError (r: CliResult, pattern: RegExp): void {
 }
 
 describe('command line', function () {
-  let tmp: Awaited<ReturnType<typeof tempDir>>
-  let cluster: Cluster
-  let user: string[]
-
-  before(async function () {
-    tmp = await tempDir('cli')
-    cluster = await startCluster({ dir: tmp.dir, vendors: 2, devicesPerVendor: 1, deviceSize: '256MiB' })
-    user = ['--bootstrap', cluster.bootstrap, '--data-dir', join(tmp.dir, 'user')]
-  })
-
-  after(async function () {
-    await cluster?.stop()
-    await tmp?.remove()
-  })
+  const net = useCluster('cli', { vendors: 2, devicesPerVendor: 1, deviceSize: '256MiB' }, [])
+  const user = (): string[] => ['--bootstrap', net.cluster.bootstrap, '--data-dir', join(net.dir, 'user')]
 
   it('uploads, lists, shows status, downloads with --release, as plain text and --json', async function () {
-    const src = await randomFile(join(tmp.dir, 'doc.bin'), 300_000)
-    const up = await cli(['upload', src, ...user, '--chunk-size', '64KiB'])
+    const src = await randomFile(join(net.dir, 'doc.bin'), 300_000)
+    const up = await cli(['upload', src, ...user(), '--chunk-size', '64KiB'])
     assert.equal(up.code, 0, up.stderr)
     const id = up.stdout.trim()
     assert.match(id, /^[0-9a-f]{32}$/)
     assert.equal(up.stderr, '', 'no progress bar without a terminal')
 
-    const ls = await cli(['ls', ...user, '--json'])
+    const ls = await cli(['ls', ...user(), '--json'])
     assert.equal(ls.code, 0, ls.stderr)
     const listed = JSON.parse(ls.stdout)
     assert.ok(listed.files.some((f: any) => f.fileId === id && f.name === 'doc.bin' && f.size === 300_000))
 
-    const status = JSON.parse((await cli(['status', '--bootstrap', cluster.bootstrap, '--json'])).stdout)
+    const status = JSON.parse((await cli(['status', '--bootstrap', net.cluster.bootstrap, '--json'])).stdout)
     assert.equal(status.vendors.length, 2)
     assert.ok(status.vendors.every((v: any) => v.alive === true && v.used > 0))
 
-    const out = join(tmp.dir, 'doc.out')
-    const down = await cli(['download', id, out, ...user, '--release', '--json'])
+    const out = join(net.dir, 'doc.out')
+    const down = await cli(['download', id, out, ...user(), '--release', '--json'])
     assert.equal(down.code, 0, down.stderr)
     const result = JSON.parse(down.stdout)
     assert.equal(result.released, true)
     assert.equal(result.size, 300_000)
     assert.equal(await sha256File(out), await sha256File(src))
-    assert.equal(JSON.parse((await cli(['ls', ...user, '--json'])).stdout).files.length, 0, 'released files are gone')
+    assert.equal(JSON.parse((await cli(['ls', ...user(), '--json'])).stdout).files.length, 0, 'released files are gone')
   })
 
   it('a missing file', async function () {
-    assertOneLineError(await cli(['upload', join(tmp.dir, 'no-such-file'), ...user]), /FILE: .*no-such-file does not exist/)
+    assertOneLineError(await cli(['upload', join(net.dir, 'no-such-file'), ...user()]), /FILE: .*no-such-file does not exist/)
   })
 
   it('an unknown id, and a malformed one', async function () {
-    assertOneLineError(await cli(['download', 'ab'.repeat(16), join(tmp.dir, 'x'), ...user]), /no file abab/)
-    assertOneLineError(await cli(['release', 'not-an-id', ...user]), /ID: "not-an-id" is not a file id/)
+    assertOneLineError(await cli(['download', 'ab'.repeat(16), join(net.dir, 'x'), ...user()]), /no file abab/)
+    assertOneLineError(await cli(['release', 'not-an-id', ...user()]), /ID: "not-an-id" is not a file id/)
   })
 
   it('a malformed multiaddr', async function () {
@@ -72,21 +59,21 @@ describe('command line', function () {
   })
 
   it('an unreachable bootstrap peer', async function () {
-    const dead = cluster.bootstrap.replace(/\/tcp\/\d+\//, '/tcp/1/')
-    assertOneLineError(await cli(['ls', '--bootstrap', dead, '--data-dir', join(tmp.dir, 'user')]), /no FAT server answered/)
+    const dead = net.cluster.bootstrap.replace(/\/tcp\/\d+\//, '/tcp/1/')
+    assertOneLineError(await cli(['ls', '--bootstrap', dead, '--data-dir', join(net.dir, 'user')]), /no FAT server answered/)
   })
 
   it('a device path that is not a writable directory', async function () {
-    const notDir = join(tmp.dir, 'a-file')
+    const notDir = join(net.dir, 'a-file')
     await writeFile(notDir, 'x')
-    const r = await cli(['--role', 'vendor', '--data-dir', join(tmp.dir, 'v'), '--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', cluster.bootstrap, '--device', join(notDir, 'disk')])
+    const r = await cli(['--role', 'vendor', '--data-dir', join(net.dir, 'v'), '--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', net.cluster.bootstrap, '--device', join(notDir, 'disk')])
     assertOneLineError(r, /--device .*a-file\/disk: not a writable directory/)
   })
 
   it('bad sizes and counts', async function () {
-    const src = await randomFile(join(tmp.dir, 'small'), 10)
-    assertOneLineError(await cli(['upload', src, ...user, '--chunk-size', 'lots']), /--chunk-size: "lots" is not a size/)
-    assertOneLineError(await cli(['upload', src, ...user, '--replicas', 'two']), /--replicas: "two" is not a whole number/)
-    assertOneLineError(await cli(['upload', src, ...user, '--replicas', '3']), /3 replicas need 3 vendors/)
+    const src = await randomFile(join(net.dir, 'small'), 10)
+    assertOneLineError(await cli(['upload', src, ...user(), '--chunk-size', 'lots']), /--chunk-size: "lots" is not a size/)
+    assertOneLineError(await cli(['upload', src, ...user(), '--replicas', 'two']), /--replicas: "two" is not a whole number/)
+    assertOneLineError(await cli(['upload', src, ...user(), '--replicas', '3']), /3 replicas need 3 vendors/)
   })
 })

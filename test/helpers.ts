@@ -6,6 +6,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { binPath, startCluster, type Cluster, type ClusterOptions } from '../src/cluster.ts'
 import { openClient, type Client } from '../src/index.ts'
+import type { Libp2p } from '@libp2p/interface'
+import { openStream, type Target } from '../src/protocol/rpc.ts'
+import { frames } from '../src/protocol/stream.ts'
 
 export async function tempDir (name: string): Promise<{ dir: string, remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), `stor-${name}-`))
@@ -105,5 +108,23 @@ export function useCluster (name: string, opts: Omit<ClusterOptions, 'dir'>, use
       if (c == null) throw new Error(`no user ${u} in this fixture`)
       return c
     }
+  }
+}
+
+/**
+ * Sends raw frames from `node` on a fresh stream and returns the first reply, decoded loosely
+ * (JSON, unchecked); a stream that fails gives `{ t: 'stream-error', message }`.
+ */
+export async function rawRequest (node: Libp2p, target: Target, protocol: string, ...payload: Uint8Array[]): Promise<any> {
+  const stream = await openStream(node, target, protocol, { signal: AbortSignal.timeout(10_000) })
+  const fs = frames(stream, 64 * 1024 * 1024, 64 * 1024 * 1024)
+  try {
+    for (const p of payload) await fs.write(p)
+    const reply = await fs.read({ signal: AbortSignal.timeout(10_000) })
+    return JSON.parse(new TextDecoder().decode(reply))
+  } catch (err: any) {
+    return { t: 'stream-error', message: err.message }
+  } finally {
+    stream.abort(new Error('done'))
   }
 }

@@ -5,84 +5,60 @@ import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PrivateKey } from '@libp2p/interface'
-import { startCluster, openClient, type Cluster, type Client } from '../src/index.ts'
+import type { Client } from '../src/index.ts'
 import { createNode, type StorNode } from '../src/node/index.ts'
 import { loadOrCreateKey } from '../src/node/identity.ts'
 import { FAT_PROTOCOL, ORDER_PROTOCOL, STORE_PROTOCOL, FETCH_PROTOCOL } from '../src/protocol/ids.ts'
-import { openStream } from '../src/protocol/rpc.ts'
-import { frames } from '../src/protocol/stream.ts'
 import { encode } from '../src/protocol/codec.ts'
 import { sign } from '../src/protocol/sign.ts'
 import { signRequest } from '../src/protocol/auth.ts'
 import { sha256 } from '../src/store/devices.ts'
 import type * as M from '../src/protocol/messages.ts'
-import { cli, diskUsage, eventually, filesUnder, randomFile, sha256File, tempDir } from './helpers.ts'
+import { cli, diskUsage, eventually, filesUnder, randomFile, rawRequest, sha256File, useCluster } from './helpers.ts'
 
 const MiB = 1024 * 1024
 
 describe('trust no one: encryption, owners, signed grants and orders, garbage', function () {
-  let tmp: Awaited<ReturnType<typeof tempDir>>
-  let cluster: Cluster
-  let alice: Client
+  const net = useCluster('security', { vendors: 3, devicesPerVendor: 2, deviceSize: '512MiB', fatArgs: ['--lease', '5s', '--heartbeat', '500ms'] }, ['alice'])
+  const alice = (): Client => net.user('alice')
   let mallory: StorNode
   let malloryKey: PrivateKey
   let carolKey: PrivateKey
   let carol: StorNode
 
-  const fat = (): ReturnType<typeof multiaddr> => multiaddr(cluster.bootstrap)
-  const vendorTarget = (i: number): { peer: string, addrs: string[] } => ({ peer: cluster.vendors[i].peerId, addrs: cluster.vendors[i].addrs })
+  const fat = (): ReturnType<typeof multiaddr> => multiaddr(net.cluster.bootstrap)
+  const vendorTarget = (i: number): { peer: string, addrs: string[] } => ({ peer: net.cluster.vendors[i].peerId, addrs: net.cluster.vendors[i].addrs })
   const vendorDisks = async (): Promise<number> => {
     let n = 0
-    for (let v = 0; v < cluster.vendors.length; v++) for (const d of cluster.deviceDirs(v)) n += await diskUsage(d)
+    for (let v = 0; v < net.cluster.vendors.length; v++) for (const d of net.cluster.deviceDirs(v)) n += await diskUsage(d)
     return n
   }
   const fatState = async (): Promise<string> => {
-    const s = await alice.status()
+    const s = await alice().status()
     return JSON.stringify({ files: s.files, allocations: s.allocations, vendors: s.vendors.map(v => [v.vendor, v.used, v.locked]) })
   }
 
-  /** Sends raw frames on a fresh stream and returns the first reply, decoded loosely. */
-  const raw = async (node: StorNode, target: Parameters<typeof openStream>[1], protocol: string, ...payload: Uint8Array[]): Promise<any> => {
-    const stream = await openStream(node, target, protocol, { signal: AbortSignal.timeout(10_000) })
-    const fs = frames(stream, 64 * MiB, 64 * MiB)
-    try {
-      for (const p of payload) await fs.write(p)
-      const reply = await fs.read({ signal: AbortSignal.timeout(10_000) })
-      return JSON.parse(new TextDecoder().decode(reply))
-    } catch (err: any) {
-      return { t: 'stream-error', message: err.message }
-    } finally {
-      stream.abort(new Error('done'))
-    }
-  }
-
   before(async function () {
-    tmp = await tempDir('security')
-    cluster = await startCluster({ dir: tmp.dir, vendors: 3, devicesPerVendor: 2, deviceSize: '512MiB', fatArgs: ['--lease', '5s', '--heartbeat', '500ms'] })
-    alice = await openClient({ dataDir: join(tmp.dir, 'alice'), bootstrap: [cluster.bootstrap] })
     malloryKey = await generateKeyPair('Ed25519')
     mallory = await createNode({ privateKey: malloryKey, listen: [], dhtServer: false })
-    carolKey = await loadOrCreateKey(join(tmp.dir, 'carol'))
+    carolKey = await loadOrCreateKey(join(net.dir, 'carol'))
     carol = await createNode({ privateKey: carolKey, listen: [], dhtServer: false })
   })
 
   after(async function () {
     await mallory?.stop()
     await carol?.stop()
-    await alice?.close()
-    await cluster?.stop()
-    await tmp?.remove()
   })
 
   it('vendors store no plaintext of the uploaded files', async function () {
     const marker = 'STORDAEMON-PLAINTEXT-MARKER-'
     const text = Buffer.from(Array.from({ length: 40_000 }, (_, i) => `${marker}${i}\n`).join(''))
-    const src = join(tmp.dir, 'plain.txt')
+    const src = join(net.dir, 'plain.txt')
     await (await import('node:fs/promises')).writeFile(src, text)
-    const up = await alice.upload(src, { chunkSize: 256 * 1024 })
+    const up = await alice().upload(src, { chunkSize: 256 * 1024 })
     let scanned = 0
-    for (let v = 0; v < cluster.vendors.length; v++) {
-      const root = join(tmp.dir, `vendor${v}`)
+    for (let v = 0; v < net.cluster.vendors.length; v++) {
+      const root = join(net.dir, `vendor${v}`)
       for (const name of await filesUnder(root)) scanned += name.length
       for (const e of await (await import('node:fs/promises')).readdir(root, { recursive: true, withFileTypes: true })) {
         if (!e.isFile()) continue
@@ -92,105 +68,105 @@ describe('trust no one: encryption, owners, signed grants and orders, garbage', 
       }
     }
     assert.ok(scanned > 0)
-    const out = join(tmp.dir, 'plain.out')
-    await alice.download(up.fileId, out)
+    const out = join(net.dir, 'plain.out')
+    await alice().download(up.fileId, out)
     assert.equal(await sha256File(out), await sha256File(src))
   })
 
   it('a user whose keys were exported and imported into a fresh data dir downloads its file', async function () {
-    const src = await randomFile(join(tmp.dir, 'moved'), 1 * MiB + 3)
-    const up = await alice.upload(src)
-    const keyFile = join(tmp.dir, 'alice.keys')
-    const ex = await cli(['key', 'export', keyFile, '--data-dir', join(tmp.dir, 'alice')])
+    const src = await randomFile(join(net.dir, 'moved'), 1 * MiB + 3)
+    const up = await alice().upload(src)
+    const keyFile = join(net.dir, 'alice.keys')
+    const ex = await cli(['key', 'export', keyFile, '--data-dir', join(net.dir, 'alice')])
     assert.equal(ex.code, 0, ex.stderr)
-    const fresh = join(tmp.dir, 'alice-on-another-machine')
+    const fresh = join(net.dir, 'alice-on-another-machine')
     const im = await cli(['key', 'import', keyFile, '--data-dir', fresh, '--json'])
     assert.equal(im.code, 0, im.stderr)
-    assert.equal(JSON.parse(im.stdout).peerId, alice.peerId)
-    const out = join(tmp.dir, 'moved.out')
-    const down = await cli(['download', up.fileId, out, '--bootstrap', cluster.bootstrap, '--data-dir', fresh])
+    assert.equal(JSON.parse(im.stdout).peerId, alice().peerId)
+    const out = join(net.dir, 'moved.out')
+    const down = await cli(['download', up.fileId, out, '--bootstrap', net.cluster.bootstrap, '--data-dir', fresh])
     assert.equal(down.code, 0, down.stderr)
     assert.equal(await sha256File(out), await sha256File(src))
-    const clash = await cli(['key', 'import', keyFile, '--data-dir', join(tmp.dir, 'carol')])
+    const clash = await cli(['key', 'import', keyFile, '--data-dir', join(net.dir, 'carol')])
     assert.equal(clash.code, 1)
     assert.match(clash.stderr, /already holds identity/)
   })
 
   it('refuses garbage, oversized frames, forgeries, expired grants, replays and strangers\' orders, changing nothing', async function () {
-    const src = await randomFile(join(tmp.dir, 'target'), 2 * MiB)
-    const up = await alice.upload(src, { chunkSize: MiB })
-    await eventually('the lease timer settled', async () => (await alice.status()).allocations === 0)
+    const src = await randomFile(join(net.dir, 'target'), 2 * MiB)
+    const up = await alice().upload(src, { chunkSize: MiB })
+    await eventually('the lease timer settled', async () => (await alice().status()).allocations === 0)
     const disks = await vendorDisks()
     const state = await fatState()
     const chunk = up.placements[0]
-    const holder = cluster.vendors.findIndex(v => v.peerId === chunk.vendors[0])
+    const holder = net.cluster.vendors.findIndex(v => v.peerId === chunk.vendors[0])
 
     // garbage on every protocol: a clear error, never a crash
     for (const [target, protocol] of [[fat(), FAT_PROTOCOL], [vendorTarget(0), STORE_PROTOCOL], [vendorTarget(0), FETCH_PROTOCOL], [vendorTarget(0), ORDER_PROTOCOL]] as const) {
-      const r = await raw(mallory, target, protocol, randomBytes(500))
+      const r = await rawRequest(mallory, target, protocol, randomBytes(500))
       assert.equal(r.t, 'error', `${protocol}: ${JSON.stringify(r)}`)
       assert.equal(r.code, 'ERR_MALFORMED')
-      const wrongType = await raw(mallory, target, protocol, encode({ t: 'release', fileId: up.fileId }))
+      const wrongType = await rawRequest(mallory, target, protocol, encode({ t: 'release', fileId: up.fileId }))
       assert.equal(wrongType.t, 'error')
     }
 
     // an oversized frame is refused before it is read
-    const huge = await raw(mallory, vendorTarget(0), STORE_PROTOCOL, new Uint8Array(200 * 1024))
+    const huge = await rawRequest(mallory, vendorTarget(0), STORE_PROTOCOL, new Uint8Array(200 * 1024))
     assert.equal(huge.code, 'ERR_LIMIT', JSON.stringify(huge))
-    const hugeFat = await raw(mallory, fat(), FAT_PROTOCOL, new Uint8Array(17 * MiB))
+    const hugeFat = await rawRequest(mallory, fat(), FAT_PROTOCOL, new Uint8Array(17 * MiB))
     assert.equal(hugeFat.code, 'ERR_LIMIT', JSON.stringify(hugeFat))
 
     // a grant the adversary signed itself, and one claiming to be the FAT's
     const bytes = randomBytes(1000)
     const chunkId = sha256(bytes)
     const me = mallory.peerId.toString()
-    const v0 = cluster.vendors[0].peerId
-    for (const [fatId, why] of [[me, /not a FAT server of this network/], [cluster.fat.peerId, /grant signature/]] as const) {
+    const v0 = net.cluster.vendors[0].peerId
+    for (const [fatId, why] of [[me, /not a FAT server of this network/], [net.cluster.fat.peerId, /grant signature/]] as const) {
       const grant = await sign<M.Grant>(malloryKey, 'grant', { allocationId: randomBytes(16).toString('hex'), owner: me, vendor: v0, bytes: 10 * MiB, expires: Date.now() + 60_000, fat: fatId })
       const header = await sign<M.ChunkHeader>(malloryKey, 'header', { owner: me, allocationId: grant.allocationId, fileId: randomBytes(16).toString('hex'), chunkId, size: bytes.byteLength, pieces: 1, route: [{ vendor: v0, addrs: [], grant }] })
-      const r = await raw(mallory, vendorTarget(0), STORE_PROTOCOL, encode({ t: 'store', header, hop: 0 }), bytes)
+      const r = await rawRequest(mallory, vendorTarget(0), STORE_PROTOCOL, encode({ t: 'store', header, hop: 0 }), bytes)
       assert.equal(r.code, 'ERR_ACCESS_DENIED', JSON.stringify(r))
       assert.match(r.message, why)
     }
 
     // an expired grant, used by its rightful owner
     const carolId = carol.peerId.toString()
-    const alloc = await raw(carol, fat(), FAT_PROTOCOL, encode(await signRequest(carolKey, carolId, { t: 'allocate', sizes: [1000], replicas: 1, chunkSize: MiB })))
+    const alloc = await rawRequest(carol, fat(), FAT_PROTOCOL, encode(await signRequest(carolKey, carolId, { t: 'allocate', sizes: [1000], replicas: 1, chunkSize: MiB })))
     assert.equal(alloc.t, 'allocated', JSON.stringify(alloc))
     const hop = alloc.candidates[0] as M.Hop
     await eventually('the grant expired', async () => Date.now() > hop.grant.expires + 100)
     const sealed = randomBytes(1028)
     const expiredHeader = await sign<M.ChunkHeader>(carolKey, 'header', { owner: carolId, allocationId: alloc.allocationId, fileId: alloc.fileIds[0], chunkId: sha256(sealed), size: sealed.byteLength, pieces: 1, route: [hop] })
-    const target = cluster.vendors.findIndex(v => v.peerId === hop.vendor)
-    const expired = await raw(carol, vendorTarget(target), STORE_PROTOCOL, encode({ t: 'store', header: expiredHeader, hop: 0 }), sealed)
+    const target = net.cluster.vendors.findIndex(v => v.peerId === hop.vendor)
+    const expired = await rawRequest(carol, vendorTarget(target), STORE_PROTOCOL, encode({ t: 'store', header: expiredHeader, hop: 0 }), sealed)
     assert.equal(expired.code, 'ERR_ACCESS_DENIED')
     assert.match(expired.message, /expired/)
 
     // a replayed request
-    await eventually('the lease timer settled', async () => (await alice.status()).allocations === 0)
+    await eventually('the lease timer settled', async () => (await alice().status()).allocations === 0)
     const request = encode(await signRequest(carolKey, carolId, { t: 'list' }))
-    assert.equal((await raw(carol, fat(), FAT_PROTOCOL, request)).t, 'files')
-    const replay = await raw(carol, fat(), FAT_PROTOCOL, request)
+    assert.equal((await rawRequest(carol, fat(), FAT_PROTOCOL, request)).t, 'files')
+    const replay = await rawRequest(carol, fat(), FAT_PROTOCOL, request)
     assert.equal(replay.code, 'ERR_ACCESS_DENIED')
     assert.match(replay.message, /replayed/)
 
-    // another user's release: mallory signs as herself, then pretends to be alice
-    const steal = await raw(mallory, fat(), FAT_PROTOCOL, encode(await signRequest(await generateKeyPair('Ed25519'), me, { t: 'release', fileId: up.fileId })))
+    // another user's release: mallory signs as herself, then pretends to be alice()
+    const steal = await rawRequest(mallory, fat(), FAT_PROTOCOL, encode(await signRequest(await generateKeyPair('Ed25519'), me, { t: 'release', fileId: up.fileId })))
     assert.equal(steal.code, 'ERR_ACCESS_DENIED')
-    const own = await raw(carol, fat(), FAT_PROTOCOL, encode(await signRequest(carolKey, carolId, { t: 'release', fileId: up.fileId })))
+    const own = await rawRequest(carol, fat(), FAT_PROTOCOL, encode(await signRequest(carolKey, carolId, { t: 'release', fileId: up.fileId })))
     assert.equal(own.code, 'ERR_ACCESS_DENIED')
     assert.match(own.message, /another user/)
-    const forged = await raw(mallory, fat(), FAT_PROTOCOL, encode(await signRequest(carolKey, alice.peerId, { t: 'release', fileId: up.fileId })))
+    const forged = await rawRequest(mallory, fat(), FAT_PROTOCOL, encode(await signRequest(carolKey, alice().peerId, { t: 'release', fileId: up.fileId })))
     assert.equal(forged.code, 'ERR_ACCESS_DENIED')
 
     // a fetch by someone else
-    const theft = await raw(carol, vendorTarget(holder), FETCH_PROTOCOL, encode(await signRequest(carolKey, carolId, { t: 'fetch', fileId: up.fileId, chunkId: chunk.chunkId })))
+    const theft = await rawRequest(carol, vendorTarget(holder), FETCH_PROTOCOL, encode(await signRequest(carolKey, carolId, { t: 'fetch', fileId: up.fileId, chunkId: chunk.chunkId })))
     assert.equal(theft.code, 'ERR_ACCESS_DENIED')
 
     // an erase order signed by a stranger, and one naming the real FAT but signed by the stranger
-    for (const [fatId, why] of [[me, /not a FAT server of this network/], [cluster.fat.peerId, /order signature/]] as const) {
+    for (const [fatId, why] of [[me, /not a FAT server of this network/], [net.cluster.fat.peerId, /order signature/]] as const) {
       const order = await sign<M.Order>(malloryKey, 'order', { id: randomBytes(16).toString('hex'), kind: 'erase', scope: up.fileId, vendor: chunk.vendors[0], keep: [], issued: Date.now(), fat: fatId })
-      const r = await raw(mallory, vendorTarget(holder), ORDER_PROTOCOL, encode({ t: 'order', order }))
+      const r = await rawRequest(mallory, vendorTarget(holder), ORDER_PROTOCOL, encode({ t: 'order', order }))
       assert.equal(r.code, 'ERR_ACCESS_DENIED', JSON.stringify(r))
       assert.match(r.message, why)
     }
@@ -199,12 +175,12 @@ describe('trust no one: encryption, owners, signed grants and orders, garbage', 
     assert.equal(await fatState(), state, 'nothing changed in the FAT\'s table')
 
     // and everyone else is still served
-    const out = join(tmp.dir, 'target.out')
-    await alice.download(up.fileId, out)
+    const out = join(net.dir, 'target.out')
+    await alice().download(up.fileId, out)
     assert.equal(await sha256File(out), await sha256File(src))
-    const again = await randomFile(join(tmp.dir, 'after'), MiB + 1)
-    const up2 = await alice.upload(again)
-    await alice.download(up2.fileId, join(tmp.dir, 'after.out'))
-    assert.equal(await sha256File(join(tmp.dir, 'after.out')), await sha256File(again))
+    const again = await randomFile(join(net.dir, 'after'), MiB + 1)
+    const up2 = await alice().upload(again)
+    await alice().download(up2.fileId, join(net.dir, 'after.out'))
+    assert.equal(await sha256File(join(net.dir, 'after.out')), await sha256File(again))
   })
 })

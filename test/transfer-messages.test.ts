@@ -3,19 +3,18 @@ import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { startCluster, openClient, type Cluster, type Client } from '../src/index.ts'
+import type { Client } from '../src/index.ts'
 import { createNode, type StorNode } from '../src/node/index.ts'
 import { loadOrCreateKey } from '../src/node/identity.ts'
 import { FAT_PROTOCOL, ORDER_PROTOCOL, FETCH_PROTOCOL } from '../src/protocol/ids.ts'
-import { openStream } from '../src/protocol/rpc.ts'
-import { frames } from '../src/protocol/stream.ts'
+import type { Target } from '../src/protocol/rpc.ts'
 import { decode, encode } from '../src/protocol/codec.ts'
 import { sign } from '../src/protocol/sign.ts'
 import { signRequest } from '../src/protocol/auth.ts'
 import * as M from '../src/protocol/messages.ts'
 import type { Check } from '../src/protocol/schema.ts'
 import { multiaddr } from '@multiformats/multiaddr'
-import { randomFile, sha256File, tempDir } from './helpers.ts'
+import { randomFile, rawRequest, sha256File, useCluster } from './helpers.ts'
 
 const MiB = 1024 * 1024
 const hex = (n: number): string => randomBytes(n).toString('hex')
@@ -85,58 +84,42 @@ describe('new wire messages: transfer orders, copies, confirmations, drain, load
   })
 
   describe('on the wire', function () {
-    let tmp: Awaited<ReturnType<typeof tempDir>>
-    let cluster: Cluster
-    let alice: Client
+    const net = useCluster('xfer-msgs', { vendors: 2, devicesPerVendor: 1, deviceSize: '256MiB', fatArgs: ['--heartbeat', '500ms'] }, ['alice'])
+    const alice = (): Client => net.user('alice')
     let mallory: StorNode
     let malloryKey: PrivateKey
 
-    const raw = async (target: Parameters<typeof openStream>[1], protocol: string, msg: Uint8Array): Promise<any> => {
-      const stream = await openStream(mallory, target, protocol, { signal: AbortSignal.timeout(10_000) })
-      const fs = frames(stream, 64 * MiB, 64 * MiB)
-      try {
-        await fs.write(msg)
-        return JSON.parse(new TextDecoder().decode(await fs.read({ signal: AbortSignal.timeout(10_000) })))
-      } finally {
-        stream.abort(new Error('done'))
-      }
-    }
-    const vendor = (i: number): { peer: string, addrs: string[] } => ({ peer: cluster.vendors[i].peerId, addrs: cluster.vendors[i].addrs })
+    const raw = async (target: Target, protocol: string, msg: Uint8Array): Promise<any> => await rawRequest(mallory, target, protocol, msg)
+    const vendor = (i: number): { peer: string, addrs: string[] } => ({ peer: net.cluster.vendors[i].peerId, addrs: net.cluster.vendors[i].addrs })
 
     before(async function () {
-      tmp = await tempDir('xfer-msgs')
-      cluster = await startCluster({ dir: tmp.dir, vendors: 2, devicesPerVendor: 1, deviceSize: '256MiB', fatArgs: ['--heartbeat', '500ms'] })
-      alice = await openClient({ dataDir: join(tmp.dir, 'alice'), bootstrap: [cluster.bootstrap] })
       malloryKey = await generateKeyPair('Ed25519')
       mallory = await createNode({ privateKey: malloryKey, listen: [], dhtServer: false })
     })
 
     after(async function () {
       await mallory?.stop()
-      await alice?.close()
-      await cluster?.stop()
-      await tmp?.remove()
     })
 
     it('refuses forged, misdirected and expired transfers, copies, confirmations and drains, and keeps serving', async function () {
-      const src = await randomFile(join(tmp.dir, 'f'), MiB)
-      const up = await alice.upload(src, { chunkSize: MiB })
+      const src = await randomFile(join(net.dir, 'f'), MiB)
+      const up = await alice().upload(src, { chunkSize: MiB })
       const c = up.placements[0]
       const me = mallory.peerId.toString()
-      const [v0, v1] = cluster.vendors.map(v => v.peerId)
+      const [v0, v1] = net.cluster.vendors.map(v => v.peerId)
       // the FAT's real key, read from its data directory, to sign orders that differ in one respect
-      const fatKey = await loadOrCreateKey(cluster.fat.dataDir)
-      const base = { id: hex(16), reason: 'migrate' as const, owner: alice.peerId, fileId: up.fileId, chunkId: c.chunkId, size: (await alice.table(up.fileId)).table.chunks[0].size, from: v0, fromAddrs: cluster.vendors[0].addrs, to: me, replaces: v0, expires: Date.now() + 60_000, fat: cluster.fat.peerId }
+      const fatKey = await loadOrCreateKey(net.cluster.fat.dataDir)
+      const base = { id: hex(16), reason: 'migrate' as const, owner: alice().peerId, fileId: up.fileId, chunkId: c.chunkId, size: (await alice().table(up.fileId)).table.chunks[0].size, from: v0, fromAddrs: net.cluster.vendors[0].addrs, to: me, replaces: v0, expires: Date.now() + 60_000, fat: net.cluster.fat.peerId }
 
       // garbage on the new message types
-      for (const [target, protocol, t] of [[vendor(0), ORDER_PROTOCOL, 'transfer'], [vendor(0), FETCH_PROTOCOL, 'copy'], [cluster.bootstrap, FAT_PROTOCOL, 'copied'], [cluster.bootstrap, FAT_PROTOCOL, 'drain']] as const) {
+      for (const [target, protocol, t] of [[vendor(0), ORDER_PROTOCOL, 'transfer'], [vendor(0), FETCH_PROTOCOL, 'copy'], [net.cluster.bootstrap, FAT_PROTOCOL, 'copied'], [net.cluster.bootstrap, FAT_PROTOCOL, 'drain']] as const) {
         const tgt = typeof target === 'string' ? multiaddr(target) : target
         const r = await raw(tgt, protocol, encode({ t, transfer: { id: 'x' }, vendor: 7 }))
         assert.equal(r.code, 'ERR_MALFORMED', `${t}: ${JSON.stringify(r)}`)
       }
 
       // a copy with a transfer signed by a stranger, and one naming the real FAT but signed by the stranger
-      for (const [fatId, why] of [[me, /not a FAT server/], [cluster.fat.peerId, /transfer signature/]] as const) {
+      for (const [fatId, why] of [[me, /not a FAT server/], [net.cluster.fat.peerId, /transfer signature/]] as const) {
         const forged = await sign<M.Transfer>(malloryKey, 'transfer', { ...base, fat: fatId })
         const r = await raw(vendor(0), FETCH_PROTOCOL, encode({ t: 'copy', transfer: forged }))
         assert.equal(r.code, 'ERR_ACCESS_DENIED', JSON.stringify(r))
@@ -156,7 +139,7 @@ describe('new wire messages: transfer orders, copies, confirmations, drain, load
 
       // a confirmation the FAT never ordered, and one from someone who is not the target
       const receipt = await sign<M.Receipt>(malloryKey, 'receipt', { vendor: me, fileId: up.fileId, chunkId: c.chunkId, size: base.size })
-      const fat = multiaddr(cluster.bootstrap)
+      const fat = multiaddr(net.cluster.bootstrap)
       const unknown = await raw(fat, FAT_PROTOCOL, encode({ t: 'copied', transfer: misdirected, receipt }))
       assert.equal(unknown.code, 'ERR_NOT_FOUND', JSON.stringify(unknown))
       const notTarget = await raw(fat, FAT_PROTOCOL, encode({ t: 'copied', transfer: { ...misdirected, to: v1 }, receipt }))
@@ -169,12 +152,12 @@ describe('new wire messages: transfer orders, copies, confirmations, drain, load
       assert.equal(drain.code, 'ERR_ACCESS_DENIED', JSON.stringify(drain))
 
       // nothing moved, and everyone is still served
-      const s = await alice.status()
+      const s = await alice().status()
       assert.ok(s.vendors.every(v => !v.draining && v.transfers === 0))
-      const { table } = await alice.table(up.fileId)
+      const { table } = await alice().table(up.fileId)
       assert.deepEqual(table.chunks[0].replicas.map(r => r.vendor).sort(), c.vendors.slice().sort())
-      await alice.download(up.fileId, join(tmp.dir, 'f.out'))
-      assert.equal(await sha256File(join(tmp.dir, 'f.out')), await sha256File(src))
+      await alice().download(up.fileId, join(net.dir, 'f.out'))
+      assert.equal(await sha256File(join(net.dir, 'f.out')), await sha256File(src))
     })
   })
 })
