@@ -92,8 +92,8 @@ export function relayChunk (node: Libp2p, to: M.Hop, header: M.ChunkHeader, hop:
   }
 }
 
-/** Fetches one chunk's bytes from a vendor with the owner's signed request; the caller checks them against the chunk id. */
-export async function fetchChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch>, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
+/** Asks a vendor for one chunk's bytes on the fetch protocol (`fetch` or `copy`); the caller checks them against the chunk id. */
+async function requestChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch> | M.Message<typeof M.Copy>, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
   return await withStream(node, from, FETCH_PROTOCOL, MAX_DATA_BUFFER, { signal }, async fs => {
     await fs.write(encode(request), { signal })
     const head = decodeReply(await fs.read({ signal }), { chunk: M.ChunkReply }, MAX_VENDOR_MESSAGE)
@@ -102,15 +102,15 @@ export async function fetchChunk (node: Libp2p, from: Target, request: M.Message
   })
 }
 
+/** Fetches one chunk's bytes from a vendor with the owner's signed request. */
+export async function fetchChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch>, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
+  return await requestChunk(node, from, request, expectedSize, signal)
+}
+
 /**
  * Copies one chunk from the vendor holding it, on the strength of a FAT-signed transfer order that
- * names this node as its target; the caller checks the bytes against the chunk id.
+ * names this node as its target.
  */
 export async function copyChunk (node: Libp2p, transfer: M.Transfer, signal?: AbortSignal): Promise<Uint8Array> {
-  return await withStream(node, { peer: transfer.from, addrs: transfer.fromAddrs }, FETCH_PROTOCOL, MAX_DATA_BUFFER, { signal }, async fs => {
-    await fs.write(encode({ t: 'copy', transfer }), { signal })
-    const head = decodeReply(await fs.read({ signal }), { chunk: M.ChunkReply }, MAX_VENDOR_MESSAGE)
-    if (head.size !== transfer.size) throw new MalformedMessageError(`vendor offers ${head.size} bytes for a chunk of ${transfer.size}`)
-    return await fs.readData(head.size, { signal })
-  })
+  return await requestChunk(node, { peer: transfer.from, addrs: transfer.fromAddrs }, { t: 'copy', transfer }, transfer.size, signal)
 }

@@ -298,14 +298,15 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     chunks
   })
   const packSlot = (f: number): number => paths.length + (packOf.get(f)?.pack ?? 0)
+  const bySlot = new Map(sources.map(s => [s.slot, s]))
   const tables: M.FileTable[] = [
     ...paths.map((_, f) => {
       const p = packOf.get(f)
-      if (p == null) return table(f, names[f], fileKeys[f], (sources.find(s => s.slot === f) as Source).chunks)
+      if (p == null) return table(f, names[f], fileKeys[f], (bySlot.get(f) as Source).chunks)
       // a packed file is read with its pack's key
       return { ...table(f, names[f], fileKeys[packSlot(f)], []), packed: { pack: alloc.fileIds[packSlot(f)], offset: p.offset } }
     }),
-    ...packs.map((p, k) => ({ ...table(paths.length + k, `pack of ${p.members.length} files`, fileKeys[paths.length + k], sources.find(s => s.slot === paths.length + k)?.chunks ?? []), kind: 'pack' as const }))
+    ...packs.map((p, k) => ({ ...table(paths.length + k, `pack of ${p.members.length} files`, fileKeys[paths.length + k], (bySlot.get(paths.length + k) as Source).chunks), kind: 'pack' as const }))
   ]
   try {
     await ctx.commit(allocationId, tables)
@@ -321,7 +322,6 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   }
   ctx.log('upload %s: committed', allocationId)
   await journal.remove()
-  const bySlot = new Map(sources.map(s => [s.slot, s]))
   const placements = (s: Source): Placement[] => s.chunks.map(c => ({ chunk: c.i, chunkId: c.id, vendors: c.replicas.map(r => r.vendor) }))
   return paths.map((path, f) => {
     const own = bySlot.get(f)
