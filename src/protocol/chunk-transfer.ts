@@ -93,18 +93,18 @@ export function relayChunk (node: Libp2p, to: M.Hop, header: M.ChunkHeader, hop:
 }
 
 /** Asks a vendor for one chunk's bytes on the fetch protocol (`fetch` or `copy`); the caller checks them against the chunk id. */
-async function requestChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch> | M.Message<typeof M.Copy>, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
+async function requestChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch> | M.Message<typeof M.Copy>, expectedSize: number, signal?: AbortSignal, into?: Uint8Array): Promise<Uint8Array> {
   return await withStream(node, from, FETCH_PROTOCOL, MAX_DATA_BUFFER, { signal }, async fs => {
     await fs.write(encode(request), { signal })
     const head = decodeReply(await fs.read({ signal }), { chunk: M.ChunkReply }, MAX_VENDOR_MESSAGE)
     if (head.size !== expectedSize) throw new MalformedMessageError(`vendor offers ${head.size} bytes for a chunk of ${expectedSize}`)
-    return await fs.readData(head.size, { signal })
+    return await fs.readData(head.size, { signal, into })
   })
 }
 
-/** Fetches one chunk's bytes from a vendor with the owner's signed request. */
-export async function fetchChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch>, expectedSize: number, signal?: AbortSignal): Promise<Uint8Array> {
-  return await requestChunk(node, from, request, expectedSize, signal)
+/** Fetches one chunk's bytes from a vendor with the owner's signed request, into `into` if given. */
+export async function fetchChunk (node: Libp2p, from: Target, request: M.Message<typeof M.Fetch>, expectedSize: number, signal?: AbortSignal, into?: Uint8Array): Promise<Uint8Array> {
+  return await requestChunk(node, from, request, expectedSize, signal, into)
 }
 
 /**

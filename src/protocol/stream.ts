@@ -21,6 +21,11 @@ export interface FrameStream {
 
 export interface ReadDataOptions extends AbortOptions {
   onData?: (bytes: Uint8Array) => void
+  /**
+   * The buffer to read into (exactly `size` bytes), e.g. one from a BufferPool; once readData has
+   * returned or thrown, nothing writes into it any more.
+   */
+  into?: Uint8Array
 }
 
 /** The peer closed its end before the bytes the reader waits for arrived. */
@@ -70,6 +75,11 @@ function varint (n: number): Uint8Array {
     n = Math.floor(n / 128)
   }
   return out
+}
+
+function unzeroed (size: number): Uint8Array {
+  const buf = Buffer.allocUnsafe(size)
+  return new Uint8Array(buf.buffer, buf.byteOffset, size)
 }
 
 /**
@@ -203,9 +213,9 @@ class Reader {
   }
 
   async data (size: number, opts?: ReadDataOptions): Promise<Uint8Array> {
+    if (opts?.into != null && opts.into.byteLength !== size) throw new RangeError(`readData: the buffer holds ${opts.into.byteLength} bytes, not ${size}`)
     // every byte is written before it is returned, so the buffer need not be zeroed first
-    const unzeroed = Buffer.allocUnsafe(size)
-    const out = new Uint8Array(unzeroed.buffer, unzeroed.byteOffset, size)
+    const out = opts?.into ?? unzeroed(size)
     const sink = { out, got: Math.min(size, this.queued), onData: opts?.onData }
     this.drain(sink.got, out)
     if (sink.got > 0) sink.onData?.(out.subarray(0, sink.got))

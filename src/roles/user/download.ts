@@ -8,7 +8,9 @@ import type * as M from '../../protocol/messages.ts'
 import { signRequest } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
 import { sha256 } from '../../store/devices.ts'
+import type { BufferPool } from '../../buffer-pool.ts'
 import { decryptChunk } from './cipher.ts'
+import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
 import type { Keystore } from './keystore.ts'
 import { rank, type PathCache, type PathScore } from './rank.ts'
 import { DownloadJournal } from './resume.ts'
@@ -21,6 +23,8 @@ export interface DownloadContext {
   keystore: Keystore
   log: Logger
   paths: PathCache
+  /** Where chunk buffers come from and go back to. */
+  buffers: BufferPool
 }
 
 export interface DownloadOptions {
@@ -192,13 +196,23 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
         try {
           const signal = AbortSignal.any([ctrl.signal, AbortSignal.timeout(opts.chunkTimeoutMs), ...(opts.signal != null ? [opts.signal] : [])])
           const request = await signRequest(ctx.key, table.owner, { t: 'fetch' as const, fileId: table.fileId, chunkId: job.entry.id })
-          const sealed = await fetchChunk(ctx.node, { peer: m.vendor, addrs: addrs.get(m.vendor) ?? [] }, request, size, signal)
-          if (job.done) { ok = true; return }
-          if (sha256(sealed) !== job.entry.id) throw new IntegrityError(`chunk ${job.i} from ${m.vendor} does not match its hash`)
-          const plain = decryptChunk(fileKeys[job.item], table.fileId, job.i, sealed)
-          m.observe(size, performance.now() - started)
-          ok = true
-          if (!job.done) await finish(job, m, plain)
+          // once fetchChunk has returned or thrown nothing writes into `sealed`: it always goes back
+          const sealed = ctx.buffers.take(size)
+          try {
+            await fetchChunk(ctx.node, { peer: m.vendor, addrs: addrs.get(m.vendor) ?? [] }, request, size, signal, sealed)
+            if (job.done) { ok = true; return }
+            if (sha256(sealed) !== job.entry.id) throw new IntegrityError(`chunk ${job.i} from ${m.vendor} does not match its hash`)
+            const plain = decryptChunk(fileKeys[job.item], table.fileId, job.i, sealed, ctx.buffers.take(size - CHUNK_OVERHEAD))
+            m.observe(size, performance.now() - started)
+            ok = true
+            try {
+              if (!job.done) await finish(job, m, plain)
+            } finally {
+              ctx.buffers.give(plain)
+            }
+          } finally {
+            ctx.buffers.give(sealed)
+          }
         } catch (err: any) {
           if (job.done || opts.signal?.aborted === true || failure != null) return
           ctx.log('chunk %d of %s from %s failed: %s', job.i, table.fileId, m.vendor, err.message)

@@ -10,6 +10,8 @@ import { signRequest } from '../../protocol/auth.ts'
 import type { Check } from '../../protocol/schema.ts'
 import type { StorNode } from '../../node/index.ts'
 import { parallel } from '../../parallel.ts'
+import { createBufferPool } from '../../buffer-pool.ts'
+import { MAX_WINDOW_BYTES } from './window.ts'
 import { download, type DownloadResult } from './download.ts'
 import { PathCache, rank, type PathScore } from './rank.ts'
 import { Keystore } from './keystore.ts'
@@ -99,6 +101,8 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const { node, log } = opts
   const keystore = await Keystore.open(opts.dataDir, opts.newIdentity)
   const paths = new PathCache(opts.dataDir)
+  // enough idle buffers for a full window of chunks, sealed and plain
+  const buffers = createBufferPool(MAX_WINDOW_BYTES * 2)
   if (opts.fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
 
   const self = node.peerId.toString()
@@ -172,6 +176,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
     log,
     paths,
     dataDir: opts.dataDir,
+    buffers,
     allocate,
     renew,
     commit: async (allocationId, tables) => {
@@ -235,7 +240,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
       ...found.tables.flatMap((t, f) => t.packed == null ? [{ reply: reply(t), out: files[f].out }] : []),
       ...[...packOuts].map(([pack, out]) => ({ reply: reply(found.packs.get(pack) as M.FileTable), out }))
     ]
-    const fetched = await download({ node, key: opts.key, keystore, log, paths }, items, {
+    const fetched = await download({ node, key: opts.key, keystore, log, paths, buffers }, items, {
       concurrency: o.concurrency ?? DEFAULT_CONCURRENCY, chunkTimeoutMs: CHUNK_TIMEOUT_MS, resume: o.resume, signal: o.signal, onProgress: o.onProgress
     })
     const byOut = new Map(fetched.map(r => [r.out, r]))

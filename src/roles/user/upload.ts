@@ -11,7 +11,9 @@ import { sign, verify } from '../../protocol/sign.ts'
 import type { StorNode } from '../../node/index.ts'
 import { sha256 } from '../../store/devices.ts'
 import { parallel } from '../../parallel.ts'
+import type { BufferPool } from '../../buffer-pool.ts'
 import { encryptChunk, nonceOf } from './cipher.ts'
+import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
 import type { Keystore } from './keystore.ts'
 import { keepLease } from './lease.ts'
 import { planPacks, readRange } from './pack.ts'
@@ -27,6 +29,8 @@ export interface UploadContext {
   log: Logger
   paths: PathCache
   dataDir: string
+  /** Where chunk buffers come from and go back to. */
+  buffers: BufferPool
   allocate: (sizes: number[], replicas: number, chunkSize: number, packed?: number[]) => Promise<M.Message<typeof M.Allocated>>
   renew: (allocationId: string) => Promise<M.Message<typeof M.Allocated>>
   commit: (allocationId: string, tables: M.FileTable[]) => Promise<void>
@@ -207,9 +211,13 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     return candidates.slice(0, n).sort((a, b) => (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
   }
 
-  /** Sends one sealed chunk until `replicas` vendors have signed receipts for it. */
-  const place = async (src: Source, i: number, sealed: Uint8Array, chunkId: string, pieces: number): Promise<M.Receipt[]> => {
+  /**
+   * Sends one sealed chunk until `replicas` vendors have signed receipts for it. `clean` is false
+   * if a send failed: its stream may still hold views of `sealed`, so the buffer is not reused.
+   */
+  const place = async (src: Source, i: number, sealed: Uint8Array, chunkId: string, pieces: number): Promise<{ holders: M.Receipt[], clean: boolean }> => {
     const holders: M.Receipt[] = []
+    let clean = true
     while (holders.length < opts.replicas) {
       const route = pick(opts.replicas - holders.length, new Set(holders.map(r => r.vendor)), sealed.byteLength)
       if (route.length === 0) {
@@ -236,8 +244,9 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
       const failed = route.filter(v => !confirmed.has(v))
       for (const v of failed) failures.set(v, (failures.get(v) ?? 0) + 1)
       reserve(failed, sealed.byteLength, -1)
+      if (failed.length > 0) clean = false
     }
-    return holders
+    return { holders, clean }
   }
 
   const largest = Math.min(opts.chunkSize, Math.max(0, ...sources.map(x => x.size)))
@@ -253,20 +262,24 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
       let ok = false
       try {
         opts.signal?.throwIfAborted()
-        const plain = Buffer.allocUnsafe(plainSize)
+        // buffers go back to the pool only once nothing can touch them (a failed read or send may)
+        const plain = ctx.buffers.take(plainSize)
         await src.read(i * opts.chunkSize, plainSize, plain)
+        const sealed = ctx.buffers.take(plainSize + CHUNK_OVERHEAD)
         // a chunk an interrupted run had on its way is sealed again with the same nonce: if the
         // plaintext is unchanged it is the same chunk, and a vendor that stored it keeps one copy
         const before = intents?.[src.slot]?.get(i)
-        let sealed = encryptChunk(src.fileKey, src.fileId, i, plain, before != null ? Buffer.from(before.nonce, 'hex') : undefined)
+        encryptChunk(src.fileKey, src.fileId, i, plain, before != null ? Buffer.from(before.nonce, 'hex') : undefined, sealed)
         let chunkId = sha256(sealed)
         if (before != null && chunkId !== before.id) {
-          sealed = encryptChunk(src.fileKey, src.fileId, i, plain)
+          encryptChunk(src.fileKey, src.fileId, i, plain, undefined, sealed)
           chunkId = sha256(sealed)
         }
+        ctx.buffers.give(plain)
         journal.intent(src.slot, i, nonceOf(sealed).toString('hex'), chunkId)
         const pieces = Math.max(1, Math.min(opts.pieces, Math.ceil(sealed.byteLength / MIN_PIECE)))
-        const holders = await place(src, i, sealed, chunkId, pieces)
+        const { holders, clean } = await place(src, i, sealed, chunkId, pieces)
+        if (clean) ctx.buffers.give(sealed)
         src.chunks[i] = { i, id: chunkId, size: sealed.byteLength, replicas: holders.map(r => ({ vendor: r.vendor, sig: r.sig })) }
         journal.record(src.slot, src.chunks[i])
         src.sent++

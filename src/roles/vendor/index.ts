@@ -2,7 +2,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
-import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL } from '../../protocol/ids.ts'
+import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
 import { call, serve, type Target } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
@@ -28,6 +28,7 @@ export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3_600_000
 /** Damaged chunks one heartbeat reports. */
 const LOST_PER_HEARTBEAT = 1000
 import { serveEcho } from '../../protocol/echo.ts'
+import { createBufferPool } from '../../buffer-pool.ts'
 
 export interface VendorOptions {
   node: StorNode
@@ -74,6 +75,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   }
   const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
+  // room for the chunks of a few uploads at once, kept between them
+  const buffers = createBufferPool(64 * MiB)
   const doneOrders = new Records<number>(opts.db, 'order-done')
   await store.load()
   const checked = await store.check()
@@ -127,16 +130,19 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       const downstream = relay == null
         ? Promise.resolve({ receipts: [], failed: [] })
         : relay.reply.catch(err => ({ receipts: [], failed: [{ vendor: (next as M.Hop).vendor, reason: String(err.message).slice(0, 500) }] }))
-      let bytes: Uint8Array
+      // the next hop's stream holds views of the buffer until it has them all: after a failure
+      // there, or here, the buffer is left to the collector instead of going back to the pool
+      const bytes = buffers.take(header.size)
       try {
         await fs.write(encode({ t: 'ok' }), { signal })
-        bytes = await fs.readData(header.size, { signal, onData: relay?.push })
+        await fs.readData(header.size, { signal, onData: relay?.push, into: bytes })
         if (sha256(bytes) !== header.chunkId) throw new IntegrityError(`chunk bytes do not match chunk id ${header.chunkId}`)
       } catch (err: any) {
         relay?.abort(err)
         throw err
       }
       const [, passed] = await Promise.all([store.put(header, bytes, header.pieces, me.grant), downstream])
+      if (passed.failed.length === 0) buffers.give(bytes)
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: header.fileId, chunkId: header.chunkId, size: header.size })
       return { t: 'stored', receipts: [receipt, ...passed.receipts], failed: passed.failed }
     } finally {
