@@ -193,26 +193,20 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
       const p = (async () => {
         await window.acquire(size)
         let ok = false
+        // once fetchChunk has returned or thrown nothing writes into `sealed`, nor into `plain`
+        // once it is written out: both always go back
+        const sealed = ctx.buffers.take(size)
+        let plain: Buffer | undefined
         try {
           const signal = AbortSignal.any([ctrl.signal, AbortSignal.timeout(opts.chunkTimeoutMs), ...(opts.signal != null ? [opts.signal] : [])])
           const request = await signRequest(ctx.key, table.owner, { t: 'fetch' as const, fileId: table.fileId, chunkId: job.entry.id })
-          // once fetchChunk has returned or thrown nothing writes into `sealed`: it always goes back
-          const sealed = ctx.buffers.take(size)
-          try {
-            await fetchChunk(ctx.node, { peer: m.vendor, addrs: addrs.get(m.vendor) ?? [] }, request, size, signal, sealed)
-            if (job.done) { ok = true; return }
-            if (sha256(sealed) !== job.entry.id) throw new IntegrityError(`chunk ${job.i} from ${m.vendor} does not match its hash`)
-            const plain = decryptChunk(fileKeys[job.item], table.fileId, job.i, sealed, ctx.buffers.take(size - CHUNK_OVERHEAD))
-            m.observe(size, performance.now() - started)
-            ok = true
-            try {
-              if (!job.done) await finish(job, m, plain)
-            } finally {
-              ctx.buffers.give(plain)
-            }
-          } finally {
-            ctx.buffers.give(sealed)
-          }
+          await fetchChunk(ctx.node, { peer: m.vendor, addrs: addrs.get(m.vendor) ?? [] }, request, size, signal, sealed)
+          if (job.done) { ok = true; return }
+          if (sha256(sealed) !== job.entry.id) throw new IntegrityError(`chunk ${job.i} from ${m.vendor} does not match its hash`)
+          plain = decryptChunk(fileKeys[job.item], table.fileId, job.i, sealed, ctx.buffers.take(size - CHUNK_OVERHEAD))
+          m.observe(size, performance.now() - started)
+          ok = true
+          if (!job.done) await finish(job, m, plain)
         } catch (err: any) {
           if (job.done || opts.signal?.aborted === true || failure != null) return
           ctx.log('chunk %d of %s from %s failed: %s', job.i, table.fileId, m.vendor, err.message)
@@ -224,6 +218,8 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
             else failure ??= new UnreachableError(`chunk ${job.i} of file ${table.fileId} could not be fetched from any of its ${job.entry.replicas.length} replicas: ${err.message}`)
           }
         } finally {
+          ctx.buffers.give(sealed)
+          if (plain != null) ctx.buffers.give(plain)
           m.inflight--
           window.release(size, ok)
         }

@@ -17,6 +17,7 @@ import { Records } from '../../store/db.ts'
 import { ChunkStore } from './chunks.ts'
 import { startScrubber } from './scrub.ts'
 import { Transfers } from './transfers.ts'
+import { createBufferPool } from '../../buffer-pool.ts'
 
 /** The high-water mark: a share of the healthy capacity, or a number of bytes. */
 export type HighWater = { fraction: number } | { bytes: number }
@@ -28,7 +29,6 @@ export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3_600_000
 /** Damaged chunks one heartbeat reports. */
 const LOST_PER_HEARTBEAT = 1000
 import { serveEcho } from '../../protocol/echo.ts'
-import { createBufferPool } from '../../buffer-pool.ts'
 
 export interface VendorOptions {
   node: StorNode
