@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
 import { homedir } from 'node:os'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
 import { openClient, startDaemon, drainVendor, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, type Client } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
+import { inspectQuarantine, type QuarantineReport } from '../src/store/device-files.ts'
 import { progressBar } from './progress.ts'
 import { expandPaths } from './paths.ts'
 
@@ -43,6 +44,12 @@ function safeJoin (dir: string, name: string): string {
   return join(dir, ...(parts.length > 0 ? parts : ['unnamed']))
 }
 
+/** A vendor's failed devices, for `status`: where and why. */
+function failedDevices (devices: Array<{ path: string, failed: boolean }>): string {
+  const failed = devices.filter(d => d.failed)
+  return failed.length === 0 ? '' : ` (${failed.length} failed: ${failed.map(d => d.path).join(', ')})`
+}
+
 function print (json: boolean, value: object, human: () => string): void {
   process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${human()}\n`)
 }
@@ -64,6 +71,8 @@ const program = new Command('stordaemon')
   .option('--listen <multiaddr>', 'address to listen on (repeatable)', collect)
   .option('--bootstrap <multiaddr>', 'a FAT server to join, with /p2p/ (repeatable)', collect)
   .option('--device <path[:size]>', 'vendor: a directory to offer, with an optional quota like 20GiB (repeatable)', collect)
+  .option('--create-device', 'vendor: create --device folders that do not exist (by default a missing folder is refused: it may be an unmounted disk)')
+  .option('--adopt-device <path[:size]>', 'vendor: offer a device another vendor marked as its own, taking it over: its pieces are re-registered, not deleted (repeatable)', collect)
   .option('--lease <duration>', 'fat: how long an uncommitted allocation stays locked', '10m')
   .option('--heartbeat <duration>', 'fat: how often vendors report', '2s')
   .option('--join-secret <secret>', 'fat: replicas prove they know it to join the replica set (default: $STOR_JOIN_SECRET)')
@@ -78,7 +87,9 @@ const program = new Command('stordaemon')
       dataDir: resolve(opts.dataDir),
       listen: opts.listen ?? [],
       bootstrap: opts.bootstrap ?? [],
-      devices: (opts.device ?? []).map(parseDeviceSpec),
+      devices: [...(opts.device ?? []), ...(opts.adoptDevice ?? [])].map(parseDeviceSpec),
+      createDevices: opts.createDevice === true,
+      adoptDevices: (opts.adoptDevice ?? []).map((d: string) => parseDeviceSpec(d).path),
       leaseMs: parseDuration(opts.lease, '--lease'),
       heartbeatMs: parseDuration(opts.heartbeat, '--heartbeat'),
       joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET,
@@ -190,8 +201,24 @@ userOpts(program.command('status').description('the FAT server\'s view of the ne
     print(opts.json === true, s, () => [
       `FAT ${s.fat}: ${s.files} files, ${s.allocations} open allocations; replicas ${agreed ? 'agree' : 'differ'}`,
       ...s.replicas.map(r => `replica ${r.peer} ${r.reachable ? 'up' : 'unreachable'}${r.leader ? ' (orders writes)' : ''}  term ${r.term}  position ${r.applied}  digest ${r.digest.slice(0, 12)}`),
-      ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}`)
+      ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}${failedDevices(v.devices)}`)
     ].join('\n'))
+  })
+
+program.command('quarantine <DEVICE...>')
+  .description('list the files a vendor moved aside on its devices (pieces no chunk of its table names); --purge removes them')
+  .option('--purge', 'delete the quarantined files (they cannot be recovered afterwards)')
+  .option('--json', 'print one JSON object')
+  .action(async (paths: string[], opts) => {
+    const reports: QuarantineReport[] = []
+    for (const p of paths) {
+      const info = await stat(resolve(p)).catch(() => undefined)
+      if (info?.isDirectory() !== true) throw new InvalidArgumentError(`DEVICE: ${resolve(p)} is not a device folder`)
+      reports.push(await inspectQuarantine(resolve(p), opts.purge === true))
+    }
+    print(opts.json === true, { devices: reports }, () => reports.map(r => r.files.length === 0
+      ? `${r.device}: nothing in quarantine`
+      : `${r.device}: ${r.files.length} files, ${formatSize(r.bytes)}${r.removed ? ' removed' : ' in quarantine (--purge removes them)'}${r.removed ? '' : r.files.map(f => `\n  ${f.name}  ${formatSize(f.size)}`).join('')}`).join('\n'))
   })
 
 program.command('drain')

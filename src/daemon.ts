@@ -26,6 +26,10 @@ export interface DaemonOptions {
   listen: string[]
   bootstrap: string[]
   devices?: DeviceSpec[]
+  /** Vendor: create device folders that do not exist (else refused: a missing folder may be an unmounted disk). */
+  createDevices?: boolean
+  /** Vendor: devices (paths, among `devices`) marked by another vendor, to take over on purpose; their pieces are re-registered. */
+  adoptDevices?: string[]
   leaseMs?: number
   heartbeatMs?: number
   /** fat: replicas must present it to join the replica set (keep it secret); unset lets any FAT join. */
@@ -94,8 +98,16 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   if (opts.scrubIntervalMs != null && opts.scrubIntervalMs < 100) throw new InvalidArgumentError('--scrub-interval: must be at least 100ms')
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
   const log = logger(`stor:${opts.role}`)
-  const devices = opts.role === 'vendor' ? await Devices.open(opts.devices ?? [], log) : undefined
   const newIdentity = !hasKey(opts.dataDir)
+  // a vendor marks its devices with its peer id, and refuses those marked by another vendor
+  const devices = opts.role === 'vendor'
+    ? await Devices.open(opts.devices ?? [], logger('stor:vendor:devices'), {
+      owner: peerIdFromPrivateKey(await loadOrCreateKey(opts.dataDir)).toString(),
+      create: opts.createDevices,
+      adopt: new Set(opts.adoptDevices ?? []),
+      warn: opts.onWarning
+    })
+    : undefined
   const db: DB = await openDb(join(opts.dataDir, 'db'))
   let node: StorNode | undefined
   try {
@@ -120,6 +132,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     }
   } catch (err) {
     await node?.stop()
+    await devices?.close()
     await db.close()
     throw err
   }

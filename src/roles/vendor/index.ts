@@ -1,6 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.ts'
+import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
@@ -79,10 +79,32 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const buffers = createBufferPool(64 * MiB)
   const doneOrders = new Records<number>(opts.db, 'order-done')
   await store.load()
+  const adopted = devices.adopted()
+  if (adopted.length > 0) {
+    const a = await store.adopt(adopted)
+    log('adopted %s: %d chunks re-registered, %d incomplete', adopted.join(', '), a.chunks, a.incomplete)
+    opts.onWarning?.(`adopted ${adopted.join(', ')}: ${a.chunks} chunks re-registered and verified${a.incomplete > 0 ? `, ${a.incomplete} incomplete (their pieces go to quarantine)` : ''}`)
+  }
+  devices.checkQuotas()
+  // an empty table over devices full of pieces is a new --data-dir on old disks: quarantining
+  // every piece would take the data away from the network, so ask for an adoption instead
+  if (store.size() === 0) {
+    const pieces = (await devices.files()).filter(f => !f.name.endsWith('.tmp'))
+    if (pieces.length > 0) {
+      const where = [...new Set(pieces.map(f => f.device))]
+      throw new InvalidArgumentError(`--device ${where[0]}: holds ${pieces.length} pieces${where.length > 1 ? ` (with ${where.slice(1).join(', ')})` : ''}, but this vendor's table is empty (a new --data-dir on old disks?); re-register them with --adopt-device ${where[0]}, or move them away`)
+    }
+  }
   const checked = await store.check()
-  log('vendor %s: %d chunks on %d devices; %d damaged, %d leftover files removed', self, checked.chunks, devices.info().length, checked.damaged, checked.leftovers)
+  log('vendor %s: %d chunks on %d devices; %d damaged, %d unknown files quarantined', self, checked.chunks, devices.info().length, checked.damaged, checked.quarantined.length)
+  if (checked.quarantined.length > 0) {
+    opts.onWarning?.(`${checked.quarantined.length} files no chunk names were moved to quarantine (not deleted), e.g. ${checked.quarantined[0]}; \`stordaemon quarantine DEVICE\` lists them, and with --purge removes them`)
+  }
   devices.onFail = path => {
-    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks to be replaced', path, n) }, err => { log.error('device %s: %s', path, err.message) })
+    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks moved to other devices here, %d to be restored from other vendors', path, n.moved, n.damaged) }, err => { log.error('device %s: %s', path, err.message) })
+  }
+  devices.onReturn = path => {
+    store.deviceReturned(path).then(q => { log('device %s is back%s', path, q.length > 0 ? `; ${q.length} files no chunk names any more quarantined` : '') }, err => { log.error('device %s: %s', path, err.message) })
   }
   let inflight = 0
   const highWater = opts.highWater ?? DEFAULT_HIGH_WATER
@@ -301,6 +323,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       await scrubber.stop()
       transfers.stop()
       await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL, ECHO_PROTOCOL].map(async p => { await node.unhandle(p) }))
+      await devices.close()
     }
   }
 }
