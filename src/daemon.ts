@@ -1,5 +1,6 @@
 import { join } from 'node:path'
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { parseSize } from './units.ts'
@@ -141,9 +142,17 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 export interface ClientOptions {
   dataDir: string
   bootstrap: string[]
+  /**
+   * When the data directory holds no identity: `create` one (the default; a first upload), or
+   * `require` one (an error saying how to restore it: commands on existing files), or use a
+   * throwaway one (`ephemeral`: commands that need no identity, like status).
+   */
+  identity?: 'create' | 'require' | 'ephemeral'
 }
 
 export interface Client extends User {
+  /** The identity was created by this call (back it up with `stordaemon key export`). */
+  readonly created: boolean
   close: () => Promise<void>
 }
 
@@ -152,12 +161,23 @@ export async function openClient (opts: ClientOptions): Promise<Client> {
   const fats = parseBootstrap(opts.bootstrap)
   if (fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
   const newIdentity = !hasKey(opts.dataDir)
-  const { node, key } = await openNode(opts.dataDir, [], false)
-  try {
-    const user = await createUser({ node, key, dataDir: opts.dataDir, fats, newIdentity, log: logger('stor:user') })
-    return { ...user, close: async () => { await node.stop() } }
-  } catch (err) {
+  const mode = opts.identity ?? 'create'
+  if (newIdentity && mode === 'require') {
+    throw new InvalidArgumentError(`--data-dir: ${opts.dataDir} holds no user identity (${KEY_FILE} is missing); if you stored files before, restore it with \`stordaemon key import FILE\` from your \`stordaemon key export\` backup (a new identity cannot open the old files); a first \`stordaemon upload\` creates one`)
+  }
+  // a command that needs no identity leaves a data directory without one untouched
+  const scratch = newIdentity && mode === 'ephemeral' ? await mkdtemp(join(tmpdir(), 'stor-user-')) : undefined
+  const dataDir = scratch ?? opts.dataDir
+  const { node, key } = await openNode(dataDir, [], false)
+  const close = async (): Promise<void> => {
     await node.stop()
+    if (scratch != null) await rm(scratch, { recursive: true, force: true })
+  }
+  try {
+    const user = await createUser({ node, key, dataDir, fats, newIdentity, log: logger('stor:user') })
+    return { ...user, created: newIdentity && scratch == null, close }
+  } catch (err) {
+    await close()
     throw err
   }
 }
