@@ -2,7 +2,8 @@ import { join } from 'node:path'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { parallel } from './parallel.ts'
 import { parseSize } from './units.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE } from './protocol/ids.ts'
 import * as M from './protocol/messages.ts'
@@ -80,6 +81,17 @@ async function openNode (dataDir: string, listen: string[], server: boolean): Pr
   return { node, key }
 }
 
+/** Dials a vendor at its logged addresses; failures are only logged (it may be gone). */
+async function dialKnown (node: StorNode, v: { peer: string, addrs: string[] }, log: ReturnType<typeof logger>): Promise<void> {
+  try {
+    const id = peerIdFromString(v.peer)
+    await node.peerStore.merge(id, { multiaddrs: v.addrs.map(a => multiaddr(a)) })
+    await node.dial(id, { signal: AbortSignal.timeout(10_000) })
+  } catch (err: any) {
+    log('vendor %s not reached at start: %s', v.peer, err.message)
+  }
+}
+
 /** STOR_TEST_DELAY_MS: a vendor delays its answers (tests of a slow vendor); unset in production. */
 function testDelayMs (): number | undefined {
   const v = process.env.STOR_TEST_DELAY_MS
@@ -119,6 +131,9 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity })
       : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs })
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
+    // a FAT that restarted at new addresses tells the vendors it knows (identify carries them, and
+    // puts it in their DHT), so they find it by its peer id
+    if ('table' in role) void parallel(8, role.table.listVendors().length, async i => { await dialKnown(node as StorNode, role.table.listVendors()[i], log) })
     if ('announced' in role) await role.announced
     const n = node
     return {

@@ -1,6 +1,7 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError } from '../../errors.ts'
+import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError, UnreachableError } from '../../errors.ts'
+import { locatePeer } from '../../protocol/locate.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
@@ -69,9 +70,25 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
    * replicas report. Only their grants and orders count.
    */
   const fats = new Map<string, Target>()
+  // by peer id, so a replica that moved is reached wherever the node has learned it is now
   for (const a of opts.fats) {
     const id = a.getComponents().find(c => c.name === 'p2p')?.value
-    if (id != null) fats.set(id, a)
+    if (id != null) fats.set(id, { peer: id, addrs: [a.toString()] })
+  }
+  /** Every replica met, kept across restarts: one that moved is looked up by its peer id. */
+  const knownFats = new Records<string[]>(opts.db, 'fat-replica')
+  for await (const [peer, addrs] of knownFats.entries()) if (!fats.has(peer)) fats.set(peer, { peer, addrs })
+  const locating = new Set<string>()
+  /** Looks up a replica that did not answer (another replica's member list, then the DHT), in the background. */
+  const relocate = (peer: string): void => {
+    if (locating.has(peer)) return
+    locating.add(peer)
+    const others = [...fats.entries()].filter(([p]) => p !== peer).map(([, t]) => t)
+    locatePeer(node, peer, { replicas: others, log }).then(async addrs => {
+      if (addrs == null) return
+      fats.set(peer, { peer, addrs })
+      await opts.db.batch([knownFats.put(peer, addrs)])
+    }).catch(err => { log('locating replica %s: %s', peer, err.message) }).finally(() => locating.delete(peer))
   }
   const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
@@ -194,7 +211,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     },
     confirm: async t => {
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: t.fileId, chunkId: t.chunkId, size: t.size })
-      const fat = opts.fats.find(a => a.getComponents().some(c => c.name === 'p2p' && c.value === t.fat)) ?? opts.fats[0]
+      // the order's signer, wherever it is now, else any replica
+      const fat = fats.get(t.fat) ?? [...fats.values()][0]
       try {
         await call(node, fat, FAT_PROTOCOL, { t: 'copied', transfer: t, receipt }, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(30_000) })
       } catch (err) {
@@ -281,7 +299,13 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       try {
         const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(Math.max(1000, heartbeatMs)) })
         reached = true
-        for (const r of reply.fats) if (!fats.has(r.peer)) fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
+        for (const r of reply.fats) {
+          const had = fats.get(r.peer)
+          if (had == null || ('addrs' in had && had.addrs.join() !== r.addrs.join())) {
+            fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
+            await opts.db.batch([knownFats.put(r.peer, r.addrs)])
+          }
+        }
         heartbeatMs = reply.heartbeatMs
         for (const order of reply.orders) {
           try {
@@ -294,6 +318,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
         for (const t of reply.transfers) await transfers.accept(t).catch(err => { log.error('transfer %s refused: %s', t.id, err.message) })
       } catch (err: any) {
         errors.push(err.message)
+        const peer = 'peer' in fat ? fat.peer : undefined
+        if (err instanceof UnreachableError && peer != null) relocate(peer)
       }
     }))
     if (reached) {
