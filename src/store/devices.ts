@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path'
 import { InvalidArgumentError, IntegrityError, NoSpaceError } from '../errors.ts'
 import { formatSize, parseSize } from '../units.ts'
 import type { Logger } from '../logger.ts'
-import { IndexWriter, PIECES_DIR, quarantine, readIndex, readMarker, rewriteIndex, writeDurably, writeMarker, type IndexLine } from './device-files.ts'
+import { IndexWriter, MARKER_FILE, PIECES_DIR, quarantine, readIndex, readMarker, rewriteIndex, writeDurably, writeMarker, type IndexLine } from './device-files.ts'
 
 export interface DeviceSpec { path: string, quota?: number }
 
@@ -96,6 +96,14 @@ export class Devices {
         throw new InvalidArgumentError(`--device ${spec.path}: belongs to vendor ${marker.vendor}, not this one (${opts.owner}); run that vendor with its own --data-dir, or take the device over on purpose with --adopt-device ${spec.path}`)
       }
       const dir = join(spec.path, PIECES_DIR)
+      const fsInfo = await statfs(spec.path)
+      const available = fsInfo.bavail * fsInfo.bsize
+      // a device used for the first time can only be promised what its file system has free; one
+      // in use already is checked once its pieces are counted (checkQuotas)
+      const fresh = marker == null && (await readdir(dir).catch(() => [] as string[])).length === 0
+      if (fresh && spec.quota != null && spec.quota > available) {
+        throw new InvalidArgumentError(`--device ${spec.path}:${formatSize(spec.quota)}: the quota is more than the ${formatSize(available)} free on that disk; give at most that, or free space first`)
+      }
       try {
         await mkdir(dir, { recursive: true })
         const probe = join(dir, '.probe')
@@ -103,14 +111,6 @@ export class Devices {
         await rm(probe)
       } catch (err: any) {
         throw new InvalidArgumentError(`--device ${spec.path}: not a writable directory (${err.code ?? err.message}); create it or fix its permissions`)
-      }
-      const fsInfo = await statfs(dir)
-      const available = fsInfo.bavail * fsInfo.bsize
-      // a device used for the first time can only be promised what its file system has free; one
-      // in use already is checked once its pieces are counted (checkQuotas)
-      const fresh = marker == null && (await readdir(dir)).length === 0
-      if (fresh && spec.quota != null && spec.quota > available) {
-        throw new InvalidArgumentError(`--device ${spec.path}:${formatSize(spec.quota)}: the quota is more than the ${formatSize(available)} free on that disk; give at most that, or free space first`)
       }
       devices.push({ path: spec.path, dir, quota: spec.quota, capacity: spec.quota ?? available, used: 0, free: Math.min(spec.quota ?? available, available), failed: false, blockSize: fsInfo.bsize > 0 ? fsInfo.bsize : 4096, available, fresh, adopted: adopt, index: new IndexWriter(spec.path) })
     }
@@ -175,6 +175,13 @@ export class Devices {
         await access(d.dir, constants.W_OK)
       } catch (err: any) {
         this.fail(d.path, `its folder ${d.dir} is gone or not writable (${err.code ?? err.message})`)
+        failed.push(d.path)
+        continue
+      }
+      // another disk mounted in its place, or the device handed to another vendor: stop using it
+      const marker = await readMarker(d.path).catch(() => undefined)
+      if (marker?.vendor !== this.owner) {
+        this.fail(d.path, marker == null ? `its owner marker ${join(d.path, MARKER_FILE)} is gone` : `its owner marker names vendor ${marker.vendor} now`)
         failed.push(d.path)
         continue
       }

@@ -201,11 +201,31 @@ export class ChunkStore {
     }
   }
 
-  /** A failed device is back: its files that no chunk names any more (erased meanwhile) go to quarantine. */
-  async deviceReturned (path: string): Promise<string[]> {
+  /**
+   * A failed device is back: a chunk marked damaged only because the device failed is served
+   * again once all its pieces read back with their hashes (if the FAT replaced it meanwhile, its
+   * erase order follows); files that no chunk names any more (erased meanwhile) go to quarantine.
+   */
+  async deviceReturned (path: string): Promise<{ restored: number, quarantined: string[] }> {
     const named = new Set<string>()
-    for await (const [, c] of this.chunks.entries()) for (const p of c.pieces) if (p.device === path) named.add(`${p.device}\0${p.name}`)
-    return await this.sweep(named, path)
+    let restored = 0
+    for await (const [, c] of this.chunks.entries()) {
+      if (!c.pieces.some(p => p.device === path)) continue
+      for (const p of c.pieces) if (p.device === path) named.add(`${p.device}\0${p.name}`)
+      if (c.damaged !== `device ${path} failed`) continue
+      const whole = await this.read({ ...c, damaged: undefined }).then(() => true, () => false)
+      if (!whole) continue
+      const cleared = await this.serial.run(async () => {
+        const now = await this.get(c.fileId, c.chunkId)
+        if (now == null || now.stored !== c.stored || now.damaged !== c.damaged) return false
+        const { damaged: _gone, ...rest } = now
+        await this.db.batch([this.chunks.put(`${c.fileId}/${c.chunkId}`, rest)], { sync: true })
+        this.damagedKeys.delete(`${c.fileId}/${c.chunkId}`)
+        return true
+      })
+      if (cleared) restored++
+    }
+    return { restored, quarantined: await this.sweep(named, path) }
   }
 
   /** Chunks in the table. */

@@ -121,7 +121,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks moved to other devices here, %d to be restored from other vendors', path, n.moved, n.damaged) }, err => { log.error('device %s: %s', path, err.message) })
   }
   devices.onReturn = path => {
-    store.deviceReturned(path).then(q => { log('device %s is back%s', path, q.length > 0 ? `; ${q.length} files no chunk names any more quarantined` : '') }, err => { log.error('device %s: %s', path, err.message) })
+    store.deviceReturned(path).then(r => { log('device %s is back: %d chunks whole again, %d files no chunk names quarantined', path, r.restored, r.quarantined.length) }, err => { log.error('device %s: %s', path, err.message) })
   }
   let inflight = 0
   const highWater = opts.highWater ?? DEFAULT_HIGH_WATER
