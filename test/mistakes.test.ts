@@ -105,17 +105,27 @@ describe('devices belong to one vendor, and their mistakes are errors', function
     await eventually('the device returns by itself', async () => (await vendorStatus())?.devices.every((d: any) => !d.failed) === true, 60_000)
   })
 
-  it('a device folder removed and put back returns within a minute, its chunks whole again', async function () {
+  it('a device folder removed: its unreadable chunks are copied back from the other vendor onto this vendor\'s other device; put back, it returns within a minute', async function () {
     const v = 1
-    const dir = net.cluster.deviceDirs(v)[0]
-    assert.ok([...(await pieces(net.cluster, v)).keys()].some(k => k.startsWith(`${dir}/`)))
-    const vendorStatus = async (): Promise<any> => (await alice().status()).vendors.find(x => x.vendor === net.cluster.vendors[v].peerId)
+    const [dir, other] = net.cluster.deviceDirs(v)
+    const self = net.cluster.vendors[v].peerId
+    const lostPieces = [...(await pieces(net.cluster, v)).keys()].filter(k => k.startsWith(`${dir}/`)).map(k => k.slice(dir.length + 1))
+    assert.ok(lostPieces.length > 0)
+    const vendorStatus = async (): Promise<any> => (await alice().status()).vendors.find(x => x.vendor === self)
     await rename(dir, `${dir}.away`)
     await eventually('the device is reported failed', async () => (await vendorStatus())?.devices.some((d: any) => d.path === dir && d.failed) === true)
-    await eventually('its chunks are reported lost', async () => (await vendorStatus())?.lost > 0)
+    await eventually('every chunk it lost is whole again on the other device, and nothing is reported lost', async () => {
+      const names = [...(await pieces(net.cluster, v)).keys()].filter(k => k.startsWith(`${other}/`)).map(k => k.slice(other.length + 1))
+      return lostPieces.every(n => names.includes(n)) && (await vendorStatus())?.lost === 0
+    }, 60_000)
+    for (const f of files) {
+      const { table } = await alice().table(f.up.fileId)
+      assert.ok(table.chunks.every(c => c.replicas.some(r => r.vendor === self)), 'the FAT\'s table still places every chunk on this vendor')
+    }
     await rename(`${dir}.away`, dir)
     await eventually('the device is back', async () => (await vendorStatus())?.devices.every((d: any) => !d.failed) === true, 60_000)
-    await eventually('nothing is reported lost', async () => (await vendorStatus())?.lost === 0)
+    // the superseded copies on it are moved aside, not deleted
+    await eventually('the stale pieces are in quarantine', async () => (await readdir(join(dir, 'stor-quarantine')).catch(() => [] as string[])).length === lostPieces.length)
     // both replicas serve: the other vendor stopped, every file comes from this one
     await net.cluster.vendors[0].kill()
     for (const [i, f] of files.entries()) await sameFile(alice(), f.up.fileId, f.src, join(net.dir, `back-${i}.out`))

@@ -44,6 +44,8 @@ export class ChunkStore {
   private readonly writing = new Map<string, Promise<void>>()
   /** fileId/chunkId of damaged chunks, reported to the FAT on every heartbeat until replaced. */
   private readonly damagedKeys = new Set<string>()
+  /** Of those, chunks lost with a failed device (size by key): a healthy replica may be copied back here. */
+  private readonly deviceLost = new Map<string, number>()
   private count = 0
 
   constructor (readonly db: DB, readonly devices: Devices) {
@@ -57,6 +59,7 @@ export class ChunkStore {
     for await (const [, c] of this.chunks.entries()) {
       c.pieces.forEach(p => { this.devices.account(p) })
       if (c.damaged != null) this.damagedKeys.add(`${c.fileId}/${c.chunkId}`)
+      if (c.damaged != null && /^device .* failed$/.test(c.damaged)) this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
       n++
     }
     this.count = n
@@ -164,7 +167,10 @@ export class ChunkStore {
     for await (const [, c] of this.chunks.entries()) {
       if (c.damaged != null || !c.pieces.some(p => p.device === path)) continue
       if (await this.relocate(c, path)) moved++
-      else if (await this.markDamaged(c.fileId, c.chunkId, `device ${path} failed`)) damaged++
+      else if (await this.markDamaged(c.fileId, c.chunkId, `device ${path} failed`)) {
+        this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
+        damaged++
+      }
     }
     return { moved, damaged }
   }
@@ -221,6 +227,7 @@ export class ChunkStore {
         const { damaged: _gone, ...rest } = now
         await this.db.batch([this.chunks.put(`${c.fileId}/${c.chunkId}`, rest)], { sync: true })
         this.damagedKeys.delete(`${c.fileId}/${c.chunkId}`)
+        this.deviceLost.delete(`${c.fileId}/${c.chunkId}`)
         return true
       })
       if (cleared) restored++
@@ -236,6 +243,18 @@ export class ChunkStore {
     const out = []
     for (const k of this.damagedKeys) {
       if (out.length >= max) break
+      const [fileId, chunkId] = k.split('/')
+      out.push({ fileId, chunkId })
+    }
+    return out
+  }
+
+  /** Chunks lost with a failed device that fit on the healthy devices, up to `max`, for the heartbeat. */
+  restorable (max: number): Array<{ fileId: string, chunkId: string }> {
+    const out = []
+    for (const [k, size] of this.deviceLost) {
+      if (out.length >= max) break
+      if (!this.damagedKeys.has(k) || this.devices.choose(size, new Set()) == null) continue
       const [fileId, chunkId] = k.split('/')
       out.push({ fileId, chunkId })
     }
@@ -412,6 +431,7 @@ export class ChunkStore {
       await this.db.batch([this.chunks.del(`${c.fileId}/${c.chunkId}`), this.byAllocation.del(`${c.allocationId}/${c.fileId}/${c.chunkId}`)], { sync: true })
       this.count--
       this.damagedKeys.delete(`${c.fileId}/${c.chunkId}`)
+      this.deviceLost.delete(`${c.fileId}/${c.chunkId}`)
       return false
     })
     if (gone) return

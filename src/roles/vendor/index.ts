@@ -289,7 +289,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       held: store.size(),
       room: Math.max(0, limit() - used),
       over: Math.max(0, used - limit()),
-      lost: store.damaged(LOST_PER_HEARTBEAT)
+      lost: store.damaged(LOST_PER_HEARTBEAT),
+      restore: store.restorable(LOST_PER_HEARTBEAT)
     }
     const errors: string[] = []
     const applied: string[] = []
