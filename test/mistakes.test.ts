@@ -5,19 +5,9 @@ import { join } from 'node:path'
 import type { Cluster, Client, UploadResult } from '../src/index.ts'
 import { spawn } from 'node:child_process'
 import { binPath, spawnDaemon, loopbackAddr } from '../src/cluster.ts'
-import { cli, eventually, randomFile, sha256File, useCluster, type CliResult } from './helpers.ts'
+import { assertOneLineError, cli, eventually, randomFile, sha256File, useCluster } from './helpers.ts'
 
 const MiB = 1024 * 1024
-
-/** A user or operator mistake: one line on stderr naming the problem, exit code 1, no stack trace. */
-function assertOneLineError (r: CliResult, pattern: RegExp): void {
-  assert.equal(r.code, 1, `exit code 1 expected, got ${r.code}: ${r.stderr}`)
-  const lines = r.stderr.trim().split('\n')
-  assert.equal(lines.length, 1, `one line expected:\n${r.stderr}`)
-  assert.match(lines[0], /^stordaemon: /)
-  assert.match(lines[0], pattern)
-  assert.doesNotMatch(r.stderr, /\n\s+at /)
-}
 
 /** Name -> SHA-256 of every piece under a vendor's device folders. */
 async function pieces (cluster: Cluster, v: number): Promise<Map<string, string>> {

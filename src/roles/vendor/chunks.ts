@@ -103,10 +103,9 @@ export class ChunkStore {
   private async sweep (named: Set<string>, only?: string): Promise<string[]> {
     const moved: string[] = []
     for (const f of await this.devices.files(only)) {
-      if (named.has(`${f.device}\0${f.name}`)) continue
-      if (f.name.endsWith('.tmp')) { await this.devices.removeTemporary(f.device, f.name); continue }
       // a write in progress names its piece only once all pieces are down: leave those alone
-      if (this.writingPiece(f.name)) continue
+      if (named.has(`${f.device}\0${f.name}`) || this.writingPiece(f.name)) continue
+      if (f.name.endsWith('.tmp')) { await this.devices.removeTemporary(f.device, f.name); continue }
       await this.devices.quarantine(f.device, f.name)
       moved.push(`${f.device}/${f.name}`)
     }
