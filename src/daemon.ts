@@ -133,7 +133,10 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
     // a FAT that restarted at new addresses tells the vendors it knows (identify carries them, and
     // puts it in their DHT), so they find it by its peer id
-    if ('table' in role) void parallel(8, role.table.listVendors().length, async i => { await dialKnown(node as StorNode, role.table.listVendors()[i], log) })
+    if ('table' in role) {
+      const known = role.table.listVendors()
+      void parallel(8, known.length, async i => { await dialKnown(node as StorNode, known[i], log) })
+    }
     if ('announced' in role) await role.announced
     const n = node
     return {

@@ -93,12 +93,13 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
 
   // repair: each lost replica is replaced by a copy of a healthy one
   for (const [v, load] of loads) {
+    const restore = new Set((load.restore ?? []).map(r => `${r.fileId}/${r.chunkId}`))
     for (const ref of load.lost) {
       const file = await table.fileTable(ref.fileId)
       const chunk = file?.chunks.find(c => c.id === ref.chunkId && c.replicas.some(r => r.vendor === v))
       // a vendor that lost it with a failed device and has room elsewhere takes the copy itself:
       // the file's table does not change
-      const back = load.restore?.some(r => r.fileId === ref.fileId && r.chunkId === ref.chunkId) === true && ctx.alive(v) && free(v)
+      const back = restore.has(`${ref.fileId}/${ref.chunkId}`) && ctx.alive(v) && free(v)
       if (file != null && chunk != null) plan(file, chunk, v, 'repair', undefined, back ? v : undefined)
     }
   }

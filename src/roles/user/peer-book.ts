@@ -84,16 +84,17 @@ export function peerOf (t: Target): string | undefined {
  */
 export async function relocateReplicas (node: Libp2p, replicas: Target[], book: PeerBook, log: Logger): Promise<boolean> {
   let found = false
-  for (const [i, t] of replicas.entries()) {
+  // all at once: a command waits for the slowest lookup, not for their sum
+  await Promise.all([...replicas].map(async (t, i) => {
     const peer = peerOf(t)
-    if (peer == null) continue
+    if (peer == null) return
     const addrs = await locatePeer(node, peer, { replicas: replicas.filter(r => r !== t), entry: book.entry(), log })
     const before = 'peer' in t ? t.addrs : [t.toString()]
-    if (addrs == null || addrs.every(a => before.includes(a))) continue
+    if (addrs == null || addrs.every(a => before.includes(a))) return
     replicas[i] = { peer, addrs }
     book.noteReplica(peer, addrs)
     found = true
-  }
+  }))
   if (found) await book.save().catch(() => {})
   return found
 }
