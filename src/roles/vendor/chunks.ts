@@ -129,7 +129,9 @@ export class ChunkStore {
     for (const device of devices) {
       for (const line of await this.devices.readIndex(device)) {
         const key = `${line.f}/${line.c}`
+        // the latest line of a chunk wins: one stored again after an erase may be cut otherwise
         const entry = found.get(key) ?? { line, pieces: new Map() }
+        entry.line = line
         entry.pieces.set(line.i, { device, name: `${line.f}.${line.c}.${line.i}`, size: line.z, sha256: line.h })
         found.set(key, entry)
       }
