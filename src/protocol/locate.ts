@@ -13,6 +13,8 @@ export interface LocateOptions {
   replicas?: Target[]
   /** Peers to enter the DHT through when this node is connected to none (vendors a user has seen). */
   entry?: Target[]
+  /** Addresses known not to answer: an answer with no other address is no answer. */
+  stale?: string[]
   signal?: AbortSignal
   log?: (fmt: string, ...args: unknown[]) => void
 }
@@ -25,12 +27,13 @@ export interface LocateOptions {
  */
 export async function locatePeer (node: Libp2p, peer: string, opts: LocateOptions = {}): Promise<string[] | undefined> {
   const signal = opts.signal ?? AbortSignal.timeout(LOCATE_MS)
+  const fresh = (addrs: string[]): boolean => addrs.some(a => !(opts.stale ?? []).includes(a))
   for (const other of opts.replicas ?? []) {
     if ('peer' in other && other.peer === peer) continue
     try {
       const r = await call(node, other, FAT_PROTOCOL, { t: 'members' }, { 'members-reply': M.MembersReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.any([signal, AbortSignal.timeout(3_000)]) })
       const m = r.members.find(x => x.peer === peer)
-      if (m != null && m.addrs.length > 0) { opts.log?.('located %s through replica %s: %o', peer, 'peer' in other ? other.peer : other.toString(), m.addrs); return m.addrs }
+      if (m != null && fresh(m.addrs)) { opts.log?.('located %s through replica %s: %o', peer, 'peer' in other ? other.peer : other.toString(), m.addrs); return m.addrs }
     } catch {}
   }
   const id = peerIdFromString(peer)
@@ -54,7 +57,7 @@ export async function locatePeer (node: Libp2p, peer: string, opts: LocateOption
       // not from the local cache: that holds the addresses that no longer answer
       const info = await node.peerRouting.findPeer(id, { signal: AbortSignal.any([signal, AbortSignal.timeout(3_000)]), useCache: false } as any)
       const addrs = info.multiaddrs.map(a => a.getComponents().some(c => c.name === 'p2p') ? a.toString() : `${a.toString()}/p2p/${peer}`)
-      if (addrs.length > 0) { opts.log?.('located %s through the DHT: %o', peer, addrs); return addrs }
+      if (fresh(addrs)) { opts.log?.('located %s through the DHT: %o', peer, addrs); return addrs }
     } catch {}
     await new Promise(resolve => setTimeout(resolve, 250))
   }

@@ -88,9 +88,9 @@ export async function relocateReplicas (node: Libp2p, replicas: Target[], book: 
   await Promise.all([...replicas].map(async (t, i) => {
     const peer = peerOf(t)
     if (peer == null) return
-    const addrs = await locatePeer(node, peer, { replicas: replicas.filter(r => r !== t), entry: book.entry(), log })
     const before = 'peer' in t ? t.addrs : [t.toString()]
-    if (addrs == null || addrs.every(a => before.includes(a))) return
+    const addrs = await locatePeer(node, peer, { replicas: replicas.filter(r => r !== t), entry: book.entry(), stale: before, log })
+    if (addrs == null) return
     replicas[i] = { peer, addrs }
     book.noteReplica(peer, addrs)
     found = true

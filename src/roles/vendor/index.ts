@@ -84,7 +84,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     if (locating.has(peer)) return
     locating.add(peer)
     const others = [...fats.entries()].filter(([p]) => p !== peer).map(([, t]) => t)
-    locatePeer(node, peer, { replicas: others, log }).then(async addrs => {
+    const had = fats.get(peer)
+    locatePeer(node, peer, { replicas: others, stale: had != null && 'addrs' in had ? had.addrs : [], log }).then(async addrs => {
       if (addrs == null) return
       fats.set(peer, { peer, addrs })
       await opts.db.batch([knownFats.put(peer, addrs)])
