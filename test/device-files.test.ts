@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rename, stat, writeFile } from 'node:fs/promi
 import { join, resolve } from 'node:path'
 import { logger } from '../src/logger.ts'
 import { Devices, PIECE_OVERHEAD, parseDeviceSpec } from '../src/store/devices.ts'
-import { IndexWriter, MARKER_FILE, inspectQuarantine, quarantine, readIndex, readMarker, rewriteIndex, writeMarker, type IndexLine } from '../src/store/device-files.ts'
+import { IndexRewrite, IndexWriter, MARKER_FILE, inspectQuarantine, quarantine, readIndex, readMarker, writeMarker, type IndexLine } from '../src/store/device-files.ts'
 import { PeerBook } from '../src/roles/user/peer-book.ts'
 import { stampOf, unchanged } from '../src/roles/user/changes.ts'
 import { tempDir } from './helpers.ts'
@@ -43,8 +43,12 @@ describe('device files and parsing (pure, no daemons)', function () {
     await w.close()
     await writeFile(join(tmp.dir, 'stor-index.jsonl'), (await readFile(join(tmp.dir, 'stor-index.jsonl'), 'utf8')) + '{"o":"cut sh')
     assert.deepEqual(await readIndex(tmp.dir), [line(0), line(1, true)])
-    await rewriteIndex(tmp.dir, [line(1)])
+    const rewrite = new IndexRewrite(tmp.dir)
+    await rewrite.add(line(1))
+    assert.deepEqual(await readIndex(tmp.dir), [line(0), line(1, true)], 'the old index stands until the new one is finished')
+    await rewrite.finish()
     assert.deepEqual(await readIndex(tmp.dir), [line(1)])
+    assert.ok(!(await readdir(tmp.dir)).some(n => n.endsWith('.tmp')))
     assert.deepEqual(await readIndex(join(tmp.dir, 'none')), [])
   })
 

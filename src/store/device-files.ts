@@ -1,4 +1,5 @@
 import { createWriteStream, type WriteStream } from 'node:fs'
+import { once } from 'node:events'
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 
@@ -88,9 +89,41 @@ export class IndexWriter {
   }
 }
 
-/** Replaces a device's index with `lines` (atomically), so it does not grow with every erase. */
-export async function rewriteIndex (device: string, lines: IndexLine[]): Promise<void> {
-  await writeDurably(join(device, INDEX_FILE), Buffer.from(lines.map(l => `${JSON.stringify(l)}\n`).join('')))
+/**
+ * A device's index written afresh (so it does not grow with every erase), line by line (a table
+ * of millions of pieces is never held in memory), then flushed and put in place by a rename.
+ */
+export class IndexRewrite {
+  private readonly tmp: string
+  private readonly out: WriteStream
+  private failed: Error | undefined
+
+  constructor (private readonly device: string) {
+    this.tmp = join(device, `${INDEX_FILE}.tmp`)
+    this.out = createWriteStream(this.tmp)
+    this.out.on('error', err => { this.failed = err })
+  }
+
+  async add (line: IndexLine): Promise<void> {
+    if (this.failed != null) throw this.failed
+    if (!this.out.write(`${JSON.stringify(line)}\n`)) await once(this.out, 'drain')
+  }
+
+  async finish (): Promise<void> {
+    await new Promise<void>(resolve => { this.out.end(resolve) })
+    if (this.failed != null) throw this.failed
+    const fh = await open(this.tmp, 'r+')
+    try { await fh.sync() } finally { await fh.close() }
+    await rename(this.tmp, join(this.device, INDEX_FILE))
+    const dir = await open(this.device, 'r')
+    try { await dir.sync() } finally { await dir.close() }
+  }
+
+  /** Gives up: the old index stays. */
+  async abort (): Promise<void> {
+    await new Promise<void>(resolve => { this.out.end(resolve) })
+    await rm(this.tmp, { force: true })
+  }
 }
 
 /** The lines of a device's index (a line cut short by a crash, and anything malformed, is skipped). */

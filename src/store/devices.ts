@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path'
 import { InvalidArgumentError, IntegrityError, NoSpaceError } from '../errors.ts'
 import { formatSize, parseSize } from '../units.ts'
 import type { Logger } from '../logger.ts'
-import { IndexWriter, MARKER_FILE, PIECES_DIR, quarantine, readIndex, readMarker, rewriteIndex, writeDurably, writeMarker, type IndexLine } from './device-files.ts'
+import { IndexRewrite, IndexWriter, MARKER_FILE, PIECES_DIR, quarantine, readIndex, readMarker, writeDurably, writeMarker, type IndexLine } from './device-files.ts'
 
 export interface DeviceSpec { path: string, quota?: number }
 
@@ -284,13 +284,24 @@ export class Devices {
     }
   }
 
-  /** Rewrites every healthy device's index from the table (at start: erased pieces drop out). */
-  async rewriteIndexes (lines: Map<string, IndexLine[]>): Promise<void> {
+  /**
+   * Rewrites every healthy device's index from the table (at start: erased pieces drop out): `fill`
+   * adds each piece's line; the new indexes replace the old ones only once all are written.
+   */
+  async rewriteIndexes (fill: (add: (device: string, line: IndexLine) => Promise<void>) => Promise<void>): Promise<void> {
+    const rewrites = new Map<string, IndexRewrite>()
     for (const d of this.devices) {
       if (d.failed) continue
       await d.index.close()
-      await rewriteIndex(d.path, lines.get(d.path) ?? [])
+      rewrites.set(d.path, new IndexRewrite(d.path))
     }
+    try {
+      await fill(async (device, line) => { await rewrites.get(device)?.add(line) })
+    } catch (err) {
+      await Promise.all([...rewrites.values()].map(async r => { await r.abort() }))
+      throw err
+    }
+    for (const r of rewrites.values()) await r.finish()
   }
 
   async close (): Promise<void> {

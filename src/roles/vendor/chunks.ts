@@ -19,6 +19,10 @@ export interface ChunkRecord {
   damaged?: string
 }
 
+/** The damage mark of a chunk lost with a failed device (it may come back onto this vendor's other devices, or with the device). */
+const deviceFailed = (path: string): string => `device ${path} failed`
+const DEVICE_FAILED = /^device .* failed$/
+
 /** What the start-up check found. */
 export interface CheckReport { chunks: number, damaged: number, quarantined: string[] }
 
@@ -59,7 +63,7 @@ export class ChunkStore {
     for await (const [, c] of this.chunks.entries()) {
       c.pieces.forEach(p => { this.devices.account(p) })
       if (c.damaged != null) this.damagedKeys.add(`${c.fileId}/${c.chunkId}`)
-      if (c.damaged != null && /^device .* failed$/.test(c.damaged)) this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
+      if (c.damaged != null && DEVICE_FAILED.test(c.damaged)) this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
       n++
     }
     this.count = n
@@ -75,27 +79,25 @@ export class ChunkStore {
    */
   async check (): Promise<CheckReport> {
     const named = new Set<string>()
-    const lines = new Map<string, IndexLine[]>()
     let chunks = 0
     let damaged = 0
-    for await (const [, c] of this.chunks.entries()) {
-      chunks++
-      for (const [i, p] of c.pieces.entries()) {
-        named.add(`${p.device}\0${p.name}`)
-        const list = lines.get(p.device) ?? []
-        list.push(indexLine(c, i, p))
-        lines.set(p.device, list)
+    await this.devices.rewriteIndexes(async add => {
+      for await (const [, c] of this.chunks.entries()) {
+        chunks++
+        for (const [i, p] of c.pieces.entries()) {
+          named.add(`${p.device}\0${p.name}`)
+          await add(p.device, indexLine(c, i, p))
+        }
+        if (c.damaged != null) { damaged++; continue }
+        const missing = []
+        for (const p of c.pieces) if (!await this.devices.present(p)) missing.push(p.name)
+        if (missing.length > 0) {
+          await this.markDamaged(c.fileId, c.chunkId, `piece ${missing.join(', ')} missing at start`)
+          damaged++
+        }
       }
-      if (c.damaged != null) { damaged++; continue }
-      const missing = []
-      for (const p of c.pieces) if (!await this.devices.present(p)) missing.push(p.name)
-      if (missing.length > 0) {
-        await this.markDamaged(c.fileId, c.chunkId, `piece ${missing.join(', ')} missing at start`)
-        damaged++
-      }
-    }
+    })
     const quarantined = await this.sweep(named)
-    await this.devices.rewriteIndexes(lines)
     return { chunks, damaged, quarantined }
   }
 
@@ -168,7 +170,7 @@ export class ChunkStore {
     for await (const [, c] of this.chunks.entries()) {
       if (c.damaged != null || !c.pieces.some(p => p.device === path)) continue
       if (await this.relocate(c, path)) moved++
-      else if (await this.markDamaged(c.fileId, c.chunkId, `device ${path} failed`)) {
+      else if (await this.markDamaged(c.fileId, c.chunkId, deviceFailed(path))) {
         this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
         damaged++
       }
@@ -219,7 +221,7 @@ export class ChunkStore {
     for await (const [, c] of this.chunks.entries()) {
       if (!c.pieces.some(p => p.device === path)) continue
       for (const p of c.pieces) if (p.device === path) named.add(`${p.device}\0${p.name}`)
-      if (c.damaged !== `device ${path} failed`) continue
+      if (c.damaged !== deviceFailed(path)) continue
       const whole = await this.read({ ...c, damaged: undefined }).then(() => true, () => false)
       if (!whole) continue
       const cleared = await this.serial.run(async () => {
