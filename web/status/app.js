@@ -55,7 +55,7 @@ function renderCapacity (s) {
   const b = bar(c.used, c.allocated, c.total, true)
   b.id = 'capacity-bar'
   old.replaceWith(b)
-  $('capacity').textContent = `${size(c.used)} used · ${size(c.allocated)} allocated · ${size(c.free)} free of ${size(c.total)} on the vendors heard now · ${s.files} files`
+  $('capacity').textContent = `${size(c.used)} used · ${size(c.allocated)} allocated · ${size(c.free)} free of ${size(c.total)} on the vendors heard now · ${s.files} file${s.files === 1 ? '' : 's'}`
 }
 
 function renderChunks (s) {
@@ -141,7 +141,10 @@ function renderEvents (s) {
     el('time', { datetime: new Date(e.t).toISOString(), text: clock(e.t) }), e.text)))
 }
 
+let shown = null
+
 function render (s) {
+  shown = s
   const alive = s.vendors.filter(v => v.state !== 'silent').length
   $('summary').textContent = `${s.replicas.length} FAT replica${s.replicas.length === 1 ? '' : 's'}, ${alive} of ${s.vendors.length} vendors heard · updated ${clock(s.time)}`
   renderReplicas(s)
@@ -169,5 +172,8 @@ async function poll () {
     setTimeout(poll, POLL_MS)
   }
 }
+
+// the chart is drawn for the canvas's size: draw it again when that changes (a phone turned)
+window.addEventListener('resize', () => { if (shown != null) renderTraffic(shown) })
 
 poll()
