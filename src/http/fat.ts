@@ -12,9 +12,10 @@ export function shared<T> (fn: () => Promise<T>, ms: number): () => Promise<T> {
   return async () => {
     const now = Date.now()
     if (last == null || now - last.at > ms) {
-      last = { at: now, value: fn() }
+      const value = fn()
+      last = { at: now, value }
       // a failed overview is not kept for the next scrape
-      last.value.catch(() => { last = undefined })
+      value.catch(() => { if (last?.value === value) last = undefined })
     }
     return await last.value
   }
