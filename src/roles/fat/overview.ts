@@ -135,9 +135,15 @@ export function overviewOf (src: OverviewSources): () => Promise<FatOverview> {
     const damaged = new Map(vendors.map(v => [v, damagedOn(v)]))
     const key = `${table.position}|${vendors.map(v => `${v}:${src.alive(v) ? 1 : 0}:${[...damaged.get(v) ?? []].join(',')}`).join(';')}`
     if (counted?.key === key) return counted.health
-    const tables: FileTable[] = []
-    for await (const t of table.fileTables()) tables.push(t)
-    const result = chunkHealth(tables, (v, fileId, chunkId) => src.alive(v) && damaged.get(v)?.has(`${fileId}/${chunkId}`) !== true)
+    const readable = (v: string, fileId: string, chunkId: string): boolean => src.alive(v) && damaged.get(v)?.has(`${fileId}/${chunkId}`) !== true
+    // one table at a time: a large table is never held in memory whole
+    const result: ChunkHealth = { healthy: 0, underReplicated: 0, lost: 0 }
+    for await (const t of table.fileTables()) {
+      const h = chunkHealth([t], readable)
+      result.healthy += h.healthy
+      result.underReplicated += h.underReplicated
+      result.lost += h.lost
+    }
     counted = { key, health: result }
     return result
   }
