@@ -176,13 +176,26 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
   })
 })
 
-describe('health of a FAT replica that knows no leader', function () {
-  const net = useCluster('metrics-fats', { fats: 2, vendors: 0, fatArgs: ['--http-listen', '127.0.0.1:0'] }, [])
+describe('two FAT replicas: the same counts on both; 503 when no leader is known', function () {
+  const net = useCluster('metrics-fats', { fats: 2, vendors: 2, devicesPerVendor: 1, deviceSize: '64MiB', fatArgs: ['--heartbeat', '500ms', '--http-listen', '127.0.0.1:0'] }, ['bob'])
+  const urls = (): string[] => net.cluster.fats.map(f => f.http as string)
 
-  it('answers 503 with the reason once it cannot reach a majority, and shows it in /metrics', async function () {
-    const leaders = await Promise.all(net.cluster.fats.map(async f => (await scrape(f.http as string)).value('stor_fat_leader')))
+  it('both replicas count the files and the bytes committed, whichever one ordered the writes', async function () {
+    const leaders = await Promise.all(urls().map(async u => (await scrape(u)).value('stor_fat_leader')))
     assert.equal(leaders.reduce((a, b) => a + b, 0), 1, 'one replica leads')
-    for (const f of net.cluster.fats) assert.equal((await health(f.http as string)).status, 200)
+    const up = await net.user('bob').upload(await randomFile(join(net.dir, 'b'), 300 * KiB), { chunkSize: CHUNK, replicas: 2 })
+    const stored = 2 * (300 * KiB + up.chunks * CHUNK_OVERHEAD)
+    await eventually('both replicas applied the commit', async () => {
+      const scrapes = await Promise.all(urls().map(scrape))
+      return scrapes.every(s => s.value('stor_fat_files') === 1 && s.value('stor_fat_committed_bytes_total') === stored && s.value('stor_fat_chunks', { health: 'healthy' }) === up.chunks)
+    })
+    const leader = await scrape(urls()[leaders.indexOf(1)])
+    assert.equal(leader.count('stor_fat_commit_duration_seconds'), 1, 'the commit\'s latency is timed where it was ordered')
+  })
+
+  it('a replica that cannot reach a majority answers 503 with the reason, and shows it in /metrics', async function () {
+    const leaders = await Promise.all(urls().map(async u => (await scrape(u)).value('stor_fat_leader')))
+    for (const u of urls()) assert.equal((await health(u)).status, 200)
     const leader = net.cluster.fats[leaders.indexOf(1)]
     await net.cluster.fats[leaders.indexOf(0)].kill()
     await eventually('the leader alone steps down and says so', async () => {

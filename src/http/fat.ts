@@ -106,14 +106,15 @@ export function fatMetrics (registry: Registry, overview: () => Promise<FatOverv
   const served = servedMetrics(registry)
   const allocation = new Histogram({ name: `${PREFIX}fat_allocation_duration_seconds`, help: 'Time from an allocation request to its signed grants (on the replica that orders writes)', buckets: LATENCY_BUCKETS, registers: [registry] })
   const commit = new Histogram({ name: `${PREFIX}fat_commit_duration_seconds`, help: 'Time from a commit request until a majority holds it and it is applied (on the replica that orders writes)', buckets: LATENCY_BUCKETS, registers: [registry] })
-  const committedBytes = new Counter({ name: `${PREFIX}fat_committed_bytes_total`, help: 'Bytes the committed files take on vendors, replicas included', registers: [registry] })
-  const copies = new Counter({ name: `${PREFIX}fat_transfers_done_total`, help: 'Chunk copies confirmed, by reason (repair, migrate, drain)', labelNames: ['reason'], registers: [registry] })
+  const committedBytes = new Counter({ name: `${PREFIX}fat_committed_bytes_total`, help: 'Bytes the committed files take on vendors, replicas included, as this replica applied the commits', registers: [registry] })
+  const copies = new Counter({ name: `${PREFIX}fat_transfers_done_total`, help: 'Chunk copies confirmed, by reason (repair, migrate, drain), as this replica applied them', labelNames: ['reason'], registers: [registry] })
   const copiedBytes = new Counter({ name: `${PREFIX}fat_transferred_bytes_total`, help: 'Bytes of the chunk copies confirmed, by reason (repair: bytes repaired)', labelNames: ['reason'], registers: [registry] })
   for (const r of TRANSFER_REASONS) { copies.inc({ reason: r }, 0); copiedBytes.inc({ reason: r }, 0) }
   return {
     served,
     allocated: seconds => { allocation.observe(seconds) },
-    committed: (seconds, bytes) => { commit.observe(seconds); committedBytes.inc(bytes) },
+    committed: seconds => { commit.observe(seconds) },
+    stored: bytes => { committedBytes.inc(bytes) },
     transferred: (reason, bytes) => { copies.inc({ reason }); copiedBytes.inc({ reason }, bytes) }
   }
 }

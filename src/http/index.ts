@@ -39,7 +39,8 @@ export function fatMonitoring (listen: HttpAddress, log: Logger): Monitoring<Fat
     metrics: {
       served: (...a) => { counted.served(...a); tracker?.served() },
       allocated: counted.allocated,
-      committed: (seconds, bytes) => { counted.committed(seconds, bytes); tracker?.committed(bytes) },
+      committed: counted.committed,
+      stored: bytes => { counted.stored(bytes); tracker?.committed(bytes) },
       transferred: (reason, bytes) => { counted.transferred(reason, bytes); tracker?.transferred(reason, bytes) }
     },
     async start (role) {

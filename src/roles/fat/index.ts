@@ -43,11 +43,13 @@ export interface FatOptions {
 /** What the FAT reports as it works (the daemon counts it); each call is cheap and never throws. */
 export interface FatMetrics {
   served: Served
-  /** an allocation granted, and the time from request to grant */
+  /** an allocation granted, and the time from request to grant (on the replica that orders writes) */
   allocated: (seconds: number) => void
-  /** a commit logged: the time it took and the bytes its chunks take on vendors, replicas included */
-  committed: (seconds: number, bytes: number) => void
-  /** a copy confirmed (repair, migration or drain) and the chunk's bytes */
+  /** a commit logged, and the time from request until a majority held it (on the replica that orders writes) */
+  committed: (seconds: number) => void
+  /** a commit applied here: the bytes its chunks take on vendors, replicas included (every replica counts it) */
+  stored: (bytes: number) => void
+  /** a confirmed copy (repair, migration or drain) applied here, and the chunk's bytes (every replica counts it) */
   transferred: (reason: TransferRecord['reason'], bytes: number) => void
 }
 
@@ -90,6 +92,19 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const self = node.peerId.toString()
   const table = new FatTable(opts.db)
   await table.load()
+  /**
+   * What an op about to be applied did, told to the metrics once it is: counted from the log, so
+   * every replica counts the same (read before, as applying a copy's op ends its transfer).
+   */
+  const appliedWork = (op: S.Op): (() => void) | undefined => {
+    const metrics = opts.metrics as FatMetrics
+    if (op.op === 'commit') {
+      const bytes = op.tables.reduce((n, t) => n + t.chunks.reduce((m, c) => m + c.size * c.replicas.length, 0), 0)
+      return () => { metrics.stored(bytes) }
+    }
+    const x = op.op === 'replace-replica' ? table.transfer(op.transferId) : undefined
+    return x != null ? () => { metrics.transferred(x.reason, x.size) } : undefined
+  }
   const replication = await createReplication({
     node,
     db: opts.db,
@@ -99,7 +114,11 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     mayFound: opts.mayFound,
     applied: table.position,
     electionMs: opts.electionMs,
-    apply: async entry => { await table.apply(entry.index, entry.op) },
+    apply: async entry => {
+      const counted = opts.metrics != null ? appliedWork(entry.op) : undefined
+      await table.apply(entry.index, entry.op)
+      counted?.()
+    },
     digest: async () => await table.digest()
   })
   const serial = new Serial()
@@ -295,7 +314,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         push(orders)
       })
       log('committed %s (%d files) for %s', msg.allocationId, msg.tables.length, remotePeer)
-      opts.metrics?.committed((performance.now() - started) / 1000, msg.tables.reduce((n, t) => n + t.chunks.reduce((m, c) => m + c.size * c.replicas.length, 0), 0))
+      opts.metrics?.committed((performance.now() - started) / 1000)
       return { t: 'ok' }
     },
 
@@ -371,7 +390,6 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         const orders = [newOrder(x.replaces, 'erase-chunks', x.fileId, [], [x.chunkId])]
         await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders })
         log('transfer %s done: chunk %s of %s now on %s instead of %s (%s)', x.id, x.chunkId, x.fileId, x.to, x.replaces, x.reason)
-        opts.metrics?.transferred(x.reason, x.size)
         push(orders)
       })
       return { t: 'ok' }
