@@ -382,8 +382,9 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         const file = await table.fileTable(x.fileId)
         const chunk = file?.chunks.find(c => c.id === x.chunkId)
         if (x.to === x.replaces && chunk?.replicas.some(r => r.vendor === x.to) === true) {
-          // a replica restored onto its own vendor's other devices: the table stays as it is
-          await propose({ op: 'transfer-end', transferId: x.id, orders: [] })
+          // a replica restored onto its own vendor's other devices: replacing it by itself leaves
+          // the table as it is, ends the transfer, and counts as a repair done
+          await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders: [] })
           log('transfer %s done: chunk %s of %s restored on %s', x.id, x.chunkId, x.fileId, x.to)
           return
         }
