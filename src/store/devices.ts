@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
-import { access, constants, mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
+import { crc32 } from 'node:zlib'
+import { access, constants, mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile, type FileHandle } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { InvalidArgumentError, IntegrityError, NoSpaceError } from '../errors.ts'
 import { parseSize } from '../units.ts'
@@ -9,7 +10,13 @@ export interface DeviceSpec { path: string, quota?: number }
 
 export interface DeviceInfo { path: string, capacity: number, used: number, free: number, failed: boolean }
 
-export interface PieceRef { device: string, name: string, size: number, sha256: string }
+/**
+ * Where a piece is, and its checksum: the SHA-256 when the piece is a whole chunk (its id) or was
+ * written before CRC-32s were used, else the CRC-32. A piece's checksum only finds disk damage and
+ * names the bad piece; a chunk is always checked whole against its SHA-256 id when it is served,
+ * so a piece needs no second cryptographic hash (CRC-32: 0.14 ms of CPU per MB here, SHA-256: 0.49).
+ */
+export interface PieceRef { device: string, name: string, size: number, sha256?: string, crc32?: number }
 
 /** Parses --device PATH[:SIZE]. */
 export function parseDeviceSpec (text: string): DeviceSpec {
@@ -22,7 +29,23 @@ export function sha256 (bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex')
 }
 
-interface Device extends DeviceInfo { dir: string, quota: boolean }
+/** A piece's checksum: its SHA-256 if the caller has it (a piece that is a whole chunk), else its CRC-32. */
+function checksum (bytes: Uint8Array, sha?: string): Pick<PieceRef, 'sha256' | 'crc32'> {
+  return sha != null ? { sha256: sha } : { crc32: crc32(bytes) }
+}
+
+/** Does `bytes` match the piece's recorded checksum? */
+function matches (piece: PieceRef, bytes: Uint8Array): boolean {
+  if (piece.crc32 != null) return crc32(bytes) === piece.crc32
+  return sha256(bytes) === piece.sha256
+}
+
+interface Device extends DeviceInfo {
+  dir: string
+  quota: boolean
+  /** Writes may bypass the page cache (O_DIRECT); false once the file system refused it. */
+  direct: boolean
+}
 
 /** The disks a vendor offers: directories with quotas, where pieces are written durably and checked. */
 export class Devices {
@@ -47,7 +70,7 @@ export class Devices {
       const fsInfo = await statfs(dir)
       const capacity = spec.quota ?? fsInfo.bavail * fsInfo.bsize
       if (devices.some(d => d.path === spec.path)) throw new InvalidArgumentError(`--device ${spec.path}: given twice`)
-      devices.push({ path: spec.path, dir, capacity, used: 0, free: capacity, failed: false, quota: spec.quota != null })
+      devices.push({ path: spec.path, dir, capacity, used: 0, free: capacity, failed: false, quota: spec.quota != null, direct: DIRECT_FLAG != null })
     }
     return new Devices(devices, log)
   }
@@ -142,16 +165,18 @@ export class Devices {
    * those not in `avoid`; a write counts once it and its folder are flushed. (It is not read back:
    * that would read the page cache, not the disk; reads and the scrubber check the hash.) A
    * failing device is marked failed and the piece goes to the next one. `hash` is the bytes'
-   * SHA-256 if the caller has it already.
+   * SHA-256 if the caller has it already (a piece that is a whole chunk); otherwise the piece's
+   * checksum is its CRC-32.
    */
-  async write (name: string, bytes: Uint8Array, avoid: Set<string>, first?: string, hash = sha256(bytes)): Promise<PieceRef> {
+  async write (name: string, bytes: Uint8Array, avoid: Set<string>, first?: string, hash?: string): Promise<PieceRef> {
+    const sum = checksum(bytes, hash)
     for (const d of this.order(bytes.byteLength, avoid, first)) {
       // the room is taken before the write starts, so pieces written at once do not overbook a device
       d.used += bytes.byteLength
       d.free = d.capacity - d.used
       try {
-        await writeDurably(join(d.dir, name), bytes)
-        return { device: d.path, name, size: bytes.byteLength, sha256: hash }
+        await writeDurably(join(d.dir, name), bytes, d)
+        return { device: d.path, name, size: bytes.byteLength, ...sum }
       } catch (err: any) {
         d.used -= bytes.byteLength
         d.free = d.capacity - d.used
@@ -162,12 +187,12 @@ export class Devices {
     throw new NoSpaceError(`no healthy device has room for ${bytes.byteLength} bytes`)
   }
 
-  /** Reads a piece and checks its size, and its hash unless `hash` is false (the caller checks the whole chunk). */
+  /** Reads a piece and checks its size, and its checksum unless `hash` is false (the caller checks the whole chunk). */
   async read (piece: PieceRef, hash = true): Promise<Uint8Array> {
     const d = this.byPath(piece.device)
     if (d == null) throw new IntegrityError(`device ${piece.device} is no longer configured`)
     const bytes = await readFile(join(d.dir, piece.name))
-    if (bytes.byteLength !== piece.size || (hash && sha256(bytes) !== piece.sha256)) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt`)
+    if (bytes.byteLength !== piece.size || (hash && !matches(piece, bytes))) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt`)
     return bytes
   }
 
@@ -185,11 +210,57 @@ export class Devices {
   }
 }
 
-async function writeDurably (path: string, bytes: Uint8Array): Promise<void> {
+/** O_DIRECT where the platform has it (Linux); undefined elsewhere. */
+const DIRECT_FLAG: number | undefined = constants.O_DIRECT
+/** Direct writes need memory, file offset and length aligned to the device's block; a page covers every common one. */
+const DIRECT_ALIGN = 4096
+
+async function writeAll (fh: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < bytes.byteLength;) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.byteLength - done, position + done)
+    done += bytesWritten
+  }
+}
+
+/**
+ * Writes the page-aligned head of `bytes` with O_DIRECT, if `bytes` starts on a page boundary
+ * (chunk buffers from an aligned BufferPool do) and the device allows it; returns how many bytes
+ * it wrote that way (0 if none). Through the page cache, writing costs this machine 2.4-2.8 ms of
+ * CPU per MB (the kernel copies every byte into freshly touched page-cache memory); direct, 0.1.
+ * A file system that refuses O_DIRECT (tmpfs, some network ones) is not asked again.
+ */
+async function writeDirect (path: string, bytes: Uint8Array, device: { direct: boolean }): Promise<number> {
+  const head = bytes.byteLength - (bytes.byteLength % DIRECT_ALIGN)
+  if (DIRECT_FLAG == null || !device.direct || head === 0 || bytes.byteOffset % DIRECT_ALIGN !== 0) return 0
+  let fh: FileHandle
+  try {
+    fh = await open(path, constants.O_WRONLY | DIRECT_FLAG)
+  } catch (err: any) {
+    if (err.code !== 'EINVAL') throw err
+    device.direct = false
+    return 0
+  }
+  try {
+    await writeAll(fh, bytes.subarray(0, head), 0)
+    return head
+  } catch (err: any) {
+    // memory not on a block boundary after all (a buffer not from an aligned pool): the caller
+    // writes the whole piece through the page cache instead
+    if (err.code === 'EINVAL') return 0
+    throw err
+  } finally {
+    await fh.close()
+  }
+}
+
+/** Writes a piece under a temporary name, flushes it, and renames it into place. */
+async function writeDurably (path: string, bytes: Uint8Array, device: { direct: boolean }): Promise<void> {
   const tmp = `${path}.tmp`
   const fh = await open(tmp, 'w')
   try {
-    await fh.write(bytes)
+    const direct = await writeDirect(tmp, bytes, device)
+    await writeAll(fh, bytes.subarray(direct), direct)
+    // flushes what went either way: the page-cache tail, the direct head out of the disk's cache, the size
     await fh.sync()
   } finally {
     await fh.close()

@@ -3,6 +3,7 @@ import { Records, type DB } from '../../store/db.ts'
 import type { Devices, PieceRef } from '../../store/devices.ts'
 import { createHash } from 'node:crypto'
 import { Serial } from '../../serial.ts'
+import { PAGE_ALIGN } from '../../buffer-pool.ts'
 
 export interface ChunkRecord {
   owner: string
@@ -182,7 +183,9 @@ export class ChunkStore {
   private async writePieces ({ owner, allocationId, fileId, chunkId }: ChunkPlace, bytes: Uint8Array, pieces: number, kept: boolean): Promise<void> {
     const refs: PieceRef[] = []
     try {
-      const pieceSize = Math.max(1, Math.ceil(bytes.byteLength / pieces))
+      // pieces start on page boundaries of the chunk's buffer, so each can be written to its
+      // device with O_DIRECT (see Devices.write)
+      const pieceSize = Math.max(1, Math.ceil(Math.ceil(bytes.byteLength / pieces) / PAGE_ALIGN) * PAGE_ALIGN)
       const count = Math.max(1, Math.ceil(bytes.byteLength / pieceSize))
       // the pieces go to their devices at once: each device chosen before any write starts
       const used = new Set<string>()

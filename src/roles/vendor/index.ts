@@ -75,8 +75,9 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   }
   const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
-  // room for the chunks of a few uploads at once, kept between them
-  const buffers = createBufferPool(64 * MiB)
+  // room for the chunks of a few uploads at once, kept between them; page-aligned, so pieces go
+  // to disk straight from them (O_DIRECT)
+  const buffers = createBufferPool(64 * MiB, { aligned: true })
   const doneOrders = new Records<number>(opts.db, 'order-done')
   await store.load()
   const checked = await store.check()
