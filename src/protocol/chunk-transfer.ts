@@ -1,7 +1,7 @@
 import type { AbortOptions } from '@libp2p/interface'
 import { StorError, UnreachableError, MalformedMessageError } from '../errors.ts'
 import { decodeReply, encode } from './codec.ts'
-import { FETCH_PROTOCOL, MAX_DATA_BUFFER, MAX_VENDOR_MESSAGE, STORE_PROTOCOL } from './ids.ts'
+import { FETCH_PROTOCOL, MAX_DATA_BUFFER, MAX_VENDOR_MESSAGE, SEND_BLOCK, STORE_PROTOCOL } from './ids.ts'
 import * as M from './messages.ts'
 import { openStream, type Target } from './rpc.ts'
 import { frames, type FrameStream } from './stream.ts'
@@ -55,6 +55,10 @@ export function relayChunk (node: Libp2p, to: M.Hop, header: M.ChunkHeader, hop:
   const early: Uint8Array[] = []
   let open: FrameStream | undefined
   let pushed = 0
+  // pushed bytes not yet handed to the stream: runs that follow each other in one buffer (as a
+  // chunk's bytes land in its receive buffer) are joined, so the next hop gets SEND_BLOCK-sized
+  // frames instead of one per incoming network message (~64 KiB), and a window update for each
+  let pending: Uint8Array | undefined
   let stopped: Error | undefined
   let allPushed: () => void = () => {}
   let failed: (err: Error) => void = () => {}
@@ -74,18 +78,30 @@ export function relayChunk (node: Libp2p, to: M.Hop, header: M.ChunkHeader, hop:
     await whole
     return decodeReply(await fs.read({ signal }), { stored: M.Stored }, MAX_VENDOR_MESSAGE)
   })
+  const flush = (): void => {
+    if (pending == null) return
+    if (open != null) send(open, pending)
+    else early.push(pending)
+    pending = undefined
+  }
   return {
     push (bytes) {
       if (stopped != null || bytes.byteLength === 0) return
       pushed += bytes.byteLength
-      if (open != null) send(open, bytes)
-      else early.push(bytes)
+      if (pending != null && pending.buffer === bytes.buffer && pending.byteOffset + pending.byteLength === bytes.byteOffset) {
+        pending = new Uint8Array(pending.buffer, pending.byteOffset, pending.byteLength + bytes.byteLength)
+      } else {
+        flush()
+        pending = bytes
+      }
+      if (pending.byteLength >= SEND_BLOCK || pushed >= header.size) flush()
       if (pushed >= header.size) allPushed()
     },
     reply,
     abort (err) {
       stopped ??= err
       early.length = 0
+      pending = undefined
       failed(err)
       open?.stream.abort(err)
     }

@@ -15,8 +15,13 @@ export const MAX_CHUNK_SIZE = 16 * MiB
 /** AES-GCM adds a 12-byte nonce and a 16-byte tag to every chunk. */
 export const CHUNK_OVERHEAD = 28
 export const MAX_WIRE_CHUNK = MAX_CHUNK_SIZE + CHUNK_OVERHEAD
-/** Chunk bytes travel raw after their control frame, handed to the stream in blocks of this size. */
-export const SEND_BLOCK = 256 * KiB
+/**
+ * Chunk bytes travel raw after their control frame, handed to the stream in blocks of this size.
+ * Each block is one muxer frame, and yamux answers every frame it receives with a window update
+ * (a frame and a socket write of its own): 1 MiB blocks, two in a 2 MiB window, send a quarter of
+ * the updates 256 KiB blocks did.
+ */
+export const SEND_BLOCK = 1 * MiB
 /** What a chunk's receiver may hold queued: a whole chunk and some slack. */
 export const MAX_DATA_BUFFER = MAX_WIRE_CHUNK + 512 * KiB
 /** Largest control message per protocol. */
