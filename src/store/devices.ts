@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto'
 import { crc32 } from 'node:zlib'
-import { access, constants, mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile, type FileHandle } from 'node:fs/promises'
+import { access, constants, mkdir, open, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { InvalidArgumentError, IntegrityError, NoSpaceError } from '../errors.ts'
 import { parseSize } from '../units.ts'
+import { DIRECT_FLAG, openDirect, readAt, writeAt } from './direct.ts'
 import type { Logger } from '../logger.ts'
 
 export interface DeviceSpec { path: string, quota?: number }
@@ -196,6 +197,30 @@ export class Devices {
     return bytes
   }
 
+  /**
+   * Reads a piece into `into` (exactly its size), the aligned part with O_DIRECT where the device
+   * allows it, and checks its size; the caller checks the bytes (the whole chunk's hash).
+   */
+  async readInto (piece: PieceRef, into: Uint8Array): Promise<void> {
+    const d = this.byPath(piece.device)
+    if (d == null) throw new IntegrityError(`device ${piece.device} is no longer configured`)
+    if (into.byteLength !== piece.size) throw new RangeError(`readInto: the buffer holds ${into.byteLength} bytes, piece ${piece.name} ${piece.size}`)
+    const path = join(d.dir, piece.name)
+    const fh = await open(path, 'r')
+    try {
+      const direct = d.direct ? await openDirect(path, 'read') : undefined
+      try {
+        const got = await readAt(fh, direct, into, 0)
+        const { size } = await fh.stat()
+        if (got !== piece.size || size !== piece.size) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt (${size} bytes, ${piece.size} recorded)`)
+      } finally {
+        await direct?.close()
+      }
+    } finally {
+      await fh.close()
+    }
+  }
+
   async remove (piece: PieceRef): Promise<void> {
     const d = this.byPath(piece.device)
     if (d == null) return
@@ -210,56 +235,20 @@ export class Devices {
   }
 }
 
-/** O_DIRECT where the platform has it (Linux); undefined elsewhere. */
-const DIRECT_FLAG: number | undefined = constants.O_DIRECT
-/** Direct writes need memory, file offset and length aligned to the device's block; a page covers every common one. */
-const DIRECT_ALIGN = 4096
-
-async function writeAll (fh: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
-  for (let done = 0; done < bytes.byteLength;) {
-    const { bytesWritten } = await fh.write(bytes, done, bytes.byteLength - done, position + done)
-    done += bytesWritten
-  }
-}
-
-/**
- * Writes the page-aligned head of `bytes` with O_DIRECT, if `bytes` starts on a page boundary
- * (chunk buffers from an aligned BufferPool do) and the device allows it; returns how many bytes
- * it wrote that way (0 if none). Through the page cache, writing costs this machine 2.4-2.8 ms of
- * CPU per MB (the kernel copies every byte into freshly touched page-cache memory); direct, 0.1.
- * A file system that refuses O_DIRECT (tmpfs, some network ones) is not asked again.
- */
-async function writeDirect (path: string, bytes: Uint8Array, device: { direct: boolean }): Promise<number> {
-  const head = bytes.byteLength - (bytes.byteLength % DIRECT_ALIGN)
-  if (DIRECT_FLAG == null || !device.direct || head === 0 || bytes.byteOffset % DIRECT_ALIGN !== 0) return 0
-  let fh: FileHandle
-  try {
-    fh = await open(path, constants.O_WRONLY | DIRECT_FLAG)
-  } catch (err: any) {
-    if (err.code !== 'EINVAL') throw err
-    device.direct = false
-    return 0
-  }
-  try {
-    await writeAll(fh, bytes.subarray(0, head), 0)
-    return head
-  } catch (err: any) {
-    // memory not on a block boundary after all (a buffer not from an aligned pool): the caller
-    // writes the whole piece through the page cache instead
-    if (err.code === 'EINVAL') return 0
-    throw err
-  } finally {
-    await fh.close()
-  }
-}
-
 /** Writes a piece under a temporary name, flushes it, and renames it into place. */
 async function writeDurably (path: string, bytes: Uint8Array, device: { direct: boolean }): Promise<void> {
   const tmp = `${path}.tmp`
   const fh = await open(tmp, 'w')
   try {
-    const direct = await writeDirect(tmp, bytes, device)
-    await writeAll(fh, bytes.subarray(direct), direct)
+    // the aligned head bypasses the page cache (see direct.ts); a file system that refuses
+    // O_DIRECT is not asked again
+    const direct = device.direct ? await openDirect(tmp, 'write') : undefined
+    if (direct == null) device.direct = false
+    try {
+      await writeAt(fh, direct, bytes, 0)
+    } finally {
+      await direct?.close()
+    }
     // flushes what went either way: the page-cache tail, the direct head out of the disk's cache, the size
     await fh.sync()
   } finally {

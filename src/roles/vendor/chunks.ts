@@ -209,19 +209,28 @@ export class ChunkStore {
     }
   }
 
-  /** Reads a chunk's pieces, in order, and checks them together against the chunk id. */
-  async read (rec: ChunkRecord): Promise<Uint8Array[]> {
+  /**
+   * Reads a chunk's pieces, in order, into `into` (exactly the chunk's size, e.g. a pooled
+   * page-aligned buffer, so the pieces come straight from disk with O_DIRECT), and checks the
+   * whole against the chunk id.
+   */
+  async read (rec: ChunkRecord, into: Uint8Array): Promise<Uint8Array> {
     if (rec.damaged != null) throw new IntegrityError(`chunk ${rec.chunkId} is damaged here (${rec.damaged}); fetch another replica`)
-    // one hash over the whole chunk (without joining the pieces); only when it fails are the
-    // pieces checked, to name the bad one
-    const parts = await Promise.all(rec.pieces.map(async p => await this.devices.read(p, false)))
-    const hash = createHash('sha256')
-    for (const part of parts) hash.update(part)
-    if (hash.digest('hex') !== rec.chunkId) {
+    if (into.byteLength !== rec.size) throw new RangeError(`read: the buffer holds ${into.byteLength} bytes, chunk ${rec.chunkId} ${rec.size}`)
+    let offset = 0
+    const reads = rec.pieces.map(p => {
+      const part = into.subarray(offset, offset + p.size)
+      offset += p.size
+      return this.devices.readInto(p, part)
+    })
+    await Promise.all(reads)
+    if (offset !== rec.size) throw new IntegrityError(`chunk ${rec.chunkId}: its pieces hold ${offset} bytes, not ${rec.size}`)
+    // one hash over the whole chunk; only when it fails are the pieces checked, to name the bad one
+    if (createHash('sha256').update(into).digest('hex') !== rec.chunkId) {
       await Promise.all(rec.pieces.map(async p => await this.devices.read(p)))
       throw new IntegrityError(`chunk ${rec.chunkId} does not match its hash`)
     }
-    return parts
+    return into
   }
 
   /** Of the chunks stored under an allocation, keeps the listed ones (now committed) and erases the rest. */

@@ -205,17 +205,28 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${msg.chunkId} of file ${msg.fileId}`)
       if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
     }
-    const parts = await store.read(rec).catch(async err => {
-      // a piece that no longer reads back is damage: stop serving it and report it
-      if (err.code === 'ENOENT' || err instanceof IntegrityError) {
-        await store.markDamaged(rec.fileId, rec.chunkId, `read: ${err.message}`, now => now.stored !== rec.stored)
-        throw new IntegrityError(`chunk ${rec.chunkId} is damaged here: ${err.message}`)
-      }
-      throw err
-    })
-    await delay()
-    await fs.write(encode({ t: 'chunk', size: parts.reduce((n, p) => n + p.byteLength, 0) }), { signal })
-    for (const part of parts) await fs.writeData(part, { signal })
+    // the chunk is read into a pooled buffer (page-aligned, so the pieces come straight from disk);
+    // once bytes of it are handed to the stream, it goes back only when the stream has closed
+    // cleanly: the fetcher then has every byte, so nothing queued below the stream still views it
+    const bytes = buffers.take(rec.size)
+    let handed = false
+    try {
+      await store.read(rec, bytes).catch(async err => {
+        // a piece that no longer reads back is damage: stop serving it and report it
+        if (err.code === 'ENOENT' || err instanceof IntegrityError) {
+          await store.markDamaged(rec.fileId, rec.chunkId, `read: ${err.message}`, now => now.stored !== rec.stored)
+          throw new IntegrityError(`chunk ${rec.chunkId} is damaged here: ${err.message}`)
+        }
+        throw err
+      })
+      await delay()
+      await fs.write(encode({ t: 'chunk', size: bytes.byteLength }), { signal })
+      handed = true
+      fs.stream.addEventListener('close', (evt: any) => { if (evt?.error == null) buffers.give(bytes) }, { once: true })
+      await fs.writeData(bytes, { signal })
+    } finally {
+      if (!handed) buffers.give(bytes)
+    }
     return undefined
   })
 
