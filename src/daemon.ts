@@ -17,6 +17,7 @@ import { Devices, type DeviceSpec } from './store/devices.ts'
 import { createFat } from './roles/fat/index.ts'
 import { createVendor, type HighWater } from './roles/vendor/index.ts'
 import { createUser, type User, type Progress } from './roles/user/index.ts'
+import { closeChunkStreams } from './protocol/chunk-transfer.ts'
 
 export type Role = 'fat' | 'vendor'
 
@@ -142,7 +143,8 @@ export async function openClient (opts: ClientOptions): Promise<Client> {
   const { node, key } = await openNode(opts.dataDir, [], false)
   try {
     const user = await createUser({ node, key, dataDir: opts.dataDir, fats, newIdentity, log: logger('stor:user') })
-    return { ...user, close: async () => { await node.stop() } }
+    // kept chunk streams end cleanly first, so vendors know every chunk they sent arrived
+    return { ...user, close: async () => { await closeChunkStreams(node); await node.stop() } }
   } catch (err) {
     await node.stop()
     throw err

@@ -2,13 +2,13 @@ import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
-import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
+import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB, CHUNK_STREAM_REUSE } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
 import { call, serve, type Target } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
-import { copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
+import { closeChunkStreams, copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import type { Devices } from '../../store/devices.ts'
@@ -113,7 +113,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.scope, erased)
   }
 
-  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log, reuse: CHUNK_STREAM_REUSE }, async ({ msg, remotePeer, fs, signal }) => {
     const { header, hop } = msg
     const me = header.route[hop]
     if (me == null || me.vendor !== self) throw new AccessDeniedError(`hop ${hop} of the route is not this vendor`)
@@ -188,7 +188,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   })
 
   const guard = new ReplayGuard()
-  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log, reuse: CHUNK_STREAM_REUSE }, async ({ msg, remotePeer, fs, signal, delivered }) => {
     let rec
     if (msg.t === 'copy') {
       // another vendor copies a chunk on a FAT's order: it must be the order's target
@@ -206,8 +206,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
     }
     // the chunk is read into a pooled buffer (page-aligned, so the pieces come straight from disk);
-    // once bytes of it are handed to the stream, it goes back only when the stream has closed
-    // cleanly: the fetcher then has every byte, so nothing queued below the stream still views it
+    // once bytes of it are handed to the stream, it goes back only when the fetcher provably has
+    // every byte (its next request, or a clean close), so nothing queued below the stream still views it
     const bytes = buffers.take(rec.size)
     let handed = false
     try {
@@ -222,7 +222,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       await delay()
       await fs.write(encode({ t: 'chunk', size: bytes.byteLength }), { signal })
       handed = true
-      fs.stream.addEventListener('close', (evt: any) => { if (evt?.error == null) buffers.give(bytes) }, { once: true })
+      void delivered.then(whole => { if (whole) buffers.give(bytes) })
       await fs.writeData(bytes, { signal })
     } finally {
       if (!handed) buffers.give(bytes)
@@ -313,6 +313,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       await scrubber.stop()
       transfers.stop()
       await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL, ECHO_PROTOCOL].map(async p => { await node.unhandle(p) }))
+      await closeChunkStreams(node)
     }
   }
 }
