@@ -5,7 +5,7 @@ import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB, CHUNK_STREAM_REUSE } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
 import { call, serve, type Target } from '../../protocol/rpc.ts'
-import { sign, verify } from '../../protocol/sign.ts'
+import { canonical, sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
 import { closeChunkStreams, copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
@@ -26,6 +26,8 @@ export const DEFAULT_HIGH_WATER: HighWater = { fraction: 0.9 }
 /** Scrub defaults: a full pass a day, reading at most 8 MiB/s. */
 export const DEFAULT_SCRUB_RATE = 8 * 1024 * 1024
 export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3_600_000
+/** Grants whose signatures a vendor remembers as checked (then it forgets them all and starts again). */
+const MAX_VERIFIED_GRANTS = 4096
 /** Damaged chunks one heartbeat reports. */
 const LOST_PER_HEARTBEAT = 1000
 import { serveEcho } from '../../protocol/echo.ts'
@@ -91,9 +93,17 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const delayMs = opts.testDelayMs ?? 0
   const delay = async (): Promise<void> => { if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs)) }
 
+  // every chunk of an allocation comes with the same grant: its signature is checked once (the
+  // whole signed record is the key, so a changed field is checked again)
+  const verifiedGrants = new Set<string>()
   const checkGrant = async (grant: M.Grant, owner: string, allocationId: string): Promise<void> => {
     if (!fatIds.has(grant.fat)) throw new AccessDeniedError(`the grant is signed by ${grant.fat}, which is not a FAT server of this network`)
-    await verify(grant.fat, 'grant', grant)
+    const signed = canonical(grant)
+    if (!verifiedGrants.has(signed)) {
+      await verify(grant.fat, 'grant', grant)
+      if (verifiedGrants.size >= MAX_VERIFIED_GRANTS) verifiedGrants.clear()
+      verifiedGrants.add(signed)
+    }
     if (grant.vendor !== self) throw new AccessDeniedError('the grant is for another vendor')
     if (grant.owner !== owner || grant.allocationId !== allocationId) throw new AccessDeniedError('the grant is for another owner or allocation')
     if (grant.expires < Date.now()) throw new AccessDeniedError('the grant has expired; ask the FAT for a new allocation')
