@@ -89,6 +89,8 @@ export interface ServeOptions<C> {
   unlimited?: (peer: string) => boolean
   /** Keep the stream for further requests after a reply (default: one request per stream). */
   reuse?: Reuse
+  /** Told of every request once answered: its type (or `malformed`), `ok` or the error code, and how long it took. */
+  onServed?: Served
 }
 
 /** The error reply for a failed request: what went wrong, without internals for anything but an internal error. */
@@ -96,6 +98,9 @@ function errorReply (err: any): object {
   const code = codeOf(err)
   return { t: 'error', code: code === 'ERR_INTERNAL' ? 'ERR_INTERNAL' : code, message: code === 'ERR_INTERNAL' ? `internal error: ${String(err.message ?? err).slice(0, 900)}` : String(err.message).slice(0, 1000) }
 }
+
+/** A served request, for metrics: protocol, request type, `ok` or the error code, seconds. */
+export type Served = (protocol: string, request: string, outcome: string, seconds: number) => void
 
 /**
  * Handles a protocol: reads a request, decodes it strictly, and sends the handler's reply, or an
@@ -132,6 +137,9 @@ export async function serve<C extends Check<any>> (node: Libp2p, protocol: strin
           frame = next
         }
         settle(true)
+        const started = performance.now()
+        let request = 'malformed'
+        let outcome = 'ok'
         const delivered = new Promise<boolean>(resolve => { settle = resolve })
         const signal = AbortSignal.timeout(opts.timeoutMs)
         const onTimeout = (): void => { stream.abort(new Error(`${protocol}: the request took longer than ${opts.timeoutMs} ms`)) }
@@ -142,10 +150,12 @@ export async function serve<C extends Check<any>> (node: Libp2p, protocol: strin
           if (frame instanceof Error) throw frame
           if (opts.unlimited?.(remotePeer) !== true && !rate.take(remotePeer)) throw new LimitError(`too many requests on ${protocol}; slow down and try again`)
           const msg = decode(frame, opts.checks, opts.maxMessage)
+          request = msg.t
           reply = await handler({ msg, remotePeer, connection, fs, signal, delivered })
         } catch (err: any) {
           failed = true
-          if (codeOf(err) === 'ERR_INTERNAL' && !(err instanceof MalformedMessageError)) opts.log.error('%s from %s failed: %s', protocol, remotePeer, err.stack ?? err)
+          outcome = codeOf(err)
+          if (outcome === 'ERR_INTERNAL' && !(err instanceof MalformedMessageError)) opts.log.error('%s from %s failed: %s', protocol, remotePeer, err.stack ?? err)
           else opts.log('%s from %s refused: %s', protocol, remotePeer, err.message)
           reply = errorReply(err)
         }
@@ -153,6 +163,7 @@ export async function serve<C extends Check<any>> (node: Libp2p, protocol: strin
           if (reply != null) await fs.write(encode(reply), { signal })
         } finally {
           signal.removeEventListener('abort', onTimeout)
+          opts.onServed?.(protocol, request, outcome, (performance.now() - started) / 1000)
         }
         // after an error the two ends may no longer agree where a frame starts: no further requests
         if (failed) break
