@@ -8,6 +8,7 @@ import { openClient, startDaemon, drainVendor, parseHighWater, runDemo, parseSiz
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { progressBar } from './progress.ts'
 import { expandPaths } from './paths.ts'
+import { heapForTransfers } from './heap.ts'
 
 /** How long a daemon may take to stop on SIGTERM or SIGINT before it exits anyway. */
 const STOP_DEADLINE_MS = 15_000
@@ -48,6 +49,7 @@ function print (json: boolean, value: object, human: () => string): void {
 }
 
 async function withClient<T> (opts: { bootstrap?: string[], dataDir?: string }, fn: (c: Client) => Promise<T>): Promise<T> {
+  heapForTransfers()
   const client = await openClient({ dataDir: opts.dataDir ?? defaultDataDir, bootstrap: opts.bootstrap ?? [] })
   try {
     return await fn(client)
@@ -74,6 +76,7 @@ const program = new Command('stordaemon')
   .action(async (opts) => {
     if (opts.role == null) { program.help(); return }
     if (opts.dataDir == null) throw new InvalidArgumentError('--data-dir: a daemon needs a data directory for its identity and tables')
+    if (opts.role === 'vendor') heapForTransfers()
     const daemon = await startDaemon({
       role: opts.role,
       dataDir: resolve(opts.dataDir),
