@@ -314,9 +314,11 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
   const raw = [...rawBefore.best, ...rawAfter.best]
   const best = raw.reduce((a, b) => (b.MBs > a.MBs ? b : a))
   const rawMBs = best.MBs
-  // the CPU reference: the mean of the two measurements, before and after the cluster part
-  const refSender = (rawBefore.senderMsPerMB + rawAfter.senderMsPerMB) / 2
-  const refReceiver = (rawBefore.receiverMsPerMB + rawAfter.receiverMsPerMB) / 2
+  // the CPU reference: the lower of the two measurements, before and after the cluster part (CPU
+  // per byte rises with the machine's load: the lower one is nearer the stream's own cost, and the
+  // stricter reference; a mean let one busy minute flatter every ratio)
+  const refSender = Math.min(rawBefore.senderMsPerMB, rawAfter.senderMsPerMB)
+  const refReceiver = Math.min(rawBefore.receiverMsPerMB, rawAfter.receiverMsPerMB)
   const MB = 1e6
   type Row = [string, string, string, string]
   const ok = (met: boolean): string => met ? 'met' : 'NOT met'
@@ -349,8 +351,8 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
     ]
   }
   const cpuRows: Row[] = [
-    ['raw stream sender, before / after', `${ms(rawBefore.senderMsPerMB)} / ${ms(rawAfter.senderMsPerMB)} ms/MB`, `mean ${ms(refSender)} (the reference)`, ''],
-    ['raw stream receiver, before / after', `${ms(rawBefore.receiverMsPerMB)} / ${ms(rawAfter.receiverMsPerMB)} ms/MB`, `mean ${ms(refReceiver)} (the reference)`, ''],
+    ['raw stream sender, before / after', `${ms(rawBefore.senderMsPerMB)} / ${ms(rawAfter.senderMsPerMB)} ms/MB`, `lower ${ms(refSender)} (the reference)`, ''],
+    ['raw stream receiver, before / after', `${ms(rawBefore.receiverMsPerMB)} / ${ms(rawAfter.receiverMsPerMB)} ms/MB`, `lower ${ms(refReceiver)} (the reference)`, ''],
     ...cpuRow('upload x1', up1, true, 2),
     ...cpuRow('upload x2', up2, true, 2.5),
     ...cpuRow('download x1', down1, false, 2),
