@@ -8,6 +8,7 @@ import type * as M from '../../protocol/messages.ts'
 import { signRequest } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
 import { sha256 } from '../../store/devices.ts'
+import { openDirect, writeAt } from '../../store/direct.ts'
 import type { BufferPool } from '../../buffer-pool.ts'
 import { decryptChunk } from './cipher.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
@@ -123,13 +124,15 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
   const results: DownloadResult[] = []
   const journals: DownloadJournal[] = []
   const handles: Array<Awaited<ReturnType<typeof openFile>>> = []
+  // the same files opened for direct writes where the system allows it (see store/direct.ts)
+  const directs: Array<Awaited<ReturnType<typeof openDirect>>> = []
   const jobs: Job[] = []
   let total = 0
   let bytesDone = 0
   let chunksDone = 0
   let chunksTotal = 0
   const closeAll = async (): Promise<void> => {
-    await Promise.all(handles.map(async fh => { await fh.close().catch(() => {}) }))
+    await Promise.all([...handles, ...directs].map(async fh => { await fh?.close().catch(() => {}) }))
     await Promise.all(journals.map(async j => { await j.close() }))
   }
   try {
@@ -140,6 +143,7 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
       journals.push(journal)
       const fh = await openFile(part, journal.reused.size > 0 ? 'r+' : 'w').catch((err: any) => { throw new InvalidArgumentError(`OUT: cannot write ${out} (${err.code ?? err.message})`) })
       handles.push(fh)
+      directs.push(await openDirect(part, 'write'))
       total += table.size
       chunksTotal += table.chunks.length
       results.push({ fileId: table.fileId, out, size: table.size, chunks: table.chunks.length, sources: [], fallbacks: 0, fetched: 0, reused: journal.reused.size, duplicates: 0 })
@@ -168,7 +172,9 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
 
     const finish = async (job: Job, m: VendorModel, plain: Buffer): Promise<void> => {
       const { reply } = items[job.item]
-      await handles[job.item].write(plain, 0, plain.byteLength, job.i * reply.table.chunkSize).catch(err => { throw localDiskError(`${items[job.item].out}.stor-part`, err) })
+      // chunks start on page boundaries of the file (for the usual chunk sizes) and of their pooled
+      // buffers, so they go to disk direct, without a copy through the page cache
+      await writeAt(handles[job.item], directs[job.item], plain, job.i * reply.table.chunkSize).catch(err => { throw localDiskError(`${items[job.item].out}.stor-part`, err) })
       journals[job.item].record(job.i)
       job.done = true
       for (const [v, a] of job.attempts) if (v !== m.vendor) a.ctrl.abort(new Error('another replica was faster'))
