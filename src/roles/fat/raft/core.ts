@@ -411,8 +411,10 @@ export class Raft<E extends RaftEntry, M extends RaftMember> {
 
   private handleVote (m: Extract<Message<E, M>, { type: 'vote' | 'pre-vote' }>): void {
     const respType = m.type === 'vote' ? 'vote-resp' : 'pre-vote-resp'
-    // only members elect (a removed replica that does not know it yet must not be made leader)
-    const canVote = this.isMember(m.from) && (this.vote === m.from ||
+    // any replica votes, members or not: a new replica that has received nothing yet must be able to
+    // help elect, or a set that just added it could be left without a majority. A removed replica
+    // that asks is ignored in the leader's lease (check-quorum, in step).
+    const canVote = (this.vote === m.from ||
       (this.vote == null && this.lead == null) ||
       (m.type === 'pre-vote' && m.term > this.term))
     const upToDate = m.lastTerm > this.lastTerm || (m.lastTerm === this.lastTerm && m.lastIndex >= this.lastIndex)
