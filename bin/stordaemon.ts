@@ -66,6 +66,7 @@ const program = new Command('stordaemon')
   .option('--device <path[:size]>', 'vendor: a directory to offer, with an optional quota like 20GiB (repeatable)', collect)
   .option('--lease <duration>', 'fat: how long an uncommitted allocation stays locked', '10m')
   .option('--heartbeat <duration>', 'fat: how often vendors report', '2s')
+  .option('--snapshot-every <entries>', 'fat: snapshot the table and compact the log every this many entries', '10000')
   .option('--join-secret <secret>', 'fat: replicas prove they know it to join the replica set (default: $STOR_JOIN_SECRET)')
   .option('--high-water <pct|size>', 'vendor: above this share of its capacity (or size) it moves chunks elsewhere', '90%')
   .option('--scrub-rate <size>', 'vendor: bytes per second the background scrub reads at most', '8MiB')
@@ -82,6 +83,7 @@ const program = new Command('stordaemon')
       leaseMs: parseDuration(opts.lease, '--lease'),
       heartbeatMs: parseDuration(opts.heartbeat, '--heartbeat'),
       joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET,
+      snapshotEntries: /^\d+$/.test(opts.snapshotEvery) ? Number(opts.snapshotEvery) : Number.NaN,
       highWater: parseHighWater(opts.highWater),
       scrubRate: parseSize(opts.scrubRate, '--scrub-rate'),
       scrubIntervalMs: parseDuration(opts.scrubInterval, '--scrub-interval'),

@@ -30,6 +30,8 @@ export interface DaemonOptions {
   heartbeatMs?: number
   /** fat: replicas must present it to join the replica set (keep it secret); unset lets any FAT join. */
   joinSecret?: string
+  /** fat: snapshot the table and compact the log every this many entries (default 10,000). */
+  snapshotEntries?: number
   onWarning?: (message: string) => void
   /** Vendor: the high-water mark, and scrubbing rate (bytes/s) and interval. */
   highWater?: HighWater
@@ -89,6 +91,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const bootstrap = parseBootstrap(opts.bootstrap)
   const listen = parseListen(opts.listen.length > 0 ? opts.listen : ['/ip4/0.0.0.0/tcp/0'])
   if (opts.heartbeatMs != null && (opts.heartbeatMs < 100 || opts.heartbeatMs > 3_600_000)) throw new InvalidArgumentError('--heartbeat: must be from 100ms to 1h')
+  if (opts.snapshotEntries != null && (!Number.isSafeInteger(opts.snapshotEntries) || opts.snapshotEntries < 1)) throw new InvalidArgumentError('--snapshot-every: give a whole number of log entries, at least 1 (default 10000)')
   if (opts.leaseMs != null && opts.leaseMs < 1000) throw new InvalidArgumentError('--lease: must be at least 1s')
   if (opts.scrubRate != null && opts.scrubRate < 1) throw new InvalidArgumentError('--scrub-rate: must be at least 1 byte per second')
   if (opts.scrubIntervalMs != null && opts.scrubIntervalMs < 100) throw new InvalidArgumentError('--scrub-interval: must be at least 100ms')
@@ -103,7 +106,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     node = opened.node
     const heartbeatMs = opts.heartbeatMs ?? 2000
     const role = opts.role === 'fat'
-      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity })
+      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, snapshotEntries: opts.snapshotEntries })
       : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs })
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
     if ('announced' in role) await role.announced

@@ -1,6 +1,6 @@
 /** Protocol ids and limits: versioned strings, one per conversation. */
 export const FAT_PROTOCOL = '/stor/fat/1.0.0'
-export const FAT_SYNC_PROTOCOL = '/stor/fat-sync/1.0.0'
+export const FAT_SYNC_PROTOCOL = '/stor/fat-sync/2.0.0'
 export const STORE_PROTOCOL = '/stor/vendor/store/2.0.0'
 export const FETCH_PROTOCOL = '/stor/vendor/fetch/2.0.0'
 export const ORDER_PROTOCOL = '/stor/vendor/order/1.0.0'

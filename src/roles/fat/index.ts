@@ -14,7 +14,7 @@ import { Serial } from '../../serial.ts'
 import { FAT_SYNC_PROTOCOL } from '../../protocol/ids.ts'
 import type { ProbeReply } from '../../protocol/fat-sync.ts'
 import * as S from '../../protocol/fat-sync.ts'
-import { FatTable, bytesPerVendor, newOrder, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
+import { FatTable, TABLE_PREFIXES, bytesPerVendor, newOrder, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
 import { createReplication, type Replication } from './replication.ts'
 import { planMoves, type VendorLoad } from './moves.ts'
 import { Liveness } from './liveness.ts'
@@ -35,6 +35,8 @@ export interface FatOptions {
   electionMs?: [number, number]
   /** A new identity may found a network; an old one whose log is gone must rejoin instead. */
   mayFound: boolean
+  /** Snapshot the table and compact the log once this many entries are applied past the last snapshot. */
+  snapshotEntries?: number
 }
 
 export interface Fat {
@@ -77,9 +79,12 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     join: opts.join,
     joinSecret: opts.joinSecret,
     mayFound: opts.mayFound,
-    applied: table.position,
+    position: () => table.position,
     electionMs: opts.electionMs,
+    snapshotEntries: opts.snapshotEntries,
     apply: async entry => { await table.apply(entry.index, entry.op) },
+    reload: async () => { await table.reload() },
+    prefixes: TABLE_PREFIXES,
     digest: async () => await table.digest()
   })
   const serial = new Serial()

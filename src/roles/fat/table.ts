@@ -38,6 +38,13 @@ export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: str
   return { id: randomBytes(16).toString('hex'), vendor, kind, scope, keep, chunks, issued: Date.now() }
 }
 
+/**
+ * The key prefixes of the table's records in level: a snapshot is everything under them (`meta`
+ * holds the applied position), and the digest hashes all but `meta`. A new kind of record needs
+ * its prefix here, and nothing else, to travel in snapshots.
+ */
+export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', 'meta'] as const
+
 type Batch = Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>
 
 /**
@@ -71,6 +78,12 @@ export class FatTable {
     this.metaRecs = new Records(db, 'meta')
     this.memberRecs = new Records(db, 'members')
     this.transferRecs = new Records(db, 'xfer')
+  }
+
+  /** Reads the table from level again, from scratch (after a snapshot was installed, or a failed write). */
+  async reload (): Promise<void> {
+    for (const m of [this.vendors, this.allocations, this.owners, this.used, this.locked, this.transfers, this.packMembers]) m.clear()
+    await this.load()
   }
 
   async load (): Promise<void> {
@@ -156,7 +169,7 @@ export class FatTable {
   /** A digest of the materialised table: replicas that agree have the same one. */
   async digest (): Promise<string> {
     const h = createHash('sha256')
-    for (const prefix of ['members', 'vendor', 'alloc', 'file', 'order', 'xfer']) {
+    for (const prefix of TABLE_PREFIXES.filter(p => p !== 'meta')) {
       for await (const [k, v] of this.db.iterator({ gte: `${prefix}/`, lt: `${prefix}/\xff` })) h.update(k).update(v)
     }
     return h.digest('hex')
@@ -395,9 +408,16 @@ export class FatTable {
       case 'noop':
         break
     }
-    this.seq = seq
     batch.push(this.metaRecs.put('seq', seq))
-    await this.db.batch(batch, { sync: true })
+    try {
+      await this.db.batch(batch, { sync: true })
+    } catch (err) {
+      // the maps above changed as the op was read; a write that failed must not leave them ahead
+      // of disk, so they are read back from level, where the op left no trace
+      await this.reload()
+      throw err
+    }
+    this.seq = seq
   }
 
   private endTransfer (id: string, batch: Batch): void {
