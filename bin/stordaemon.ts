@@ -4,7 +4,7 @@ import { homedir } from 'node:os'
 import { mkdir } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, drainVendor, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, type Client } from '../src/index.ts'
+import { openClient, startDaemon, drainVendor, removeReplica, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, type Client } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { progressBar } from './progress.ts'
 import { expandPaths } from './paths.ts'
@@ -194,6 +194,16 @@ userOpts(program.command('status').description('the FAT server\'s view of the ne
       ...s.replicas.map(r => `replica ${r.peer} ${r.reachable ? 'up' : 'unreachable'}${r.leader ? ' (orders writes)' : ''}  term ${r.term}  position ${r.applied}  digest ${r.digest.slice(0, 12)}`),
       ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}`)
     ].join('\n'))
+  })
+
+program.command('remove-replica <PEER>')
+  .description('fat: take a FAT replica out of the replica set (it may be dead), one at a time, through the replicated log')
+  .option('--bootstrap <multiaddr>', 'a running FAT replica, with /p2p/ (repeatable)', collect)
+  .option('--join-secret <secret>', 'the network\'s join secret (default: $STOR_JOIN_SECRET)')
+  .option('--json', 'print one JSON object')
+  .action(async (peer: string, opts) => {
+    const r = await removeReplica({ bootstrap: opts.bootstrap ?? [], peer, joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET ?? '' })
+    print(opts.json === true, r, () => `removed ${peer}; the replica set is now:\n${r.members.map(m => `  ${m.peer}${m.peer === r.leader ? ' (orders writes)' : ''}`).join('\n')}`)
   })
 
 program.command('drain')

@@ -226,6 +226,8 @@ const EXAMPLES: Record<string, Example> = {
   Raft: ex(S.Raft, appendOf(ENTRIES)),
   SnapshotChunk: ex(S.SnapshotChunk, { t: 'snap-chunk', term: 7, id: hexOf('snapshot id', 16), seq: 3, records: [{ k: 'file/' + FILE_ID, v: '{"fileId":"x"}' }, { k: 'meta/seq', v: '120' }], last: { index: 120, term: 7, members: REPLICAS } }),
   RaftAck: ex(S.RaftAck, { t: 'raft-ack' }),
+  Remove: ex(S.Remove, { t: 'remove', peer: REPLICAS[2].peer, proof: hexOf('remove proof', 32) }),
+  Removed: ex(S.Removed, { t: 'removed', leader: FAT, members: REPLICAS.slice(0, 2) }),
   Join: ex(S.Join, { t: 'join', addrs: REPLICAS[2].addrs, proof: hexOf('join proof', 32) }),
   JoinReply: ex(S.JoinReply, { t: 'join-reply', leader: FAT, members: REPLICAS }),
   Probe: ex(S.Probe, { t: 'probe', digest: true }),
@@ -279,6 +281,7 @@ const TABLES: Table[] = [
   { label: 'user <- FAT members-reply', checks: { 'members-reply': M.MembersReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'FAT sync requests (fat-sync.ts SYNC_REQUESTS)', checks: S.SYNC_REQUESTS, maxBytes: MAX_FAT_MESSAGE, reply: false },
   { label: 'replica <- replica raft-ack', checks: { 'raft-ack': S.RaftAck }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'operator <- replica removed', checks: { removed: S.Removed }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'new replica <- replica join-reply', checks: { 'join-reply': S.JoinReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'FAT status <- replica probe-reply', checks: { 'probe-reply': S.ProbeReply }, maxBytes: MAX_VENDOR_MESSAGE, reply: true }
 ]
@@ -594,7 +597,7 @@ describe('protocol', function () {
       // SYNC_REQUESTS: what the replicas serve on /stor/fat-sync
       const replSrc = readFileSync(new URL('../src/roles/fat/replication.ts', import.meta.url), 'utf8')
       assert.match(replSrc, /serve\(node, FAT_SYNC_PROTOCOL, \{ checks: S\.SYNC_REQUESTS, maxMessage: MAX_FAT_MESSAGE,/)
-      assert.deepEqual(S.SYNC_REQUESTS, { raft: S.Raft, 'snap-chunk': S.SnapshotChunk, join: S.Join, probe: S.Probe })
+      assert.deepEqual(S.SYNC_REQUESTS, { raft: S.Raft, 'snap-chunk': S.SnapshotChunk, join: S.Join, remove: S.Remove, probe: S.Probe })
       assert.ok(TABLES.some(x => x.checks === S.SYNC_REQUESTS && x.maxBytes === MAX_FAT_MESSAGE && !x.reply))
       // every inline `{ key: M.Check }` or `{ key: S.Check }` table in the handlers and callers is one of TABLES
       const files = ['../src/roles/fat/index.ts', '../src/roles/fat/replication.ts', '../src/roles/vendor/index.ts', '../src/roles/user/index.ts', '../src/protocol/chunk-transfer.ts']
@@ -789,6 +792,7 @@ describe('protocol', function () {
         ['MembersReply', ['leader'], 128, n => 'x'.repeat(n)],
         ['JoinReply', ['leader'], 128, n => 'x'.repeat(n)],
         ['ProbeReply', ['leader'], 128, n => 'x'.repeat(n)],
+        ['Removed', ['leader'], 128, n => 'x'.repeat(n)],
         ['Join', ['proof'], 64, n => 'ab'.repeat(n / 2), 2],
         ['SnapshotChunk', ['records', 0, 'k'], 512, n => 'file/'.padEnd(n, 'a')],
         ['SnapshotChunk', ['records', 0, 'v'], MAX_FAT_MESSAGE / 2, n => 'a'.repeat(n)],

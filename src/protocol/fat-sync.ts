@@ -119,11 +119,19 @@ export const RaftAck = obj({ t: t('raft-ack') })
 export const Join = obj({ t: t('join'), addrs, proof: hex(32, true) })
 export const JoinReply = obj({ t: t('join-reply'), leader: str(128), members: arr(Member, MAX_MEMBERS) })
 
+/**
+ * An operator removes a replica from the set (it may be dead): `proof` is HMAC-SHA256 of
+ * `stor:remove:<peer>` under the network's join secret. Any member takes it to the leader.
+ */
+export const Remove = obj({ t: t('remove'), peer, proof: hex(32) })
+/** The replica set once the removal is committed, and who leads it. */
+export const Removed = obj({ t: t('removed'), leader: str(128), members: arr(Member, MAX_MEMBERS) })
+
 /** What `status` shows of each replica; `digest` hashes the whole table, so it is only computed when asked for. */
 export const Probe = obj({ t: t('probe'), digest: bool })
 export const ProbeReply = obj({ t: t('probe-reply'), term, leader: str(128), applied: index, commit: index, lastIndex: index, digest: str(64, /^(?:[0-9a-f]{64})?$/) })
 export type ProbeReply = Infer<typeof ProbeReply>
 
-export const SYNC_REQUESTS = { raft: Raft, 'snap-chunk': SnapshotChunk, join: Join, probe: Probe }
+export const SYNC_REQUESTS = { raft: Raft, 'snap-chunk': SnapshotChunk, join: Join, remove: Remove, probe: Probe }
 
 export type Message<C> = Infer<C>

@@ -80,6 +80,17 @@ export function joinProof (secret: string, peer: string): string {
   return createHmac('sha256', secret).update(`stor:join:${peer}`).digest('hex')
 }
 
+/** The proof an operator gives to remove `peer` from the replica set. */
+export function removeProof (secret: string, peer: string): string {
+  return createHmac('sha256', secret).update(`stor:remove:${peer}`).digest('hex')
+}
+
+function sameProof (given: string, expected: string): boolean {
+  const a = Buffer.from(given, 'hex')
+  const b = Buffer.from(expected, 'hex')
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
 /**
  * Keeps the FAT replicas' op logs identical: this is the driver around the pure Raft core
  * (./raft/core.ts). It feeds the core ticks and messages, and carries out each Ready in order:
@@ -257,9 +268,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
 
   const onJoin = async (msg: S.Message<typeof S.Join>, from: string): Promise<object> => {
     if (opts.joinSecret != null && opts.joinSecret !== '') {
-      const expected = Buffer.from(joinProof(opts.joinSecret, from), 'hex')
-      const given = Buffer.from(msg.proof, 'hex')
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AccessDeniedError('the join proof is wrong: start the replica with this network\'s --join-secret')
+      if (!sameProof(msg.proof, joinProof(opts.joinSecret, from))) throw new AccessDeniedError('the join proof is wrong: start the replica with this network\'s --join-secret')
     }
     const current = raft.config().find(m => m.peer === from)
     const moved = current != null && msg.addrs.length > 0 && current.addrs.join() !== msg.addrs.join()
@@ -270,6 +279,23 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
       log(current == null ? 'replica %s joined the replica set' : 'replica %s moved to %s', from, msg.addrs.join(' '))
     }
     return { t: 'join-reply', leader: raft.lead ?? '', members: raft.config() }
+  }
+
+  /** One replica leaves the set, by an operator's request; a follower hands it to the leader. */
+  const onRemove = async (msg: S.Message<typeof S.Remove>): Promise<S.Message<typeof S.Removed>> => {
+    if (opts.joinSecret == null || opts.joinSecret === '') throw new AccessDeniedError('this FAT replica has no --join-secret, so it takes no removal: start the replicas with one')
+    if (!sameProof(msg.proof, removeProof(opts.joinSecret, msg.peer))) throw new AccessDeniedError('the removal proof is wrong: give this network\'s --join-secret')
+    if (raft.role !== 'leader') {
+      const leader = raft.lead != null && raft.lead !== self ? known(raft.lead) : undefined
+      if (leader == null) throw new UnavailableError('no FAT replica orders writes right now (an election is under way, or a majority is unreachable); try again')
+      return await call(node, target(leader.peer), FAT_SYNC_PROTOCOL, msg, { removed: S.Removed }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(15_000) })
+    }
+    if (raft.isMember(msg.peer)) {
+      if (raft.config().length === 1) throw new InvalidArgumentError(`${msg.peer} is the last replica of the set; a set cannot be empty`)
+      await propose({ op: 'members', members: raft.config().filter(m => m.peer !== msg.peer) })
+      log('replica %s was removed from the replica set', msg.peer)
+    }
+    return { t: 'removed', leader: raft.lead ?? '', members: raft.config() }
   }
 
   // ---- proposals
@@ -322,6 +348,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
       }
       // a join waits for the new member list to commit, which needs the queue: it must not hold it
       case 'join': return await onJoin(msg, remotePeer)
+      case 'remove': return await onRemove(msg)
       case 'probe':
         if (raft.config().every(m => m.peer !== remotePeer)) throw new AccessDeniedError(`${remotePeer} is not a FAT replica of this network`)
         return { t: 'probe-reply', ...state(), digest: msg.digest ? await opts.digest() : '' }
