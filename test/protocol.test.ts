@@ -795,7 +795,7 @@ describe('protocol', function () {
         ['Removed', ['leader'], 128, n => 'x'.repeat(n)],
         ['Join', ['proof'], 64, n => 'ab'.repeat(n / 2), 2],
         ['SnapshotChunk', ['records', 0, 'k'], 512, n => 'file/'.padEnd(n, 'a')],
-        ['SnapshotChunk', ['records', 0, 'v'], MAX_FAT_MESSAGE / 2, n => 'a'.repeat(n)],
+        ['SnapshotChunk', ['records', 0, 'v'], MAX_FAT_MESSAGE - MiB, n => 'a'.repeat(n)],
         ['StatusReply', ['replicas', 0, 'digest'], 64, n => 'cd'.repeat(n / 2), 2],
         ['Raft', [...opIn('vendor'), 'vendor', 'devices', 0, 'path'], 4096, n => '/'.repeat(n)],
         ['Raft', [...opIn('members'), 'members', 0, 'addrs', 0], 300, n => '/' + 'a'.repeat(n - 1)],

@@ -97,6 +97,8 @@ export const RaftMessage = union('type', {
 export type RaftMessage = Infer<typeof RaftMessage>
 export const Raft = obj({ t: t('raft'), msg: RaftMessage })
 
+/** One table record: as large as a log entry may be (a file's table is a record). */
+const MAX_RECORD = MAX_FAT_MESSAGE - 1024 * 1024
 /** Where a snapshot ends: the index and term it covers, and the replica set at that index. */
 export const SnapshotMeta = obj({ index, term, members: arr(Member, MAX_MEMBERS) })
 /**
@@ -109,7 +111,7 @@ export const SnapshotChunk = obj({
   term,
   id: hex(16),
   seq: int(0, 2 ** 32),
-  records: arr(obj({ k: str(512), v: str(MAX_FAT_MESSAGE / 2) }), 1_000_000),
+  records: arr(obj({ k: str(512), v: str(MAX_RECORD) }), 1_000_000),
   last: opt(SnapshotMeta)
 })
 /** The receiver holds the message (Raft messages) or chunk (snapshots); nothing more is promised. */

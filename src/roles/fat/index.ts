@@ -1,6 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, InvalidArgumentError, LimitError, NotFoundError, UnavailableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors.ts'
 import { encode } from '../../protocol/codec.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
@@ -14,7 +14,7 @@ import { Serial } from '../../serial.ts'
 import { FAT_SYNC_PROTOCOL } from '../../protocol/ids.ts'
 import type { ProbeReply } from '../../protocol/fat-sync.ts'
 import * as S from '../../protocol/fat-sync.ts'
-import { FatTable, TABLE_PREFIXES, bytesPerVendor, newOrder, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
+import { FatTable, TABLE_PREFIXES, bytesPerVendor, newOrder, settleKeep, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
 import { createReplication, type Replication } from './replication.ts'
 import { planMoves, type VendorLoad } from './moves.ts'
 import { Liveness } from './liveness.ts'
@@ -118,7 +118,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     for (;;) {
       const leader = replication.leader()
       if (leader != null && leader.peer !== self) {
-        return await call(node, { peer: leader.peer, addrs: leader.addrs }, FAT_PROTOCOL, msg, WRITES[msg.t], { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(20_000) }) as object
+        // a commit of a large file checks tens of thousands of receipts and logs megabytes: give it time
+        return await call(node, { peer: leader.peer, addrs: leader.addrs }, FAT_PROTOCOL, msg, WRITES[msg.t], { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(msg.t === 'commit' ? 120_000 : 20_000) }) as object
       }
       if (replication.isLeader()) {
         await replication.ready()
@@ -176,8 +177,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   }
 
   const settleOrders = (a: AllocationRecord, tables: M.FileTable[]): PendingOrder[] =>
-    Object.keys(a.grants).map(v => newOrder(v, 'settle', a.allocationId,
-      tables.flatMap(t => t.chunks.filter(c => c.replicas.some(r => r.vendor === v)).map(c => c.id))))
+    Object.keys(a.grants).map(v => newOrder(v, 'settle', a.allocationId, settleKeep(tables, v)))
 
   const expireLeases = async (): Promise<void> => {
     if (!replication.isLeader()) return
@@ -264,16 +264,19 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     async commit (msg, remotePeer) {
       await serial.run(async () => {
         const a = table.checkCommit(remotePeer, msg.allocationId, msg.tables)
+        let checked = 0
         for (const t of msg.tables) {
           for (const c of t.chunks) {
             for (const r of c.replicas) await verify(r.vendor, 'receipt', { vendor: r.vendor, fileId: t.fileId, chunkId: c.id, size: c.size, sig: r.sig })
+            // a large file has tens of thousands of receipts, seconds of checking: let timers and
+            // the network run between them, or this replica misses its heartbeats and loses the lead
+            if (++checked % 64 === 0) await new Promise(resolve => setImmediate(resolve))
           }
         }
         const orders = settleOrders(a, msg.tables)
-        const op = { op: 'commit' as const, allocationId: a.allocationId, tables: msg.tables, orders }
-        // the entry must fit in one message to the other replicas, with room to spare
-        if (encode(op).byteLength > MAX_FAT_MESSAGE / 2) throw new LimitError('this commit lists too many chunks for one log entry; upload fewer files at once, or use a larger --chunk-size')
-        await propose(op)
+        // one log entry, which must fit in one message to the other replicas: propose refuses a
+        // larger one with a LimitError (a 100 GiB file in 25,600 chunks at 2 replicas takes ~14 MiB)
+        await propose({ op: 'commit' as const, allocationId: a.allocationId, tables: msg.tables, orders: orders.map(o => ({ ...o, keep: [] })) })
         push(orders)
       })
       log('committed %s (%d files) for %s', msg.allocationId, msg.tables.length, remotePeer)

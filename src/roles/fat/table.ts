@@ -34,6 +34,11 @@ function add (m: Map<string, number>, k: string, n: number): void {
   else m.set(k, v)
 }
 
+/** The chunks a commit's tables place on `vendor`: what its settle order tells it to keep. */
+export function settleKeep (tables: FileTable[], vendor: string): string[] {
+  return tables.flatMap(t => t.chunks.filter(c => c.replicas.some(r => r.vendor === vendor)).map(c => c.id))
+}
+
 export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: string, keep: string[], chunks?: string[]): PendingOrder {
   return { id: randomBytes(16).toString('hex'), vendor, kind, scope, keep, chunks, issued: Date.now() }
 }
@@ -331,7 +336,9 @@ export class FatTable {
           this.addFile(t)
           batch.push(this.fileRecs.put(t.fileId, t))
         }
-        orders(op.orders)
+        // a settle order's keep list repeats the tables' chunk ids: the entry leaves it out (so a
+        // large file's commit fits one log entry) and every replica derives the same list here
+        orders(op.orders.map(o => o.kind === 'settle' && o.keep.length === 0 ? { ...o, keep: settleKeep(op.tables, o.vendor) } : o))
         break
       }
       case 'renew': {

@@ -35,9 +35,10 @@ export function readSnapshot (db: DB, prefixes: readonly string[], index: number
         if (!wanted.has(k.slice(0, k.indexOf('/')))) continue
         const text = dec.decode(v)
         if (k === 'meta/seq') seq = Number(text)
+        // a record larger than a chunk (a big file's table) travels alone
+        if (chunk.length > 0 && bytes + k.length + v.byteLength > SNAPSHOT_CHUNK_BYTES) { yield chunk; chunk = []; bytes = 0 }
         chunk.push({ k, v: text })
         bytes += k.length + v.byteLength
-        if (bytes >= SNAPSHOT_CHUNK_BYTES) { yield chunk; chunk = []; bytes = 0 }
       }
       if ((seq ?? 0) !== index) throw new Error(`the table moved on while its snapshot was taken (${seq ?? 0}, expected ${index})`)
       yield chunk
