@@ -27,10 +27,12 @@ export interface DaemonProcess {
 }
 
 /** Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`. */
-export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
+export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}, wrap: string[] = []): Promise<DaemonProcess> {
   await mkdir(dataDir, { recursive: true })
   const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
-  const child = spawn(process.execPath, [binPath(), '--role', role, '--data-dir', dataDir, ...listen, ...args], {
+  // `wrap` runs the daemon under another command that execs it (e.g. `ip netns exec NAME`)
+  const command = [...wrap, process.execPath, binPath(), '--role', role, '--data-dir', dataDir, ...listen, ...args]
+  const child = spawn(command[0], command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FORCE_COLOR: '0', ...env }
   })
@@ -68,7 +70,8 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
     async restart () {
       const port = /\/tcp\/(\d+)/.exec(addrs[0] ?? '')?.[1] ?? '0'
       const rest = args.filter((a, i) => a !== '--listen' && args[i - 1] !== '--listen')
-      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs, env)
+      const host = /^\/ip4\/([\d.]+)\//.exec(addrs[0] ?? '')?.[1] ?? '127.0.0.1'
+      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/${host}/tcp/${port}`, ...rest], timeoutMs, env, wrap)
     }
   }
 }
