@@ -192,13 +192,14 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
 
   const installSnapshot = async (meta: SnapshotMeta<S.Member>): Promise<void> => {
     if (!inbox.has(meta)) throw new Error(`snapshot ${meta.index}/${meta.term} was accepted but is not staged`)
+    const bytes = inbox.stagedBytes
     await inbox.install(meta, async m => { await storage.reset(m) })
     await opts.reload()
     applied = meta.index
     for (const [index, w] of waiting) {
       if (index <= meta.index) { w.reject(new UnavailableError('a snapshot replaced this replica\'s log; try again')); waiting.delete(index) }
     }
-    log('installed a snapshot at %d (term %d)', meta.index, meta.term)
+    log('installed a snapshot at %d (term %d, %d bytes)', meta.index, meta.term, bytes)
   }
 
   const maybeCompact = async (): Promise<void> => {
@@ -243,16 +244,18 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     void (async () => {
       let seq = 0
       let records = 0
+      let bytes = 0
       let current = await chunks.next()
       while (current.done !== true) {
         const next = await chunks.next()
         const last = next.done === true ? meta : undefined
         await call(node, target(to), FAT_SYNC_PROTOCOL, { t: 'snap-chunk', term, id, seq: seq++, records: current.value, ...(last != null ? { last } : {}) }, { 'raft-ack': S.RaftAck }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
         records += current.value.length
+        for (const r of current.value) bytes += r.k.length + r.v.length
         current = next
       }
       ok = true
-      log('sent a snapshot at %d to %s: %d records in %d chunks', index, to, records, seq)
+      log('sent a snapshot at %d to %s: %d records, %d bytes in %d chunks', index, to, records, bytes, seq)
     })().catch(async err => {
       log('snapshot to %s: %s', to, err.message)
       await chunks.return(undefined).catch(() => {})

@@ -48,7 +48,7 @@ export function readSnapshot (db: DB, prefixes: readonly string[], index: number
   })()
 }
 
-interface Staged { id: string, next: number, meta?: SnapshotMeta<Member> }
+interface Staged { id: string, next: number, bytes: number, meta?: SnapshotMeta<Member> }
 
 /**
  * The receiving side: chunks are staged in level as they arrive (memory stays bounded whatever
@@ -64,7 +64,7 @@ export class SnapshotInbox {
   async receive (id: string, seq: number, records: SnapshotRecord[], last: SnapshotMeta<Member> | undefined): Promise<SnapshotMeta<Member> | undefined> {
     if (seq === 0) {
       await this.db.clear({ gte: STAGE, lt: `${STAGE}\xff` })
-      this.staged = { id, next: 0 }
+      this.staged = { id, next: 0, bytes: 0 }
     }
     if (this.staged == null || this.staged.id !== id || this.staged.next !== seq) {
       throw new Error(`snapshot chunk ${seq} of ${id} is out of order; the leader starts it again`)
@@ -74,7 +74,9 @@ export class SnapshotInbox {
     for (const r of records) {
       if (!wanted.has(r.k.slice(0, r.k.indexOf('/')))) throw new Error(`snapshot record ${r.k} is not a table record`)
       JSON.parse(r.v) // every table record is JSON; a garbled one stops the snapshot here
-      batch.push({ type: 'put', key: `${STAGE}${r.k}`, value: enc.encode(r.v) })
+      const value = enc.encode(r.v)
+      this.staged.bytes += r.k.length + value.byteLength
+      batch.push({ type: 'put', key: `${STAGE}${r.k}`, value })
     }
     this.staged.next++
     if (last != null) {
@@ -87,6 +89,9 @@ export class SnapshotInbox {
     await this.db.batch(batch, { sync: last != null })
     return last
   }
+
+  /** Bytes of records staged (keys and values): the snapshot's size. */
+  get stagedBytes (): number { return this.staged?.bytes ?? 0 }
 
   /** Whether a complete snapshot with this index and term is staged. */
   has (meta: SnapshotMeta<Member>): boolean {
