@@ -320,29 +320,30 @@ describe('raft core: persistence before sending', function () {
 })
 
 describe('raft core: pre-vote and check-quorum (thesis 9.6)', function () {
-  it('a replica back from a partition does not disturb a healthy leader, and its term stays', function () {
-    const net = new Net(ids, { preVote: true, checkQuorum: true })
+  /** a leads; c is cut off for 60 rounds of ticks, then comes back for `back` rounds. */
+  const cutOffAndBack = (over: { preVote: boolean, checkQuorum: boolean }, back: number): { net: Net, term: number, cutTerm: number, cutRole: string } => {
+    const net = new Net(ids, over)
     net.elect('a')
     const term = net.node('a').term
     net.drop = m => m.to === 'c' || m.from === 'c'
-    for (let i = 0; i < 60; i++) { for (const id of ids) net.tick(id); net.settle() }
-    assert.equal(net.node('c').term, term, 'pre-votes never raised c\'s term')
-    assert.notEqual(net.node('c').role, 'leader')
+    net.rounds(60)
+    const cut = { term: net.node('c').term, role: net.node('c').role }
     net.drop = () => false
-    for (let i = 0; i < 5; i++) { for (const id of ids) net.tick(id); net.settle() }
+    net.rounds(back)
+    return { net, term, cutTerm: cut.term, cutRole: cut.role }
+  }
+
+  it('a replica back from a partition does not disturb a healthy leader, and its term stays', function () {
+    const { net, term, cutTerm, cutRole } = cutOffAndBack({ preVote: true, checkQuorum: true }, 5)
+    assert.equal(cutTerm, term, 'pre-votes never raised c\'s term')
+    assert.notEqual(cutRole, 'leader')
     assert.equal(net.node('a').role, 'leader')
     assert.equal(net.node('a').term, term)
     assert.equal(net.node('c').lead, 'a')
   })
 
   it('without pre-vote, the same replica would depose the leader (the test can tell the difference)', function () {
-    const net = new Net(ids, { preVote: false, checkQuorum: false })
-    net.elect('a')
-    const term = net.node('a').term
-    net.drop = m => m.to === 'c' || m.from === 'c'
-    for (let i = 0; i < 60; i++) { for (const id of ids) net.tick(id); net.settle() }
-    net.drop = () => false
-    for (let i = 0; i < 40; i++) { for (const id of ids) net.tick(id); net.settle() }
+    const { net, term } = cutOffAndBack({ preVote: false, checkQuorum: false }, 40)
     assert.ok(net.node('a').term > term, 'the leader moved to a new term')
   })
 
@@ -420,7 +421,7 @@ describe('raft core: membership changes, one replica at a time (thesis 4)', func
     net.node('a').propose(change(members('b', 'c')))
     net.settle()
     assert.equal(net.node('a').role, 'follower')
-    for (let i = 0; i < 40; i++) { for (const id of ids) net.tick(id); net.settle() }
+    net.rounds(40)
     const leader = net.leader()
     assert.ok(leader === 'b' || leader === 'c', `leader ${leader}`)
     net.propose(leader, 'without a')

@@ -201,6 +201,14 @@ export class Net {
     for (let i = 0; i < times; i++) this.node(id).tick()
   }
 
+  /** `times` rounds of: every running node ticks once, then the network settles. */
+  rounds (times: number): void {
+    for (let i = 0; i < times; i++) {
+      for (const n of this.nodes.values()) if (n.up) n.raft.tick()
+      this.settle()
+    }
+  }
+
   /** Elects `id` by letting its election timer run out. */
   elect (id: string): void {
     this.node(id).campaignNow()
