@@ -1,7 +1,9 @@
 import { join } from 'node:path'
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { parallel } from './parallel.ts'
 import { parseSize } from './units.ts'
 import { FAT_PROTOCOL, FAT_SYNC_PROTOCOL, MAX_FAT_MESSAGE } from './protocol/ids.ts'
 import * as S from './protocol/fat-sync.ts'
@@ -19,6 +21,7 @@ import { createFat } from './roles/fat/index.ts'
 import { removeProof } from './roles/fat/replication.ts'
 import { createVendor, type HighWater } from './roles/vendor/index.ts'
 import { createUser, type User, type Progress } from './roles/user/index.ts'
+import { fatMonitoring, parseHttpListen, vendorMonitoring, type HttpServer } from './http/index.ts'
 
 export type Role = 'fat' | 'vendor'
 
@@ -28,6 +31,10 @@ export interface DaemonOptions {
   listen: string[]
   bootstrap: string[]
   devices?: DeviceSpec[]
+  /** Vendor: create device folders that do not exist (else refused: a missing folder may be an unmounted disk). */
+  createDevices?: boolean
+  /** Vendor: devices (paths, among `devices`) marked by another vendor, to take over on purpose; their pieces are re-registered. */
+  adoptDevices?: string[]
   leaseMs?: number
   heartbeatMs?: number
   /** fat: replicas must present it to join the replica set (keep it secret); unset lets any FAT join. */
@@ -39,11 +46,15 @@ export interface DaemonOptions {
   highWater?: HighWater
   scrubRate?: number
   scrubIntervalMs?: number
+  /** Serve /metrics and /health (and a FAT's status page) over HTTP here: PORT, HOST:PORT or [IPv6]:PORT; a bare port is on 127.0.0.1. */
+  httpListen?: string
 }
 
 export interface Daemon {
   readonly peerId: string
   readonly addrs: string[]
+  /** The HTTP address of /metrics, /health and the status page (with httpListen), e.g. http://127.0.0.1:9100 */
+  readonly http?: string
   readonly node: StorNode
   stop: () => Promise<void>
 }
@@ -79,6 +90,17 @@ async function openNode (dataDir: string, listen: string[], server: boolean): Pr
   return { node, key }
 }
 
+/** Dials a vendor at its logged addresses; failures are only logged (it may be gone). */
+async function dialKnown (node: StorNode, v: { peer: string, addrs: string[] }, log: ReturnType<typeof logger>): Promise<void> {
+  try {
+    const id = peerIdFromString(v.peer)
+    await node.peerStore.merge(id, { multiaddrs: v.addrs.map(a => multiaddr(a)) })
+    await node.dial(id, { signal: AbortSignal.timeout(10_000) })
+  } catch (err: any) {
+    log('vendor %s not reached at start: %s', v.peer, err.message)
+  }
+}
+
 /** STOR_TEST_DELAY_MS: a vendor delays its answers (tests of a slow vendor); unset in production. */
 function testDelayMs (): number | undefined {
   const v = process.env.STOR_TEST_DELAY_MS
@@ -98,33 +120,69 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   if (opts.scrubRate != null && opts.scrubRate < 1) throw new InvalidArgumentError('--scrub-rate: must be at least 1 byte per second')
   if (opts.scrubIntervalMs != null && opts.scrubIntervalMs < 100) throw new InvalidArgumentError('--scrub-interval: must be at least 100ms')
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
+  const httpAddr = opts.httpListen != null ? parseHttpListen(opts.httpListen) : undefined
   const log = logger(`stor:${opts.role}`)
-  const devices = opts.role === 'vendor' ? await Devices.open(opts.devices ?? [], log) : undefined
   const newIdentity = !hasKey(opts.dataDir)
+  // a vendor marks its devices with its peer id, and refuses those marked by another vendor
+  const devices = opts.role === 'vendor'
+    ? await Devices.open(opts.devices ?? [], logger('stor:vendor:devices'), {
+      owner: peerIdFromPrivateKey(await loadOrCreateKey(opts.dataDir)).toString(),
+      create: opts.createDevices,
+      adopt: new Set(opts.adoptDevices ?? []),
+      warn: opts.onWarning
+    })
+    : undefined
   const db: DB = await openDb(join(opts.dataDir, 'db'))
   let node: StorNode | undefined
+  let role: { stop: () => Promise<void> } | undefined
+  let http: HttpServer | undefined
+  const fatMonitor = opts.role === 'fat' && httpAddr != null ? fatMonitoring(httpAddr, logger('stor:fat:http')) : undefined
+  const vendorMonitor = opts.role === 'vendor' && httpAddr != null ? vendorMonitoring(httpAddr, logger('stor:vendor:http')) : undefined
   try {
     const opened = await openNode(opts.dataDir, listen, true)
     node = opened.node
     const heartbeatMs = opts.heartbeatMs ?? 2000
-    const role = opts.role === 'fat'
-      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, snapshotEntries: opts.snapshotEntries })
-      : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs })
+    let announced: Promise<void> | undefined
+    if (opts.role === 'fat') {
+      const fat = await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, snapshotEntries: opts.snapshotEntries, metrics: fatMonitor?.metrics })
+      role = fat
+      http = await fatMonitor?.start(fat)
+      // a FAT that restarted at new addresses tells the vendors it knows (identify carries them, and
+      // puts it in their DHT), so they find it by its peer id
+      const known = fat.table.listVendors()
+      const n = node
+      void parallel(8, known.length, async i => { await dialKnown(n, known[i], log) })
+    } else {
+      const vendor = await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs, metrics: vendorMonitor?.metrics })
+      role = vendor
+      announced = vendor.announced
+      // served while the vendor waits for a FAT: /health then says why it does not serve yet
+      http = await vendorMonitor?.start(vendor)
+    }
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
-    if ('announced' in role) await role.announced
+    await announced
     const n = node
+    const running = role
+    const server = http
     return {
       peerId: n.peerId.toString(),
       addrs: fullAddrs(n),
+      ...(server != null ? { http: server.url } : {}),
       node: n,
       async stop () {
-        await role.stop()
+        fatMonitor?.stop()
+        await server?.close()
+        await running.stop()
         await n.stop()
         await db.close()
       }
     }
   } catch (err) {
+    fatMonitor?.stop()
+    await http?.close()
+    await role?.stop().catch(() => {})
     await node?.stop()
+    await devices?.close()
     await db.close()
     throw err
   }
@@ -133,9 +191,17 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 export interface ClientOptions {
   dataDir: string
   bootstrap: string[]
+  /**
+   * When the data directory holds no identity: `create` one (the default; a first upload), or
+   * `require` one (an error saying how to restore it: commands on existing files), or use a
+   * throwaway one (`ephemeral`: commands that need no identity, like status).
+   */
+  identity?: 'create' | 'require' | 'ephemeral'
 }
 
 export interface Client extends User {
+  /** The identity was created by this call (back it up with `stordaemon key export`). */
+  readonly created: boolean
   close: () => Promise<void>
 }
 
@@ -144,12 +210,23 @@ export async function openClient (opts: ClientOptions): Promise<Client> {
   const fats = parseBootstrap(opts.bootstrap)
   if (fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
   const newIdentity = !hasKey(opts.dataDir)
-  const { node, key } = await openNode(opts.dataDir, [], false)
-  try {
-    const user = await createUser({ node, key, dataDir: opts.dataDir, fats, newIdentity, log: logger('stor:user') })
-    return { ...user, close: async () => { await node.stop() } }
-  } catch (err) {
+  const mode = opts.identity ?? 'create'
+  if (newIdentity && mode === 'require') {
+    throw new InvalidArgumentError(`--data-dir: ${opts.dataDir} holds no user identity (${KEY_FILE} is missing); if you stored files before, restore it with \`stordaemon key import FILE\` from your \`stordaemon key export\` backup (a new identity cannot open the old files); a first \`stordaemon upload\` creates one`)
+  }
+  // a command that needs no identity leaves a data directory without one untouched
+  const scratch = newIdentity && mode === 'ephemeral' ? await mkdtemp(join(tmpdir(), 'stor-user-')) : undefined
+  const dataDir = scratch ?? opts.dataDir
+  const { node, key } = await openNode(dataDir, [], false)
+  const close = async (): Promise<void> => {
     await node.stop()
+    if (scratch != null) await rm(scratch, { recursive: true, force: true })
+  }
+  try {
+    const user = await createUser({ node, key, dataDir, fats, newIdentity, log: logger('stor:user') })
+    return { ...user, created: newIdentity && scratch == null, close }
+  } catch (err) {
+    await close()
     throw err
   }
 }

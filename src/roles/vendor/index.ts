@@ -1,21 +1,22 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.ts'
+import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError, UnreachableError } from '../../errors.ts'
+import { locatePeer } from '../../protocol/locate.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
-import { call, serve, type Target } from '../../protocol/rpc.ts'
+import { call, serve, type Served, type Target } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
 import { copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
-import type { Devices } from '../../store/devices.ts'
+import type { DeviceInfo, Devices } from '../../store/devices.ts'
 import { sha256 } from '../../store/devices.ts'
 import { Records } from '../../store/db.ts'
 import { ChunkStore } from './chunks.ts'
-import { startScrubber } from './scrub.ts'
+import { startScrubber, type ScrubMetrics } from './scrub.ts'
 import { Transfers } from './transfers.ts'
 import { createBufferPool } from '../../buffer-pool.ts'
 
@@ -47,6 +48,34 @@ export interface VendorOptions {
   /** Background scrubbing: bytes per second and the time between full passes. */
   scrubRate?: number
   scrubIntervalMs?: number
+  /** Told of requests, chunk bytes in and out, and scrubbing, for metrics. */
+  metrics?: VendorMetrics
+}
+
+/** What a vendor reports as it works (the daemon counts it); each call is cheap and never throws. */
+export interface VendorMetrics {
+  served: Served
+  /** a chunk received and stored (`store`: from a user or the previous hop; `copy`: a transfer's copy) */
+  received: (kind: 'store' | 'copy', bytes: number, seconds: number) => void
+  /** chunk bytes sent (`relay`: to the next hop; `fetch`: to a user; `copy`: to a transfer's target) */
+  sent: (kind: 'relay' | 'fetch' | 'copy', bytes: number, seconds: number) => void
+  scrub: ScrubMetrics
+}
+
+/** Whether the vendor serves: every device healthy, and a FAT replica answered recently. */
+export interface Health { ok: boolean, reason: string }
+
+/** The vendor's state for an operator, read at scrape time. */
+export interface VendorOverview {
+  devices: DeviceInfo[]
+  chunks: number
+  damaged: number
+  /** stores and copies in progress */
+  inflight: number
+  /** share of the stored bytes the scrub pass under way has checked */
+  scrubProgress: number
+  /** when a FAT replica last answered a heartbeat (0: never) */
+  lastHeard: number
 }
 
 /** Pieces a copied chunk is cut into (the original header's count is not known to the copy's target). */
@@ -56,6 +85,8 @@ export interface Vendor {
   readonly store: ChunkStore
   /** Resolves after the first successful announcement. */
   readonly announced: Promise<void>
+  health: () => Health
+  overview: () => VendorOverview
   heartbeat: () => Promise<void>
   stop: () => Promise<void>
 }
@@ -69,9 +100,26 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
    * replicas report. Only their grants and orders count.
    */
   const fats = new Map<string, Target>()
+  // by peer id, so a replica that moved is reached wherever the node has learned it is now
   for (const a of opts.fats) {
     const id = a.getComponents().find(c => c.name === 'p2p')?.value
-    if (id != null) fats.set(id, a)
+    if (id != null) fats.set(id, { peer: id, addrs: [a.toString()] })
+  }
+  /** Every replica met, kept across restarts: one that moved is looked up by its peer id. */
+  const knownFats = new Records<string[]>(opts.db, 'fat-replica')
+  for await (const [peer, addrs] of knownFats.entries()) if (!fats.has(peer)) fats.set(peer, { peer, addrs })
+  const locating = new Set<string>()
+  /** Looks up a replica that did not answer (another replica's member list, then the DHT), in the background. */
+  const relocate = (peer: string): void => {
+    if (locating.has(peer)) return
+    locating.add(peer)
+    const others = [...fats.entries()].filter(([p]) => p !== peer).map(([, t]) => t)
+    const had = fats.get(peer)
+    locatePeer(node, peer, { replicas: others, stale: had != null && 'addrs' in had ? had.addrs : [], log }).then(async addrs => {
+      if (addrs == null) return
+      fats.set(peer, { peer, addrs })
+      await opts.db.batch([knownFats.put(peer, addrs)])
+    }).catch(err => { log('locating replica %s: %s', peer, err.message) }).finally(() => locating.delete(peer))
   }
   const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
@@ -79,10 +127,32 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const buffers = createBufferPool(64 * MiB)
   const doneOrders = new Records<number>(opts.db, 'order-done')
   await store.load()
+  const adopted = devices.adopted()
+  if (adopted.length > 0) {
+    const a = await store.adopt(adopted)
+    log('adopted %s: %d chunks re-registered, %d incomplete', adopted.join(', '), a.chunks, a.incomplete)
+    opts.onWarning?.(`adopted ${adopted.join(', ')}: ${a.chunks} chunks re-registered and verified${a.incomplete > 0 ? `, ${a.incomplete} incomplete (their pieces go to quarantine)` : ''}`)
+  }
+  devices.checkQuotas()
+  // an empty table over devices full of pieces is a new --data-dir on old disks: quarantining
+  // every piece would take the data away from the network, so ask for an adoption instead
+  if (store.size() === 0) {
+    const pieces = (await devices.files()).filter(f => !f.name.endsWith('.tmp'))
+    if (pieces.length > 0) {
+      const where = [...new Set(pieces.map(f => f.device))]
+      throw new InvalidArgumentError(`--device ${where[0]}: holds ${pieces.length} pieces${where.length > 1 ? ` (with ${where.slice(1).join(', ')})` : ''}, but this vendor's table is empty (a new --data-dir on old disks?); re-register them with --adopt-device ${where[0]}, or move them away`)
+    }
+  }
   const checked = await store.check()
-  log('vendor %s: %d chunks on %d devices; %d damaged, %d leftover files removed', self, checked.chunks, devices.info().length, checked.damaged, checked.leftovers)
+  log('vendor %s: %d chunks on %d devices; %d damaged, %d unknown files quarantined', self, checked.chunks, devices.info().length, checked.damaged, checked.quarantined.length)
+  if (checked.quarantined.length > 0) {
+    opts.onWarning?.(`${checked.quarantined.length} files no chunk names were moved to quarantine (not deleted), e.g. ${checked.quarantined[0]}; \`stordaemon quarantine DEVICE\` lists them, and with --purge removes them`)
+  }
   devices.onFail = path => {
-    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks to be replaced', path, n) }, err => { log.error('device %s: %s', path, err.message) })
+    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks moved to other devices here, %d to be restored from other vendors', path, n.moved, n.damaged) }, err => { log.error('device %s: %s', path, err.message) })
+  }
+  devices.onReturn = path => {
+    store.deviceReturned(path).then(r => { log('device %s is back: %d chunks whole again, %d files no chunk names quarantined', path, r.restored, r.quarantined.length) }, err => { log.error('device %s: %s', path, err.message) })
   }
   let inflight = 0
   const highWater = opts.highWater ?? DEFAULT_HIGH_WATER
@@ -112,7 +182,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.scope, erased)
   }
 
-  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
     const { header, hop } = msg
     const me = header.route[hop]
     if (me == null || me.vendor !== self) throw new AccessDeniedError(`hop ${hop} of the route is not this vendor`)
@@ -120,6 +190,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     if (remotePeer !== sender) throw new AccessDeniedError(`hop ${hop} must come from ${sender}`)
     await verify(header.owner, 'header', header)
     await checkGrant(me.grant, header.owner, header.allocationId)
+    const started = performance.now()
     inflight++
     try {
       // the sender waits for a go-ahead, so refused chunks cost it no bytes
@@ -143,6 +214,9 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       }
       const [, passed] = await Promise.all([store.put(header, bytes, header.pieces, me.grant), downstream])
       if (passed.failed.length === 0) buffers.give(bytes)
+      const seconds = (performance.now() - started) / 1000
+      opts.metrics?.received('store', header.size, seconds)
+      if (next != null && passed.failed.length === 0) opts.metrics?.sent('relay', header.size, seconds)
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: header.fileId, chunkId: header.chunkId, size: header.size })
       return { t: 'stored', receipts: [receipt, ...passed.receipts], failed: passed.failed }
     } finally {
@@ -166,13 +240,16 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     copy: async t => {
       const have = await store.get(t.fileId, t.chunkId)
       if (have != null && have.damaged == null) return
+      const started = performance.now()
       const bytes = await copyChunk(node, t, AbortSignal.timeout(120_000))
       if (sha256(bytes) !== t.chunkId) throw new IntegrityError(`chunk ${t.chunkId} from ${t.from} does not match its hash`)
       await store.putCopy({ owner: t.owner, allocationId: t.id, fileId: t.fileId, chunkId: t.chunkId }, bytes, COPY_PIECES)
+      opts.metrics?.received('copy', bytes.byteLength, (performance.now() - started) / 1000)
     },
     confirm: async t => {
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: t.fileId, chunkId: t.chunkId, size: t.size })
-      const fat = opts.fats.find(a => a.getComponents().some(c => c.name === 'p2p' && c.value === t.fat)) ?? opts.fats[0]
+      // the order's signer, wherever it is now, else any replica
+      const fat = fats.get(t.fat) ?? [...fats.values()][0]
       try {
         await call(node, fat, FAT_PROTOCOL, { t: 'copied', transfer: t, receipt }, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(30_000) })
       } catch (err) {
@@ -187,7 +264,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   })
 
   const guard = new ReplayGuard()
-  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
+    const started = performance.now()
     let rec
     if (msg.t === 'copy') {
       // another vendor copies a chunk on a FAT's order: it must be the order's target
@@ -213,25 +291,29 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       throw err
     })
     await delay()
-    await fs.write(encode({ t: 'chunk', size: parts.reduce((n, p) => n + p.byteLength, 0) }), { signal })
+    const size = parts.reduce((n, p) => n + p.byteLength, 0)
+    await fs.write(encode({ t: 'chunk', size }), { signal })
     for (const part of parts) await fs.writeData(part, { signal })
+    opts.metrics?.sent(msg.t, size, (performance.now() - started) / 1000)
     return undefined
   })
 
   await serveEcho(node, { log, delayMs })
 
-  await serve(node, ORDER_PROTOCOL, { checks: { order: M.OrderMsg, transfer: M.TransferMsg }, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 8, timeoutMs: 60_000, log }, async ({ msg }) => {
+  await serve(node, ORDER_PROTOCOL, { checks: { order: M.OrderMsg, transfer: M.TransferMsg }, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 8, timeoutMs: 60_000, log, onServed: opts.metrics?.served }, async ({ msg }) => {
     if (msg.t === 'transfer') await transfers.accept(msg.transfer)
     else await applyOrder(msg.order)
     return { t: 'ok' }
   })
 
-  const scrubber = startScrubber(store, devices, { rate: opts.scrubRate ?? DEFAULT_SCRUB_RATE, intervalMs: opts.scrubIntervalMs ?? DEFAULT_SCRUB_INTERVAL_MS, log })
+  const scrubber = startScrubber(store, devices, { rate: opts.scrubRate ?? DEFAULT_SCRUB_RATE, intervalMs: opts.scrubIntervalMs ?? DEFAULT_SCRUB_INTERVAL_MS, log, metrics: opts.metrics?.scrub })
 
   let done: string[] = []
   let timer: NodeJS.Timeout | undefined
   let stopped = false
   let heartbeatMs = 2000
+  /** When a FAT replica last answered a heartbeat. */
+  let lastHeard = 0
   let firstAnnounce: () => void
   const announced = new Promise<void>(resolve => { firstAnnounce = resolve })
 
@@ -249,7 +331,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       held: store.size(),
       room: Math.max(0, limit() - used),
       over: Math.max(0, used - limit()),
-      lost: store.damaged(LOST_PER_HEARTBEAT)
+      lost: store.damaged(LOST_PER_HEARTBEAT),
+      restore: store.restorable(LOST_PER_HEARTBEAT)
     }
     const errors: string[] = []
     const applied: string[] = []
@@ -259,7 +342,14 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       try {
         const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(Math.max(1000, heartbeatMs)) })
         reached = true
-        for (const r of reply.fats) if (!fats.has(r.peer)) fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
+        lastHeard = Date.now()
+        for (const r of reply.fats) {
+          const had = fats.get(r.peer)
+          if (had == null || ('addrs' in had && had.addrs.join() !== r.addrs.join())) {
+            fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
+            await opts.db.batch([knownFats.put(r.peer, r.addrs)])
+          }
+        }
         heartbeatMs = reply.heartbeatMs
         for (const order of reply.orders) {
           try {
@@ -272,6 +362,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
         for (const t of reply.transfers) await transfers.accept(t).catch(err => { log.error('transfer %s refused: %s', t.id, err.message) })
       } catch (err: any) {
         errors.push(err.message)
+        const peer = 'peer' in fat ? fat.peer : undefined
+        if (err instanceof UnreachableError && peer != null) relocate(peer)
       }
     }))
     if (reached) {
@@ -291,9 +383,27 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   }
   loop()
 
+  const health = (): Health => {
+    const failed = devices.info().filter(d => d.failed).map(d => d.path)
+    if (failed.length > 0) return { ok: false, reason: `device ${failed.join(', ')} failed: replace it, or restart without it` }
+    // the same allowance the FAT gives a vendor before it counts it silent
+    const silentMs = Math.max(3 * heartbeatMs, 5000)
+    if (Date.now() - lastHeard > silentMs) return { ok: false, reason: lastHeard === 0 ? 'no FAT replica has answered yet' : `no FAT replica answered for ${Math.round((Date.now() - lastHeard) / 1000)} s` }
+    return { ok: true, reason: `${devices.info().length} devices healthy; a FAT replica answered ${Math.round((Date.now() - lastHeard) / 1000)} s ago` }
+  }
+
   return {
     store,
     announced,
+    health,
+    overview: () => ({
+      devices: devices.info(),
+      chunks: store.size(),
+      damaged: store.damaged(Number.MAX_SAFE_INTEGER).length,
+      inflight: inflight + transfers.running,
+      scrubProgress: scrubber.progress,
+      lastHeard
+    }),
     heartbeat,
     async stop () {
       stopped = true
@@ -301,6 +411,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       await scrubber.stop()
       transfers.stop()
       await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL, ECHO_PROTOCOL].map(async p => { await node.unhandle(p) }))
+      await devices.close()
     }
   }
 }
