@@ -410,7 +410,9 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   /** This member listens elsewhere than the set records: ask the leader to record the new addresses. */
   async function announceMove (): Promise<void> {
     const proof = opts.joinSecret != null && opts.joinSecret !== '' ? joinProof(opts.joinSecret, self) : ''
-    while (!stopped && raft.config().find(m => m.peer === self)?.addrs.join() !== fullAddrs(node).join()) {
+    // only while a member: a replica removed meanwhile must not ask to be let back in
+    const moved = (): boolean => { const me = raft.config().find(m => m.peer === self); return me != null && me.addrs.join() !== fullAddrs(node).join() }
+    while (!stopped && moved()) {
       const to = raft.config().find(m => m.peer === raft.lead) ?? raft.config().find(m => m.peer !== self)
       if (to != null && to.peer !== self) {
         await call(node, target(to.peer), FAT_SYNC_PROTOCOL, { t: 'join', addrs: fullAddrs(node), proof }, { 'join-reply': S.JoinReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(10_000) })
