@@ -204,11 +204,14 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
 
   const maybeCompact = async (): Promise<void> => {
     const every = opts.snapshotEntries ?? SNAPSHOT_ENTRIES
-    const behind = applied - raft.snapshotMeta.index
-    if (behind < every && !(storage.bytes > SNAPSHOT_BYTES && behind > 0)) return
-    raft.compact(applied)
+    // a margin of entries stays, so a follower a little behind catches up from the log, not a snapshot
+    const keep = Math.min(1000, Math.floor(every / 4))
+    const upTo = applied - keep
+    if (upTo <= raft.snapshotMeta.index) return
+    if (applied - raft.snapshotMeta.index < every + keep && storage.bytes <= SNAPSHOT_BYTES) return
+    raft.compact(upTo)
     await storage.compact(raft.snapshotMeta)
-    log('compacted the log up to %d', applied)
+    log('compacted the log up to %d', upTo)
   }
 
   const step = async (m: Message<S.Entry, S.Member>): Promise<void> => {
