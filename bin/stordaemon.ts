@@ -34,6 +34,12 @@ function interrupted (): AbortSignal {
   process.once('SIGINT', () => {
     ctrl.abort(new StorError('interrupted; run the same command again to resume', 'ERR_INTERRUPTED'))
     process.once('SIGINT', () => process.exit(130))
+    // whatever the network does (a FAT that never answers, a dial that hangs), the command ends
+    // within a second: what it finished is recorded already, and a new run resumes from it
+    setTimeout(() => {
+      process.stderr.write('stordaemon: interrupted; run the same command again to resume\n')
+      process.exit(130)
+    }, 1000).unref()
   })
   return ctrl.signal
 }
