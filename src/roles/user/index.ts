@@ -160,6 +160,9 @@ export async function createUser (opts: UserOptions): Promise<User> {
         return await call(node, fat, FAT_PROTOCOL, request, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.any([signal, AbortSignal.timeout(30_000)]) })
       })
       if ('value' in r) {
+        // the replica that answered is asked first from now on
+        const at = replicas.indexOf(r.target)
+        if (at > 0) replicas.unshift(...replicas.splice(at, 1))
         book.harvest(r.value)
         await book.save().catch(() => {})
         return r.value
