@@ -393,6 +393,10 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
           // a replica restored onto its own vendor's other devices: replacing it by itself leaves
           // the table as it is, ends the transfer, and counts as a repair done
           await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders: [] })
+          // the vendor's last heartbeat still names the chunk lost; its receipt says otherwise, so
+          // the next planning round must not restore it again before the vendor reports afresh
+          const load = liveness.get(x.to)
+          if (load != null) load.lost = load.lost.filter(l => l.fileId !== x.fileId || l.chunkId !== x.chunkId)
           log('transfer %s done: chunk %s of %s restored on %s', x.id, x.chunkId, x.fileId, x.to)
           return
         }
