@@ -89,6 +89,8 @@ function overview (vendors: VendorView[], leader?: string): FatOverview {
     commit: 40,
     applied: 39,
     logEntries: 41,
+    snapshotIndex: 20,
+    snapshotAge: 75,
     vendors,
     files: 7,
     allocations: 1,
@@ -150,6 +152,9 @@ describe('http: FAT overview, metrics and the status page\'s data', function () 
     assert.equal(s.value('stor_fat_transferred_bytes_total', { reason: 'migrate' }), 0, 'every reason is there from the start')
     assert.equal(s.value('stor_fat_committed_bytes_total'), 300)
     assert.equal(s.count('stor_fat_commit_duration_seconds'), 1)
+    assert.equal(s.value('stor_fat_raft_log_entries'), 41)
+    assert.equal(s.value('stor_fat_raft_snapshot_index'), 20)
+    assert.equal(s.value('stor_fat_raft_snapshot_age_seconds'), 75)
     assert.equal(s.value('stor_fat_leader'), 1)
     assert.equal(s.value('stor_fat_raft_applied_index'), 39)
     // a vendor gone from the table is gone from the per-vendor series

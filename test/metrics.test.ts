@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { rm, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Client, UploadResult } from '../src/index.ts'
-import { CHUNK_OVERHEAD } from '../src/protocol/ids.ts'
+import { CHUNK_OVERHEAD, FAT_SYNC_PROTOCOL } from '../src/protocol/ids.ts'
 import { PIECE_OVERHEAD } from '../src/store/devices.ts'
 import { DEFAULT_PIECES } from '../src/roles/user/index.ts'
 import { MIN_PIECE } from '../src/roles/user/upload.ts'
@@ -203,6 +203,9 @@ describe('two FAT replicas: the same counts on both; 503 when no leader is known
     })
     const leader = await scrape(urls()[leaders.indexOf(1)])
     assert.equal(leader.count('stor_fat_commit_duration_seconds'), 1, 'the commit\'s latency is timed where it was ordered')
+    // the follower serves the leader's Raft messages: they are counted under the replica protocol
+    const follower = await scrape(urls()[leaders.indexOf(0)])
+    assert.ok(follower.value('stor_requests_total', { protocol: FAT_SYNC_PROTOCOL, request: 'raft', outcome: 'ok' }) > 0, 'Raft messages counted on the follower')
   })
 
   it('a replica that cannot reach a majority answers 503 with the reason, and shows it in /metrics', async function () {

@@ -37,7 +37,9 @@ export function fatMetrics (registry: Registry, overview: () => Promise<FatOverv
   gauge('raft_term', 'The replica\'s current election term', o => o.term)
   gauge('raft_commit_index', 'Index of the last log entry a majority holds', o => o.commit)
   gauge('raft_applied_index', 'Index of the last log entry applied to the table here', o => o.applied)
-  gauge('raft_log_entries', 'Entries in the replicated log', o => o.logEntries)
+  gauge('raft_log_entries', 'Entries in the replicated log since the last snapshot', o => o.logEntries)
+  gauge('raft_snapshot_index', 'Log index the last snapshot covers (0: no snapshot yet)', o => o.snapshotIndex)
+  gauge('raft_snapshot_age_seconds', 'Seconds since this replica last took or installed a snapshot (0 while it has none)', o => o.snapshotAge)
   gauge('files', 'Files users stored (packs of small files not counted)', o => o.files)
   gauge('allocations_open', 'Provisional allocations not yet committed or expired', o => o.allocations)
   // capacity of the vendors that are heard now: what the network can serve and grant

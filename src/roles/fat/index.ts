@@ -117,6 +117,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     position: () => table.position,
     electionMs: opts.electionMs,
     snapshotEntries: opts.snapshotEntries,
+    onServed: opts.metrics?.served,
     apply: async entry => {
       const counted = opts.metrics != null ? appliedWork(entry.op) : undefined
       await table.apply(entry.index, entry.op)

@@ -91,8 +91,12 @@ export interface FatOverview {
   term: number
   commit: number
   applied: number
-  /** entries in the log (none are compacted away yet) */
+  /** entries in the log since the last snapshot */
   logEntries: number
+  /** the log index the last snapshot covers (0: none yet) */
+  snapshotIndex: number
+  /** seconds since the last snapshot was taken or installed here (0 while there is none) */
+  snapshotAge: number
   vendors: VendorView[]
   /** files users stored (packs of small files not counted) */
   files: number
@@ -113,7 +117,7 @@ export function transferQueue (transfers: TransferRecord[]): Record<TransferReco
 export interface OverviewSources {
   self: string
   table: FatTable
-  replication: Pick<Replication, 'members' | 'leader' | 'isLeader' | 'state'>
+  replication: Pick<Replication, 'members' | 'leader' | 'isLeader' | 'state' | 'snapshot'>
   /** each vendor's last heartbeat */
   loads: Map<string, VendorLoad>
   availability: (peer: string) => number
@@ -154,6 +158,7 @@ export function overviewOf (src: OverviewSources): () => Promise<FatOverview> {
     for (const x of transfers) for (const v of new Set([x.from, x.to])) moving.set(v, (moving.get(v) ?? 0) + 1)
     const leader = src.replication.leader()?.peer
     const state = src.replication.state()
+    const snapshot = src.replication.snapshot()
     const vendors = table.listVendors().map((v): VendorView => {
       const u = table.usage(v.peer)
       const load = src.loads.get(v.peer)
@@ -184,7 +189,9 @@ export function overviewOf (src: OverviewSources): () => Promise<FatOverview> {
       term: state.term,
       commit: state.commit,
       applied: state.applied,
-      logEntries: state.lastIndex,
+      logEntries: state.lastIndex - snapshot.index,
+      snapshotIndex: snapshot.index,
+      snapshotAge: snapshot.at != null ? Math.max(0, (Date.now() - snapshot.at) / 1000) : 0,
       vendors,
       files: table.fileCount() - table.packCount(),
       allocations: table.allocationCount(),

@@ -5,7 +5,7 @@ import { logger, type Logger } from '../../logger.ts'
 import { encode } from '../../protocol/codec.ts'
 import { FAT_SYNC_PROTOCOL, MAX_FAT_MESSAGE } from '../../protocol/ids.ts'
 import * as S from '../../protocol/fat-sync.ts'
-import { call, serve, type Target } from '../../protocol/rpc.ts'
+import { call, serve, type Served, type Target } from '../../protocol/rpc.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import { Serial } from '../../serial.ts'
@@ -40,6 +40,8 @@ export interface ReplicationOptions {
   heartbeatMs?: number
   /** Compact the log once this many entries are applied past the last snapshot. */
   snapshotEntries?: number
+  /** Told of every request served on the replica protocol (the metrics' requests per protocol). */
+  onServed?: Served
 }
 
 export interface ReplicaState { term: number, leader: string, applied: number, commit: number, lastIndex: number }
@@ -59,7 +61,7 @@ export interface Replication {
   members: () => S.Member[]
   state: () => ReplicaState
   /** The log's first index and the snapshot it starts after (for status and tests). */
-  snapshot: () => { index: number, term: number, firstIndex: number }
+  snapshot: () => { index: number, term: number, firstIndex: number, at?: number }
   stop: () => Promise<void>
 }
 
@@ -339,7 +341,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     }
   }
 
-  await serve(node, FAT_SYNC_PROTOCOL, { checks: S.SYNC_REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 30_000, log, ratePerSecond: 2000, unlimited: mayTalk }, async ({ msg, remotePeer }) => {
+  await serve(node, FAT_SYNC_PROTOCOL, { checks: S.SYNC_REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 30_000, log, ratePerSecond: 2000, unlimited: mayTalk, onServed: opts.onServed }, async ({ msg, remotePeer }) => {
     switch (msg.t) {
       case 'raft':
         if (!mayTalk(remotePeer)) throw new AccessDeniedError(`${remotePeer} is not a FAT replica of this network`)
@@ -456,7 +458,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     leader: () => raft.lead != null ? known(raft.lead) : undefined,
     members,
     state,
-    snapshot: () => ({ index: raft.snapshotMeta.index, term: raft.snapshotMeta.term, firstIndex: raft.firstIndex }),
+    snapshot: () => ({ index: raft.snapshotMeta.index, term: raft.snapshotMeta.term, firstIndex: raft.firstIndex, at: storage.snapshotAt }),
     async stop () {
       stopped = true
       clearInterval(ticker)

@@ -13,6 +13,8 @@ const entryKey = (index: number): string => `${ENTRY}${String(index).padStart(16
 const HARD = 'raft-meta/vote'
 /** What the compacted prefix of the log covers: the table on disk holds at least that much. */
 const SNAP = 'raft-meta/snap'
+/** When the last snapshot was taken or installed here (ms since the epoch), for its age in the metrics. */
+const SNAP_AT = 'raft-meta/snap-at'
 
 type Op = { type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }
 
@@ -25,6 +27,8 @@ export class LogStorage {
   private lastIndex = 0
   /** Bytes of the stored entries, for the compaction threshold. */
   bytes = 0
+  /** When the last snapshot was taken or installed here; undefined while there is none. */
+  snapshotAt?: number
 
   constructor (private readonly db: DB) {}
 
@@ -33,6 +37,8 @@ export class LogStorage {
     const h = hard != null ? parse<{ term: number, votedFor: string | null, commit?: number }>(hard) : { term: 0, votedFor: null }
     const snapRaw = await this.db.get(SNAP)
     const snapshot: SnapshotMeta<Member> = snapRaw != null ? parse(snapRaw) : { index: 0, term: 0, members: [] }
+    const at = await this.db.get(SNAP_AT)
+    if (at != null) this.snapshotAt = parse<number>(at)
     const entries: Entry[] = []
     for await (const [, v] of this.db.iterator({ gt: entryKey(snapshot.index), lt: `${ENTRY}\xff` })) {
       entries.push(parse(v))
@@ -61,7 +67,7 @@ export class LogStorage {
 
   /** Drops the entries the snapshot now covers; the table on disk holds their effect. */
   async compact (meta: SnapshotMeta<Member>): Promise<void> {
-    await this.db.batch([{ type: 'put', key: SNAP, value: json(meta) }], { sync: true })
+    await this.db.batch(this.snapshotRecords(meta), { sync: true })
     await this.db.clear({ gte: ENTRY, lte: entryKey(meta.index) })
     this.bytes = 0
     for await (const v of this.db.values({ gt: entryKey(meta.index), lt: `${ENTRY}\xff` })) this.bytes += v.byteLength
@@ -69,9 +75,14 @@ export class LogStorage {
 
   /** After a snapshot was installed: the log is empty and begins after it. */
   async reset (meta: SnapshotMeta<Member>): Promise<void> {
-    await this.db.batch([{ type: 'put', key: SNAP, value: json(meta) }], { sync: true })
+    await this.db.batch(this.snapshotRecords(meta), { sync: true })
     await this.db.clear({ gte: ENTRY, lt: `${ENTRY}\xff` })
     this.lastIndex = meta.index
     this.bytes = 0
+  }
+
+  private snapshotRecords (meta: SnapshotMeta<Member>): Op[] {
+    this.snapshotAt = Date.now()
+    return [{ type: 'put', key: SNAP, value: json(meta) }, { type: 'put', key: SNAP_AT, value: json(this.snapshotAt) }]
   }
 }
