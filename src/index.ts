@@ -1,6 +1,6 @@
 import './polyfill.ts'
 
-export { startDaemon, openClient, parseBootstrap, parseHighWater, drainVendor } from './daemon.ts'
+export { startDaemon, openClient, parseBootstrap, parseHighWater, parseShare, drainVendor } from './daemon.ts'
 export type { Daemon, DaemonOptions, Client, ClientOptions, Role, DrainOptions, DrainResult } from './daemon.ts'
 export type { User, UploadOptions, UploadManyOptions, TransferOptions, UploadResult, DownloadResult, FileSummary, StatusReport, Allocation, Progress, PathScore, DownloadOptions } from './roles/user/index.ts'
 export { DEFAULT_CHUNK_SIZE, DEFAULT_REPLICAS } from './roles/user/index.ts'

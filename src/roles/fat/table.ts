@@ -1,11 +1,26 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { AccessDeniedError, InvalidArgumentError, NoSpaceError, NotFoundError } from '../../errors.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
-import type { FileTable, FileSummary } from '../../protocol/messages.ts'
-import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
+import type { FileTable, FileSummary, Health } from '../../protocol/messages.ts'
+import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord, Replaced } from '../../protocol/fat-sync.ts'
 import { Records, type DB } from '../../store/db.ts'
 
-export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
+export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord, Replaced } from '../../protocol/fat-sync.ts'
+
+/**
+ * One chunk as repair sees it: where its copies are and how many its file asked for. Derived from
+ * the committed files (rebuilt on load, kept in step by apply), so a snapshot needs only the files.
+ */
+export interface ChunkInfo {
+  fileId: string
+  chunkId: string
+  owner: string
+  size: number
+  want: number
+  holders: string[]
+}
+
+export const chunkKey = (fileId: string, chunkId: string): string => `${fileId}/${chunkId}`
 
 export function chunkCount (size: number, chunkSize: number): number {
   return Math.ceil(size / chunkSize)
@@ -54,6 +69,16 @@ export class FatTable {
   private readonly transfers = new Map<string, TransferRecord>()
   /** pack file id -> the files that lie in it */
   private readonly packMembers = new Map<string, Set<string>>()
+  /** fileId/chunkId -> the chunk's copies (see ChunkInfo) */
+  private readonly chunkInfo = new Map<string, ChunkInfo>()
+  /** vendor -> keys of the chunks the tables place on it: a dead vendor's chunks without a scan of every file */
+  private readonly onVendor = new Map<string, Set<string>>()
+  /** fileId -> keys of its chunks, for its health */
+  private readonly fileChunks = new Map<string, string[]>()
+  /** vendor -> ids of the orders waiting for it */
+  private readonly waiting = new Map<string, Set<string>>()
+  /** copies and bytes repaired since the network began (logged, so every replica counts the same) */
+  private repaired = { copies: 0, bytes: 0 }
   private readonly transferRecs: Records<TransferRecord>
   private readonly vendorRecs: Records<VendorRecord>
   private readonly allocRecs: Records<AllocationRecord>
@@ -84,7 +109,9 @@ export class FatTable {
       this.transfers.set(t.id, t)
       add(this.locked, t.to, t.size)
     }
+    for await (const [, o] of this.orderRecs.entries()) this.wait(o.vendor, o.id, true)
     this.seq = await this.metaRecs.get('seq') ?? 0
+    this.repaired = { copies: await this.metaRecs.get('repaired-copies') ?? 0, bytes: await this.metaRecs.get('repaired-bytes') ?? 0 }
   }
 
   /** The index of the last op applied. */
@@ -96,6 +123,7 @@ export class FatTable {
   listVendors (): VendorRecord[] { return [...this.vendors.values()] }
   allocation (id: string): AllocationRecord | undefined { return this.allocations.get(id) }
   fileCount (): number { return this.owners.size }
+  chunkCount (): number { return this.chunkInfo.size }
   allocationCount (): number { return this.allocations.size }
   expired (now: number): AllocationRecord[] { return [...this.allocations.values()].filter(a => a.expires <= now) }
 
@@ -107,6 +135,39 @@ export class FatTable {
   }
 
   transfer (id: string): TransferRecord | undefined { return this.transfers.get(id) }
+  /** Orders waiting for `vendor` to take them. */
+  ordersWaiting (vendor: string): number { return this.waiting.get(vendor)?.size ?? 0 }
+  repairedSoFar (): { copies: number, bytes: number } { return { ...this.repaired } }
+  chunk (fileId: string, chunkId: string): ChunkInfo | undefined { return this.chunkInfo.get(chunkKey(fileId, chunkId)) }
+  /** Chunks the tables place on `vendor`. */
+  chunksOn (vendor: string): number { return this.onVendor.get(vendor)?.size ?? 0 }
+  * chunksOf (vendor: string): Generator<ChunkInfo> {
+    for (const k of this.onVendor.get(vendor) ?? []) {
+      const c = this.chunkInfo.get(k)
+      if (c != null) yield c
+    }
+  }
+
+  /**
+   * A file's health (see Health): `healthy(vendor, chunk)` says whether a copy counts. A packed
+   * file has the health of its pack, and its share of the pack's bytes.
+   */
+  health (fileId: string, healthy: (vendor: string, c: ChunkInfo) => boolean, share = 1): Health {
+    let copies = Number.POSITIVE_INFINITY
+    let degraded = 0
+    let lost = 0
+    let stored = 0
+    for (const k of this.fileChunks.get(fileId) ?? []) {
+      const c = this.chunkInfo.get(k)
+      if (c == null) continue
+      const n = c.holders.filter(v => healthy(v, c)).length
+      copies = Math.min(copies, n)
+      if (n < c.want) degraded++
+      if (n === 0) lost++
+      stored += c.size * c.holders.length
+    }
+    return { copies: Number.isFinite(copies) ? copies : 0, degraded, lost, stored: Math.round(stored * share) }
+  }
   listTransfers (): TransferRecord[] { return [...this.transfers.values()] }
 
   /** The files that lie in pack `packId` (none once it is released). */
@@ -115,13 +176,6 @@ export class FatTable {
   /** A committed file's table, whoever owns it (for repair and migration). */
   async fileTable (fileId: string): Promise<FileTable | undefined> {
     return this.owners.has(fileId) ? await this.fileRecs.get(fileId) : undefined
-  }
-
-  /** Committed files with a replica on `vendor`. */
-  async * filesOn (vendor: string): AsyncGenerator<FileTable> {
-    for await (const [, t] of this.fileRecs.entries()) {
-      if (t.chunks.some(c => c.replicas.some(r => r.vendor === vendor))) yield t
-    }
   }
 
   /** The file's table, for its owner only. */
@@ -134,12 +188,19 @@ export class FatTable {
     return t
   }
 
-  async files (owner: string): Promise<FileSummary[]> {
+  /** The owner's files (those of `only`, if given), each with its health when `healthy` is given. */
+  async files (owner: string, healthy?: (vendor: string, c: ChunkInfo) => boolean, only?: Set<string>): Promise<FileSummary[]> {
     const out: FileSummary[] = []
     for (const [fileId, o] of this.owners) {
-      if (o !== owner) continue
+      if (o !== owner || (only != null && !only.has(fileId))) continue
       const t = await this.fileRecs.get(fileId)
-      if (t != null && t.kind !== 'pack') out.push({ fileId, name: t.name, size: t.size, chunks: t.chunks.length, replicas: t.replicas, created: t.created })
+      if (t == null || t.kind === 'pack') continue
+      const s: FileSummary = { fileId, name: t.name, size: t.size, chunks: t.chunks.length, replicas: t.replicas, created: t.created }
+      if (healthy != null) {
+        const pack = t.packed != null ? await this.fileRecs.get(t.packed.pack) : undefined
+        s.health = pack != null ? this.health(pack.fileId, healthy, pack.size > 0 ? t.size / pack.size : 0) : this.health(fileId, healthy)
+      }
+      out.push(s)
     }
     return out.sort((a, b) => a.created - b.created || (a.fileId < b.fileId ? -1 : 1))
   }
@@ -167,7 +228,7 @@ export class FatTable {
   /** Did the vendor's resources or addresses change since it was last logged? */
   vendorChanged (rec: VendorRecord): boolean {
     const old = this.vendors.get(rec.peer)
-    return old == null || old.capacity !== rec.capacity || old.addrs.join() !== rec.addrs.join() ||
+    return old == null || old.capacity !== rec.capacity || old.addrs.join() !== rec.addrs.join() || old.zone !== rec.zone ||
       JSON.stringify(old.devices.map(d => [d.path, d.capacity, d.failed])) !== JSON.stringify(rec.devices.map(d => [d.path, d.capacity, d.failed]))
   }
 
@@ -269,6 +330,15 @@ export class FatTable {
   private addFile (t: FileTable): void {
     this.owners.set(t.fileId, t.owner)
     for (const [v, b] of bytesPerVendor(t)) add(this.used, v, b)
+    const keys: string[] = []
+    for (const c of t.chunks) {
+      const key = chunkKey(t.fileId, c.id)
+      keys.push(key)
+      const holders = c.replicas.map(r => r.vendor)
+      this.chunkInfo.set(key, { fileId: t.fileId, chunkId: c.id, owner: t.owner, size: c.size, want: t.replicas, holders })
+      for (const v of holders) this.index(v, key, true)
+    }
+    if (keys.length > 0) this.fileChunks.set(t.fileId, keys)
     if (t.packed != null) {
       const set = this.packMembers.get(t.packed.pack) ?? new Set<string>()
       set.add(t.fileId)
@@ -279,6 +349,11 @@ export class FatTable {
   private removeFile (t: FileTable, batch: Batch): void {
     for (const [v, b] of bytesPerVendor(t)) add(this.used, v, -b)
     this.owners.delete(t.fileId)
+    for (const key of this.fileChunks.get(t.fileId) ?? []) {
+      for (const v of this.chunkInfo.get(key)?.holders ?? []) this.index(v, key, false)
+      this.chunkInfo.delete(key)
+    }
+    this.fileChunks.delete(t.fileId)
     batch.push(this.fileRecs.del(t.fileId))
     for (const x of this.listTransfers()) if (x.fileId === t.fileId) this.endTransfer(x.id, batch)
   }
@@ -289,7 +364,12 @@ export class FatTable {
   async apply (seq: number, op: Op): Promise<void> {
     if (seq !== this.seq + 1) throw new Error(`op ${seq} applied out of order after ${this.seq}`)
     const batch: Batch = []
-    const orders = (list: PendingOrder[]): void => { for (const o of list) batch.push(this.orderRecs.put(`${o.vendor}/${o.id}`, o)) }
+    const orders = (list: PendingOrder[]): void => {
+      for (const o of list) {
+        batch.push(this.orderRecs.put(`${o.vendor}/${o.id}`, o))
+        this.wait(o.vendor, o.id, true)
+      }
+    }
     /** An allocation ends (committed or expired): its locks are released. */
     const closeAllocation = (id: string): void => {
       const a = this.allocations.get(id)
@@ -302,7 +382,7 @@ export class FatTable {
       case 'vendor': {
         const old = this.vendors.get(op.vendor.peer)
         const joined = old?.joined ?? op.vendor.joined
-        const rec = { ...op.vendor, joined, draining: old?.draining }
+        const rec: VendorRecord = { ...op.vendor, joined, draining: old?.draining, state: old?.state, since: old?.since }
         this.vendors.set(rec.peer, rec)
         batch.push(this.vendorRecs.put(rec.peer, rec))
         break
@@ -363,23 +443,28 @@ export class FatTable {
         add(this.locked, op.transfer.to, op.transfer.size)
         batch.push(this.transferRecs.put(op.transfer.id, op.transfer))
         break
-      case 'replace-replica': {
-        const t = await this.fileRecs.get(op.fileId)
-        if (t != null) {
-          let changed = false
-          for (const c of t.chunks) {
-            if (c.id !== op.chunkId) continue
-            const at = c.replicas.findIndex(r => r.vendor === op.replaces)
-            if (at < 0 || c.replicas.some(r => r.vendor === op.to)) continue
-            c.replicas[at] = { vendor: op.to, sig: op.sig }
-            add(this.used, op.replaces, -c.size)
-            add(this.used, op.to, c.size)
-            changed = true
-          }
-          if (changed) batch.push(this.fileRecs.put(t.fileId, t))
-        }
-        this.endTransfer(op.transferId, batch)
+      case 'replace-replica':
+        await this.replace([op], batch)
         orders(op.orders)
+        break
+      case 'replaced':
+        await this.replace(op.copies, batch)
+        orders(op.orders)
+        break
+      case 'transfers':
+        for (const x of op.transfers) {
+          this.transfers.set(x.id, x)
+          add(this.locked, x.to, x.size)
+          batch.push(this.transferRecs.put(x.id, x))
+        }
+        break
+      case 'vendor-state': {
+        const v = this.vendors.get(op.vendor)
+        if (v != null) {
+          const rec: VendorRecord = { ...v, state: op.state === 'in' ? undefined : op.state, since: op.state === 'in' ? undefined : op.at }
+          this.vendors.set(rec.peer, rec)
+          batch.push(this.vendorRecs.put(rec.peer, rec))
+        }
         break
       }
       case 'transfer-end':
@@ -387,7 +472,10 @@ export class FatTable {
         orders(op.orders)
         break
       case 'delivered':
-        for (const id of op.ids) batch.push(this.orderRecs.del(`${op.vendor}/${id}`))
+        for (const id of op.ids) {
+          batch.push(this.orderRecs.del(`${op.vendor}/${id}`))
+          this.wait(op.vendor, id, false)
+        }
         break
       case 'members':
         batch.push(this.memberRecs.put('current', op.members))
@@ -398,6 +486,64 @@ export class FatTable {
     this.seq = seq
     batch.push(this.metaRecs.put('seq', seq))
     await this.db.batch(batch, { sync: true })
+  }
+
+  /** Confirmed copies: each `to` takes the place of `replaces`; one read and one write per file. */
+  private async replace (copies: Replaced[], batch: Batch): Promise<void> {
+    const byFile = new Map<string, Replaced[]>()
+    for (const r of copies) byFile.set(r.fileId, [...(byFile.get(r.fileId) ?? []), r])
+    let repairedNow = false
+    for (const [fileId, list] of byFile) {
+      const t = await this.fileRecs.get(fileId)
+      let changed = false
+      for (const r of list) {
+        const x = this.transfers.get(r.transferId)
+        for (const c of t?.chunks ?? []) {
+          if (c.id !== r.chunkId) continue
+          const at = c.replicas.findIndex(p => p.vendor === r.replaces)
+          if (at < 0 || c.replicas.some(p => p.vendor === r.to)) continue
+          c.replicas[at] = { vendor: r.to, sig: r.sig }
+          add(this.used, r.replaces, -c.size)
+          add(this.used, r.to, c.size)
+          changed = true
+          const key = chunkKey(fileId, c.id)
+          const info = this.chunkInfo.get(key)
+          if (info != null) info.holders = c.replicas.map(p => p.vendor)
+          this.index(r.replaces, key, false)
+          this.index(r.to, key, true)
+          if (x?.reason === 'repair') {
+            this.repaired.copies++
+            this.repaired.bytes += c.size
+            repairedNow = true
+          }
+        }
+        this.endTransfer(r.transferId, batch)
+      }
+      if (changed && t != null) batch.push(this.fileRecs.put(t.fileId, t))
+    }
+    if (repairedNow) batch.push(this.metaRecs.put('repaired-copies', this.repaired.copies), this.metaRecs.put('repaired-bytes', this.repaired.bytes))
+  }
+
+  private index (vendor: string, key: string, on: boolean): void {
+    let set = this.onVendor.get(vendor)
+    if (on) {
+      if (set == null) this.onVendor.set(vendor, set = new Set())
+      set.add(key)
+    } else if (set != null) {
+      set.delete(key)
+      if (set.size === 0) this.onVendor.delete(vendor)
+    }
+  }
+
+  private wait (vendor: string, id: string, on: boolean): void {
+    let set = this.waiting.get(vendor)
+    if (on) {
+      if (set == null) this.waiting.set(vendor, set = new Set())
+      set.add(id)
+    } else if (set != null) {
+      set.delete(id)
+      if (set.size === 0) this.waiting.delete(vendor)
+    }
   }
 
   private endTransfer (id: string, batch: Batch): void {

@@ -47,6 +47,8 @@ export interface VendorOptions {
   /** Background scrubbing: bytes per second and the time between full passes. */
   scrubRate?: number
   scrubIntervalMs?: number
+  /** The failure domain this vendor is in (rack, building, site): replicas of a chunk go to distinct zones. */
+  zone?: string
 }
 
 /** Pieces a copied chunk is cut into (the original header's count is not known to the copy's target). */
@@ -249,7 +251,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       held: store.size(),
       room: Math.max(0, limit() - used),
       over: Math.max(0, used - limit()),
-      lost: store.damaged(LOST_PER_HEARTBEAT)
+      lost: store.damaged(LOST_PER_HEARTBEAT),
+      ...(opts.zone != null ? { zone: opts.zone } : {})
     }
     const errors: string[] = []
     const applied: string[] = []
