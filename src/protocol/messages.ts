@@ -255,7 +255,7 @@ export const RepairStatus = obj({
   queued: int(0, 2 ** 40),
   moving: int(0, 2 ** 40),
   copies: int(0, 2 ** 48),
-  bytes: int(0, 2 ** 53),
+  bytes: int(0, MAX_BYTES),
   held: arr(peer, 10_000)
 })
 export type RepairStatus = Infer<typeof RepairStatus>

@@ -32,7 +32,7 @@ export interface RepairChunk {
 export interface RepairTarget { vendor: string, room: number, zone?: string }
 
 export interface RepairInput<C extends RepairChunk> {
-  /** Chunks that may need a copy (any order; duplicates and healthy ones are skipped). */
+  /** Chunks that may need a copy (any order; healthy ones are skipped, and a chunk that comes twice as the same object). */
   chunks: Iterable<C>
   /** A copy counts: its vendor is not dead and does not report this chunk lost. */
   healthy: (vendor: string, chunk: C) => boolean
@@ -79,20 +79,24 @@ export function planRepair<C extends RepairChunk> (input: RepairInput<C>): Repai
   // chunks by healthy copies left: buckets instead of a sort, so a backlog of many thousands
   // costs one pass
   const buckets: C[][] = []
-  const seen = new Set<string>()
+  // the same chunk may come twice (on a dead vendor and reported lost): the index hands out one
+  // object per chunk, so identity finds it without building a key for each of many thousands
+  const seen = new Set<C>()
+  /** vendors holding a copy of a chunk to repair: when all of them serve their most, the round is full */
+  const holding = new Set<string>()
   let under = 0
   let lost = 0
   let queued = 0
   for (const c of input.chunks) {
-    const key = `${c.fileId}/${c.chunkId}`
-    if (seen.has(key)) continue
-    seen.add(key)
+    if (seen.has(c)) continue
+    seen.add(c)
     const healthy = c.holders.reduce((n, v) => input.healthy(v, c) ? n + 1 : n, 0)
     if (healthy >= c.want) continue
     if (healthy === 0) { lost++; continue }
     under++
-    if (input.moving.has(key)) continue
+    if (input.moving.size > 0 && input.moving.has(`${c.fileId}/${c.chunkId}`)) continue
     queued++
+    for (const v of c.holders) holding.add(v)
     ;(buckets[healthy] ??= []).push(c)
   }
 
@@ -102,14 +106,17 @@ export function planRepair<C extends RepairChunk> (input: RepairInput<C>): Repai
   const count = (m: Map<string, number>, k: string): number => m.get(k) ?? 0
   const targetFree = (v: string): boolean => count(receiving, v) < limits.perTarget
   const copies: Array<PlannedCopy<C>> = []
+  const servers = [...holding].filter(v => input.canServe(v))
 
   plan: for (const bucket of buckets) {
     if (bucket == null) continue
-    // the chunk missing most copies first; then a stable order
-    bucket.sort((a, b) => (b.want - a.want) || (a.fileId < b.fileId ? -1 : a.fileId > b.fileId ? 1 : a.chunkId < b.chunkId ? -1 : 1))
+    // the chunk missing most copies first; among equals, the order they came in (sort is stable)
+    bucket.sort((a, b) => b.want - a.want)
     for (const c of bucket) {
       if (copies.length >= limits.perRound) break plan
+      // every target or every source busy: the rest waits for the next round
       if (!input.targets.some(t => targetFree(t.vendor) && count(room, t.vendor) > 0)) break plan
+      if (servers.every(v => count(sourcing, v) >= limits.perSource)) break plan
       const healthyHolders = c.holders.filter(v => input.healthy(v, c))
       const replaces = c.holders.find(v => !input.healthy(v, c))
       if (replaces == null) continue

@@ -250,8 +250,19 @@ export class FatTable {
     if (eligible.length < replicas) {
       throw new NoSpaceError(`${replicas} replicas need ${replicas} vendors with room, and ${eligible.length} ${eligible.length === 1 ? 'has' : 'have'} it; add vendors or lower --replicas`)
     }
+    // the candidates span as many zones as there are, the roomiest vendor of each first, so the
+    // user can place each chunk's replicas in distinct zones
+    const zones = new Set<string>()
+    const firstOfZone = eligible.filter(v => {
+      const z = this.vendors.get(v.peer)?.zone
+      if (z == null) return true
+      if (zones.has(z)) return false
+      zones.add(z)
+      return true
+    })
+    const chosen = [...firstOfZone, ...eligible.filter(v => !firstOfZone.includes(v))].slice(0, replicas + 2)
     const grants: Record<string, number> = {}
-    for (const v of eligible.slice(0, replicas + 2)) grants[v.peer] = Math.min(v.available, need)
+    for (const v of chosen) grants[v.peer] = Math.min(v.available, need)
     const total = Object.values(grants).reduce((a, b) => a + b, 0)
     if (total < need * replicas) throw new NoSpaceError(`the network has room for ${total} of the ${need * replicas} bytes this upload needs`)
     return {
