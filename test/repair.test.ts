@@ -205,3 +205,47 @@ describe('repair: the guard against a frozen majority', function () {
     await allDownload(net, alice, files, 'thawed')
   })
 })
+
+describe('repair: the FAT stays responsive under a backlog of tens of thousands of chunks', function () {
+  const net = useCluster('repair-backlog', { vendors: 4, devicesPerVendor: 1, deviceSize: '512MiB', fatArgs: ['--heartbeat', '500ms', '--repair-after', '3s', '--lease', '60s'] }, ['alice'])
+
+  it('with ~10,000 of 20,480 chunks to repair, after a FAT restart too, uploads are answered within a few seconds', async function () {
+    const alice = net.user('alice')
+    // two files of 10,240 chunks of 1 KiB each: the issue's "file of 10,240 small chunks", twice
+    const big = await Promise.all([0, 1].map(async i => {
+      const src = await randomFile(join(net.dir, `many${i}.bin`), 10 * MiB)
+      return await alice.upload(src, { replicas: 2, chunkSize: 1024, concurrency: 64 })
+    }))
+    assert.equal(big.reduce((n, r) => n + r.chunks, 0), 20_480)
+    const victim = net.cluster.vendors[0]
+    const backlog = vendorIn(await alice.status(), victim.peerId).held
+    assert.ok(backlog > 8000, `vendor 0 holds ${backlog} chunks`)
+    await victim.kill('SIGKILL')
+    await eventually('vendor 0 is dead and its repair under way', async () => {
+      const s = await alice.status()
+      return vendorIn(s, victim.peerId).state === 'dead' && repairOf(s).copies > 0
+    }, 60_000)
+
+    /** Uploads a small file and a release; both must be answered within a few seconds. */
+    const timed = async (tag: string): Promise<number> => {
+      const src = await randomFile(join(net.dir, `small-${tag}.bin`), 64 * 1024)
+      const started = Date.now()
+      const r = await alice.upload(src, { replicas: 2 })
+      await alice.release(r.fileId)
+      return Date.now() - started
+    }
+    const times: number[] = []
+    for (let i = 0; i < 5; i++) times.push(await timed(`a${i}`))
+    // a FAT restart with the backlog in its table: it loads, takes up the repair, and still answers
+    await net.cluster.fat.kill('SIGKILL')
+    const fat = await net.cluster.fat.restart()
+    net.cluster.fats[0] = fat
+    net.cluster.fat = fat
+    for (let i = 0; i < 5; i++) times.push(await timed(`b${i}`))
+    const s = await alice.status()
+    assert.ok(repairOf(s).under > 1000, `the repair is still running (${repairOf(s).under} chunks under-replicated): the uploads were timed under load`)
+    assert.ok(repairOf(s).copies > 0)
+    console.log(`      upload + release during repair: ${times.join(', ')} ms; ${repairOf(s).copies} copies made, ${repairOf(s).under} to go`)
+    assert.ok(Math.max(...times) < 5000, `every upload and release answered within 5 s: ${times.join(', ')} ms`)
+  })
+})
