@@ -1,7 +1,8 @@
 // Benchmark, all in one run on loopback: a plain TCP socket and one raw libp2p stream between two
 // processes (the references); then, on 1 FAT and 4 vendors as processes, a 1 GiB file uploaded and
 // downloaded at replicas 1 and 2 and 1,000 files of 4 KiB up and down, each transfer one
-// `stordaemon` command run as a child process (its wall time and peak RSS measured).
+// `stordaemon` command run as a child process (its wall time and peak RSS measured); then repair
+// (bench/repair.ts): a vendor holding a share of the file dies, and a download runs during repair.
 // Prints a table with ratios and targets, and a final JSON line.
 // BENCH_MB sets the file size in MiB (default 1024), BENCH_FILES the small-file count (default 1000).
 //   npm run bench            BENCH_MB=64 BENCH_FILES=200 node dist/bench/index.js   (quick, about a minute)
@@ -15,6 +16,7 @@ import { startCluster, type Cluster } from '../src/index.ts'
 import type { StorNode } from '../src/node/index.ts'
 import { rawSender, sendRaw, startRawPeer, type RawPeer, type RawResult } from './raw.ts'
 import { measureTcp, runCli, type CliRun } from './transfer.ts'
+import { measureRepair, type RepairResult } from './repair.ts'
 
 const MiB = 1024 * 1024
 const WRITE_SIZES = [256 * 1024, 1024 * 1024]
@@ -251,7 +253,7 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
   }
 }
 
-function report (sizeMiB: number, raw: RawResult[], tcpMBs: number, t: Transfer): void {
+function report (sizeMiB: number, raw: RawResult[], tcpMBs: number, t: Transfer, repair: RepairResult): void {
   const best = raw.reduce((a, b) => (b.MBs > a.MBs ? b : a))
   const rawMBs = best.MBs
   const MB = 1e6
@@ -271,7 +273,9 @@ function report (sizeMiB: number, raw: RawResult[], tcpMBs: number, t: Transfer)
     [`${t.files} files of 4 KiB up (one command)`, `${t.smallUp.seconds.toFixed(2)} s`, `${(t.files / t.smallUp.seconds).toFixed(0)} files/s, ${(t.smallUp.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallUp.seconds < 2)}`],
     [`${t.files} files of 4 KiB down (one command)`, `${t.smallDown.seconds.toFixed(2)} s`, `${(t.files / t.smallDown.seconds).toFixed(0)} files/s, ${(t.smallDown.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallDown.seconds < 2)}`],
     ['peak RSS, uploading process (x1 / x2)', `${(up1.peakRss / MB).toFixed(0)} / ${(up2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(up1.peakRss, up2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(up1.peakRss, up2.peakRss) < 300 * MB)}`],
-    ['peak RSS, downloading process (x1 / x2)', `${(down1.peakRss / MB).toFixed(0)} / ${(down2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(down1.peakRss, down2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(down1.peakRss, down2.peakRss) < 300 * MB)}`]
+    ['peak RSS, downloading process (x1 / x2)', `${(down1.peakRss / MB).toFixed(0)} / ${(down2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(down1.peakRss, down2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(down1.peakRss, down2.peakRss) < 300 * MB)}`],
+    [`repair: a dead vendor's ${(repair.bytes / 2 ** 20).toFixed(0)} MiB re-replicated`, `${repair.MBs.toFixed(1)} MB/s`, `full health ${repair.seconds.toFixed(1)} s after the death was declared`, ''],
+    ['download x2 while repair runs', `${repair.downloadDuringMBs.toFixed(1)} MB/s`, `${(repair.downloadDuringMBs / repair.downloadAfterMBs).toFixed(2)} of the same download after repair (${(repair.overlap * 100).toFixed(0)}% overlapped)`, `>= 0.5: ${ok(repair.downloadDuringMBs / repair.downloadAfterMBs >= 0.5)}`]
   ]
   const w = [0, 1, 2].map(i => Math.max(...rows.map(r => r[i].length)))
   const lines = [
@@ -297,7 +301,13 @@ function report (sizeMiB: number, raw: RawResult[], tcpMBs: number, t: Transfer)
     smallUpSeconds: round(t.smallUp.seconds, 2),
     smallDownSeconds: round(t.smallDown.seconds, 2),
     uploadPeakRssMB: round(Math.max(up1.peakRss, up2.peakRss) / MB, 0),
-    downloadPeakRssMB: round(Math.max(down1.peakRss, down2.peakRss) / MB, 0)
+    downloadPeakRssMB: round(Math.max(down1.peakRss, down2.peakRss) / MB, 0),
+    repairMB: round(repair.bytes / MB, 1),
+    repairMBs: round(repair.MBs, 1),
+    repairSeconds: round(repair.seconds, 1),
+    downloadDuringRepairMBs: round(repair.downloadDuringMBs, 1),
+    downloadAfterRepairMBs: round(repair.downloadAfterMBs, 1),
+    downloadDuringRepairRatio: r3(repair.downloadDuringMBs / repair.downloadAfterMBs)
   }) + '\n')
 }
 
@@ -339,7 +349,9 @@ async function main (): Promise<number> {
     log(`tcp: ${tcpMBs.toFixed(1)} MB/s`)
     const raw = await measureRaw(cleanup, total)
     const transfer = await measureCluster(cleanup, dir, total, files)
-    report(sizeMiB, raw, tcpMBs, transfer)
+    // on the input file measureCluster wrote
+    const repair = await measureRepair(cleanup, dir, total, log)
+    report(sizeMiB, raw, tcpMBs, transfer, repair)
   } catch (err: any) {
     failed = true
     log(`FAILED: ${err?.stack ?? err}`)
