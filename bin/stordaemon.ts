@@ -235,10 +235,16 @@ userOpts(program.command('status').description('the FAT server\'s view of the ne
     ].join('\n'))
   })
 
+/** Vendors per state, in a fixed order: alive, suspect, back, draining, dead. */
 function vendorStates (s: StatusReport): string[] {
+  const order = ['alive', 'suspect', 'back', 'draining', 'dead', 'silent']
   const counts = new Map<string, number>()
-  for (const v of s.vendors) counts.set(v.state ?? (v.alive ? 'alive' : 'silent'), (counts.get(v.state ?? (v.alive ? 'alive' : 'silent')) ?? 0) + 1)
-  return [`vendors: ${s.vendors.length === 0 ? 'none' : [...counts].map(([k, n]) => `${n} ${k}`).join(', ')}`]
+  for (const v of s.vendors) {
+    const state = v.state ?? (v.alive ? 'alive' : 'silent')
+    counts.set(state, (counts.get(state) ?? 0) + 1)
+  }
+  const parts = order.filter(k => counts.has(k)).map(k => `${counts.get(k) ?? 0} ${k}`)
+  return [`vendors: ${parts.length === 0 ? 'none' : parts.join(', ')}`]
 }
 
 function repairLines (r: NonNullable<StatusReport['repair']>): string[] {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import type { Client, StatusReport, UploadResult } from '../src/index.ts'
 import type { ClusterFixture } from './helpers.ts'
+import { spawnDaemon } from '../src/cluster.ts'
 import { cli, diskUsage, eventually, randomFile, sha256File, useCluster } from './helpers.ts'
 
 const MiB = 1024 * 1024
@@ -80,6 +81,27 @@ describe('repair: dead vendors are found and every chunk gets back to its replic
       assert.ok(s.vendors.every(x => x.transfers === 0), 'no transfer is under way')
       await new Promise(resolve => setTimeout(resolve, 500))
     }
+  })
+
+  it('a vendor restarted on a new address is known by its peer id and keeps its chunks', async function () {
+    const alice = net.user('alice')
+    const old = net.cluster.vendors[2]
+    const before = vendorIn(await alice.status(), old.peerId)
+    await old.kill('SIGKILL')
+    // same identity and disks, another port: a home host whose address changed
+    const moved = await spawnDaemon('vendor', old.dataDir, ['--listen', '/ip4/127.0.0.1/tcp/0', '--bootstrap', net.cluster.bootstrap, '--device', `${net.cluster.deviceDirs(2)[0]}:256MiB`])
+    net.cluster.vendors[2] = moved
+    assert.equal(moved.peerId, old.peerId)
+    assert.notDeepEqual(moved.addrs, old.addrs)
+    await eventually('the FAT holds its new address and it is alive', async () => {
+      const v = vendorIn(await alice.status(), moved.peerId)
+      return v.state === 'alive' && v.addrs.some(a => moved.addrs.includes(a)) && !v.addrs.some(a => old.addrs.includes(a))
+    })
+    const s = await alice.status()
+    assert.equal(vendorIn(s, moved.peerId).held, before.held, 'it keeps every chunk')
+    assert.equal(vendorIn(s, moved.peerId).used, before.used)
+    assert.equal(repairOf(s).copies, 0, 'nothing was copied')
+    await allDownload(net, alice, files.slice(0, 2), 'moved')
   })
 
   it('a vendor killed for good: declared dead, and within 60 s no chunk is under-replicated', async function () {
