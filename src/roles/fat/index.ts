@@ -281,7 +281,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   /** Repair and migration: judge vendors, end stale transfers, then plan copies for dead, lost, over-full and draining vendors. */
   const rebalance = async (): Promise<void> => {
     if (!replication.isLeader()) return
-    await replication.ready()
+    // a leader just elected plans once it has applied what earlier leaders committed
+    try { await replication.ready() } catch { return }
     const now = Date.now()
     await judge(now)
     for (const x of table.listTransfers()) {
