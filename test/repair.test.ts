@@ -271,3 +271,30 @@ describe('repair: the FAT stays responsive under a backlog of tens of thousands 
     assert.ok(Math.max(...times) < 5000, `every upload and release answered within 5 s: ${times.join(', ')} ms`)
   })
 })
+
+describe('repair options: bad input gets a clear error', function () {
+  it('names the option and what to write, for --repair-after, --repair-min-in, --repair-per-*, --zone and check IDs', async function () {
+    const { tempDir } = await import('./helpers.ts')
+    const tmp = await tempDir('repair-args')
+    try {
+      const fat = (args: string[]): string[] => ['--role', 'fat', '--data-dir', join(tmp.dir, 'fat'), '--listen', '/ip4/127.0.0.1/tcp/0', ...args]
+      const cases: Array<[string[], RegExp]> = [
+        [fat(['--repair-after', 'soon']), /--repair-after: "soon" is not a duration/],
+        [fat(['--repair-after', '10ms']), /--repair-after: must be at least 1s/],
+        [fat(['--repair-min-in', '150%']), /--repair-min-in: "150%" is not a share/],
+        [fat(['--repair-per-source', '0']), /--repair-per-source: "0" is not a whole number from 1 to 256/],
+        [fat(['--repair-per-round', 'many']), /--repair-per-round: "many" is not a whole number/],
+        [['--role', 'vendor', '--data-dir', join(tmp.dir, 'v'), '--bootstrap', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWAtfLqN4QmgjrJfRJTrTxe8Yu5RgcaGgHcbiCxENf8Vmf', '--zone', 'rack 2'], /--zone: "rack 2" is not a zone name/],
+        [['check', 'nothex', '--bootstrap', '/ip4/127.0.0.1/tcp/1/p2p/12D3KooWAtfLqN4QmgjrJfRJTrTxe8Yu5RgcaGgHcbiCxENf8Vmf', '--data-dir', join(tmp.dir, 'u')], /"nothex" is not a file id/]
+      ]
+      for (const [args, re] of cases) {
+        const r = await cli(args, 60_000)
+        assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`)
+        assert.match(r.stderr, re)
+        assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace')
+      }
+    } finally {
+      await tmp.remove()
+    }
+  })
+})
