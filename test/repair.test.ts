@@ -298,3 +298,38 @@ describe('repair options: bad input gets a clear error', function () {
     }
   })
 })
+
+describe('repair: failure domains (--zone)', function () {
+  const zoneOf = (v: number): string => v < 2 ? 'rack-a' : 'rack-b'
+  const net = useCluster('repair-zones', { vendors: 4, devicesPerVendor: 1, deviceSize: '256MiB', fatArgs: ['--heartbeat', '500ms', '--repair-after', '3s'], vendorArgsFor: v => ['--zone', zoneOf(v)] }, ['alice'])
+
+  /** Every chunk of every file has one copy in each zone. */
+  const spread = async (alice: Client, files: Stored[]): Promise<boolean> => {
+    const zones = new Map((await alice.status()).vendors.map(v => [v.vendor, v.zone]))
+    for (const f of files) {
+      const { table } = await alice.table(f.result.fileId)
+      for (const c of table.chunks) {
+        if (new Set(c.replicas.map(r => zones.get(r.vendor))).size !== 2) return false
+      }
+    }
+    return true
+  }
+
+  it('places the replicas of each chunk in distinct zones, and repair keeps them so', async function () {
+    const alice = net.user('alice')
+    await eventually('every vendor reported its zone', async () => (await alice.status()).vendors.every((v, _i, all) => v.zone != null && all.length === 4))
+    const files = await store(net, alice, 4, 3 * MiB)
+    assert.ok(await spread(alice, files), 'each chunk has a copy in rack-a and one in rack-b')
+    const r = await cli(['status', '--bootstrap', net.cluster.bootstrap, '--data-dir', join(net.dir, 'alice')])
+    assert.match(r.stdout, /zone rack-a/)
+    // rack-a loses a vendor: its chunks go to the other rack-a vendor, never a second copy in rack-b
+    const dead = net.cluster.vendors[0]
+    await dead.kill('SIGKILL')
+    await eventually('vendor 0 is dead and repaired', async () => {
+      const s = await alice.status()
+      return vendorIn(s, dead.peerId).state === 'dead' && repairOf(s).under === 0 && repairOf(s).copies > 0
+    }, 60_000)
+    assert.ok(await spread(alice, files), 'after repair, still one copy per zone')
+    await allDownload(net, alice, files, 'zones')
+  })
+})
