@@ -72,9 +72,11 @@ export class FatTable {
   /** fileId/chunkId -> the chunk's copies (see ChunkInfo) */
   private readonly chunkInfo = new Map<string, ChunkInfo>()
   /** vendor -> keys of the chunks the tables place on it: a dead vendor's chunks without a scan of every file */
-  private readonly onVendor = new Map<string, Set<string>>()
-  /** fileId -> keys of its chunks, for its health */
-  private readonly fileChunks = new Map<string, string[]>()
+  private readonly onVendor = new Map<string, Set<ChunkInfo>>()
+  /** fileId -> its chunks, for its health */
+  private readonly fileChunks = new Map<string, ChunkInfo[]>()
+  /** one string per vendor id, however many chunks name it (a million chunks hold two each) */
+  private readonly peerIds = new Map<string, string>()
   /** vendor -> ids of the orders waiting for it */
   private readonly waiting = new Map<string, Set<string>>()
   /** copies and bytes repaired since the network began (logged, so every replica counts the same) */
@@ -142,10 +144,7 @@ export class FatTable {
   /** Chunks the tables place on `vendor`. */
   chunksOn (vendor: string): number { return this.onVendor.get(vendor)?.size ?? 0 }
   * chunksOf (vendor: string): Generator<ChunkInfo> {
-    for (const k of this.onVendor.get(vendor) ?? []) {
-      const c = this.chunkInfo.get(k)
-      if (c != null) yield c
-    }
+    yield * this.onVendor.get(vendor) ?? []
   }
 
   /**
@@ -157,9 +156,7 @@ export class FatTable {
     let degraded = 0
     let lost = 0
     let stored = 0
-    for (const k of this.fileChunks.get(fileId) ?? []) {
-      const c = this.chunkInfo.get(k)
-      if (c == null) continue
+    for (const c of this.fileChunks.get(fileId) ?? []) {
       const n = c.holders.filter(v => healthy(v, c)).length
       copies = Math.min(copies, n)
       if (n < c.want) degraded++
@@ -341,15 +338,14 @@ export class FatTable {
   private addFile (t: FileTable): void {
     this.owners.set(t.fileId, t.owner)
     for (const [v, b] of bytesPerVendor(t)) add(this.used, v, b)
-    const keys: string[] = []
+    const infos: ChunkInfo[] = []
     for (const c of t.chunks) {
-      const key = chunkKey(t.fileId, c.id)
-      keys.push(key)
-      const holders = c.replicas.map(r => r.vendor)
-      this.chunkInfo.set(key, { fileId: t.fileId, chunkId: c.id, owner: t.owner, size: c.size, want: t.replicas, holders })
-      for (const v of holders) this.index(v, key, true)
+      const info: ChunkInfo = { fileId: t.fileId, chunkId: c.id, owner: t.owner, size: c.size, want: t.replicas, holders: c.replicas.map(r => this.peerId(r.vendor)) }
+      infos.push(info)
+      this.chunkInfo.set(chunkKey(t.fileId, c.id), info)
+      for (const v of info.holders) this.index(v, info, true)
     }
-    if (keys.length > 0) this.fileChunks.set(t.fileId, keys)
+    if (infos.length > 0) this.fileChunks.set(t.fileId, infos)
     if (t.packed != null) {
       const set = this.packMembers.get(t.packed.pack) ?? new Set<string>()
       set.add(t.fileId)
@@ -360,9 +356,9 @@ export class FatTable {
   private removeFile (t: FileTable, batch: Batch): void {
     for (const [v, b] of bytesPerVendor(t)) add(this.used, v, -b)
     this.owners.delete(t.fileId)
-    for (const key of this.fileChunks.get(t.fileId) ?? []) {
-      for (const v of this.chunkInfo.get(key)?.holders ?? []) this.index(v, key, false)
-      this.chunkInfo.delete(key)
+    for (const info of this.fileChunks.get(t.fileId) ?? []) {
+      for (const v of info.holders) this.index(v, info, false)
+      this.chunkInfo.delete(chunkKey(info.fileId, info.chunkId))
     }
     this.fileChunks.delete(t.fileId)
     batch.push(this.fileRecs.del(t.fileId))
@@ -517,11 +513,12 @@ export class FatTable {
           add(this.used, r.replaces, -c.size)
           add(this.used, r.to, c.size)
           changed = true
-          const key = chunkKey(fileId, c.id)
-          const info = this.chunkInfo.get(key)
-          if (info != null) info.holders = c.replicas.map(p => p.vendor)
-          this.index(r.replaces, key, false)
-          this.index(r.to, key, true)
+          const info = this.chunkInfo.get(chunkKey(fileId, c.id))
+          if (info != null) {
+            info.holders = c.replicas.map(p => this.peerId(p.vendor))
+            this.index(r.replaces, info, false)
+            this.index(r.to, info, true)
+          }
           if (x?.reason === 'repair') {
             this.repaired.copies++
             this.repaired.bytes += c.size
@@ -535,13 +532,20 @@ export class FatTable {
     if (repairedNow) batch.push(this.metaRecs.put('repaired-copies', this.repaired.copies), this.metaRecs.put('repaired-bytes', this.repaired.bytes))
   }
 
-  private index (vendor: string, key: string, on: boolean): void {
+  private peerId (id: string): string {
+    const known = this.peerIds.get(id)
+    if (known != null) return known
+    this.peerIds.set(id, id)
+    return id
+  }
+
+  private index (vendor: string, chunk: ChunkInfo, on: boolean): void {
     let set = this.onVendor.get(vendor)
     if (on) {
       if (set == null) this.onVendor.set(vendor, set = new Set())
-      set.add(key)
+      set.add(chunk)
     } else if (set != null) {
-      set.delete(key)
+      set.delete(chunk)
       if (set.size === 0) this.onVendor.delete(vendor)
     }
   }
