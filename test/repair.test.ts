@@ -40,6 +40,14 @@ const repairOf = (s: StatusReport): NonNullable<StatusReport['repair']> => {
   return s.repair
 }
 
+/** Waits (60 s at most) until the vendor is declared dead and every chunk has its copies again. */
+async function deadAndRepaired (user: Client, peer: string): Promise<void> {
+  await eventually(`vendor ${peer} is dead and its chunks repaired`, async () => {
+    const s = await user.status()
+    return vendorIn(s, peer).state === 'dead' && repairOf(s).under === 0 && repairOf(s).copies > 0
+  }, 60_000)
+}
+
 /** Chunk copies the vendors hold by their own heartbeats: R per chunk once every surplus is erased. */
 const heldCopies = (s: StatusReport): number => s.vendors.reduce((n, v) => n + v.held, 0)
 
@@ -175,10 +183,7 @@ describe('repair across a change of FAT leader', function () {
     files = await store(net, alice, 4, 3 * MiB)
     const first = net.cluster.vendors[0]
     await first.kill('SIGKILL')
-    await eventually('vendor 0 is dead and repaired', async () => {
-      const s = await alice.status()
-      return vendorIn(s, first.peerId).state === 'dead' && repairOf(s).under === 0 && repairOf(s).copies > 0
-    }, 60_000)
+    await deadAndRepaired(alice, first.peerId)
     const leader = (await alice.status()).replicas.find(r => r.leader)?.peer
     const fat = net.cluster.fats.find(f => f.peerId === leader)
     assert.ok(fat != null, 'a replica leads')
@@ -325,10 +330,7 @@ describe('repair: failure domains (--zone)', function () {
     // rack-a loses a vendor: its chunks go to the other rack-a vendor, never a second copy in rack-b
     const dead = net.cluster.vendors[0]
     await dead.kill('SIGKILL')
-    await eventually('vendor 0 is dead and repaired', async () => {
-      const s = await alice.status()
-      return vendorIn(s, dead.peerId).state === 'dead' && repairOf(s).under === 0 && repairOf(s).copies > 0
-    }, 60_000)
+    await deadAndRepaired(alice, dead.peerId)
     assert.ok(await spread(alice, files), 'after repair, still one copy per zone')
     await allDownload(net, alice, files, 'zones')
   })

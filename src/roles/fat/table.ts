@@ -53,6 +53,18 @@ export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: str
   return { id: randomBytes(16).toString('hex'), vendor, kind, scope, keep, chunks, issued: Date.now() }
 }
 
+/** Adds `value` to the set under `key` (on), or removes it and drops a set left empty (off). */
+function toggle<T> (m: Map<string, Set<T>>, key: string, value: T, on: boolean): void {
+  let set = m.get(key)
+  if (on) {
+    if (set == null) m.set(key, set = new Set())
+    set.add(value)
+  } else if (set != null) {
+    set.delete(value)
+    if (set.size === 0) m.delete(key)
+  }
+}
+
 type Batch = Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>
 
 /**
@@ -539,27 +551,8 @@ export class FatTable {
     return id
   }
 
-  private index (vendor: string, chunk: ChunkInfo, on: boolean): void {
-    let set = this.onVendor.get(vendor)
-    if (on) {
-      if (set == null) this.onVendor.set(vendor, set = new Set())
-      set.add(chunk)
-    } else if (set != null) {
-      set.delete(chunk)
-      if (set.size === 0) this.onVendor.delete(vendor)
-    }
-  }
-
-  private wait (vendor: string, id: string, on: boolean): void {
-    let set = this.waiting.get(vendor)
-    if (on) {
-      if (set == null) this.waiting.set(vendor, set = new Set())
-      set.add(id)
-    } else if (set != null) {
-      set.delete(id)
-      if (set.size === 0) this.waiting.delete(vendor)
-    }
-  }
+  private index (vendor: string, chunk: ChunkInfo, on: boolean): void { toggle(this.onVendor, vendor, chunk, on) }
+  private wait (vendor: string, id: string, on: boolean): void { toggle(this.waiting, vendor, id, on) }
 
   private endTransfer (id: string, batch: Batch): void {
     const x = this.transfers.get(id)
