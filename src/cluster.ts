@@ -17,6 +17,8 @@ export interface DaemonProcess {
   readonly peerId: string
   readonly addrs: string[]
   readonly dataDir: string
+  /** Where it serves /metrics and /health (started with --http-listen), e.g. http://127.0.0.1:9100 */
+  readonly http?: string
   readonly child: ChildProcess
   /** Everything the process wrote to stderr so far. */
   stderr: () => string
@@ -38,6 +40,7 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
   child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
   const exited = new Promise<void>(resolve => { child.once('exit', () => { resolve() }) })
   let peerId = ''
+  let http: string | undefined
   const addrs: string[] = []
   const lines = createInterface({ input: child.stdout! })
   await new Promise<void>((resolve, reject) => {
@@ -46,6 +49,7 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
       const [word, value] = line.split(' ')
       if (word === 'peer') peerId = value
       if (word === 'listen') addrs.push(value)
+      if (word === 'http') http = value
       if (word === 'ready') { clearTimeout(timer); resolve() }
     })
     child.once('exit', code => { clearTimeout(timer); reject(new Error(`${role} exited with ${code} before it was ready: ${err}`)) })
@@ -55,6 +59,7 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
     peerId,
     addrs,
     dataDir,
+    ...(http != null ? { http } : {}),
     child,
     stderr: () => err,
     async kill (signal = 'SIGTERM') {

@@ -18,6 +18,7 @@ import { createFat } from './roles/fat/index.ts'
 import type { RepairLimits } from './roles/fat/repair.ts'
 import { createVendor, type HighWater } from './roles/vendor/index.ts'
 import { createUser, type User, type Progress } from './roles/user/index.ts'
+import { fatMonitoring, parseHttpListen, vendorMonitoring, type HttpServer } from './http/index.ts'
 
 export type Role = 'fat' | 'vendor'
 
@@ -42,11 +43,15 @@ export interface DaemonOptions {
   repairAfterMs?: number
   repairMinIn?: number
   repairLimits?: RepairLimits
+  /** Serve /metrics and /health (and a FAT's status page) over HTTP here: PORT, HOST:PORT or [IPv6]:PORT; a bare port is on 127.0.0.1. */
+  httpListen?: string
 }
 
 export interface Daemon {
   readonly peerId: string
   readonly addrs: string[]
+  /** The HTTP address of /metrics, /health and the status page (with httpListen), e.g. http://127.0.0.1:9100 */
+  readonly http?: string
   readonly node: StorNode
   stop: () => Promise<void>
 }
@@ -103,32 +108,54 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   if (opts.repairAfterMs != null && opts.repairAfterMs < 1000) throw new InvalidArgumentError('--repair-after: must be at least 1s (a vendor declared dead too soon is copied for nothing)')
   if (opts.repairMinIn != null && !(opts.repairMinIn >= 0 && opts.repairMinIn <= 1)) throw new InvalidArgumentError('--repair-min-in: must be a share from 0% to 100%')
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
+  const httpAddr = opts.httpListen != null ? parseHttpListen(opts.httpListen) : undefined
   const log = logger(`stor:${opts.role}`)
   const devices = opts.role === 'vendor' ? await Devices.open(opts.devices ?? [], log) : undefined
   const newIdentity = !hasKey(opts.dataDir)
   const db: DB = await openDb(join(opts.dataDir, 'db'))
   let node: StorNode | undefined
+  let role: { stop: () => Promise<void> } | undefined
+  let http: HttpServer | undefined
+  const fatMonitor = opts.role === 'fat' && httpAddr != null ? fatMonitoring(httpAddr, logger('stor:fat:http')) : undefined
+  const vendorMonitor = opts.role === 'vendor' && httpAddr != null ? vendorMonitoring(httpAddr, logger('stor:vendor:http')) : undefined
   try {
     const opened = await openNode(opts.dataDir, listen, true)
     node = opened.node
     const heartbeatMs = opts.heartbeatMs ?? 2000
-    const role = opts.role === 'fat'
-      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, repairAfterMs: opts.repairAfterMs, repairMinIn: opts.repairMinIn, repairLimits: opts.repairLimits })
-      : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs, zone: opts.zone })
+    let announced: Promise<void> | undefined
+    if (opts.role === 'fat') {
+      const fat = await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, metrics: fatMonitor?.metrics, repairAfterMs: opts.repairAfterMs, repairMinIn: opts.repairMinIn, repairLimits: opts.repairLimits })
+      role = fat
+      http = await fatMonitor?.start(fat)
+    } else {
+      const vendor = await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs, metrics: vendorMonitor?.metrics, zone: opts.zone })
+      role = vendor
+      announced = vendor.announced
+      // served while the vendor waits for a FAT: /health then says why it does not serve yet
+      http = await vendorMonitor?.start(vendor)
+    }
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
-    if ('announced' in role) await role.announced
+    await announced
     const n = node
+    const running = role
+    const server = http
     return {
       peerId: n.peerId.toString(),
       addrs: fullAddrs(n),
+      ...(server != null ? { http: server.url } : {}),
       node: n,
       async stop () {
-        await role.stop()
+        fatMonitor?.stop()
+        await server?.close()
+        await running.stop()
         await n.stop()
         await db.close()
       }
     }
   } catch (err) {
+    fatMonitor?.stop()
+    await http?.close()
+    await role?.stop().catch(() => {})
     await node?.stop()
     await db.close()
     throw err

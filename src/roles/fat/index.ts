@@ -5,7 +5,7 @@ import { encode } from '../../protocol/codec.ts'
 import { logger, type Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
-import { call, serve } from '../../protocol/rpc.ts'
+import { call, serve, type Served } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
@@ -22,6 +22,7 @@ import { Liveness, judgeVendors } from './liveness.ts'
 import { DEFAULT_REPAIR_LIMITS, planRepair, type RepairLimits } from './repair.ts'
 import { MAX_CHUNK_LIST } from '../../protocol/messages.ts'
 import { MAX_TRANSFERS_PER_OP } from '../../protocol/fat-sync.ts'
+import { overviewOf, type FatOverview } from './overview.ts'
 
 export interface FatOptions {
   node: StorNode
@@ -45,7 +46,25 @@ export interface FatOptions {
   repairMinIn?: number
   /** Copies at once per source and per target, and per round. */
   repairLimits?: RepairLimits
+  /** Told of requests and of the work they did, for metrics. */
+  metrics?: FatMetrics
 }
+
+/** What the FAT reports as it works (the daemon counts it); each call is cheap and never throws. */
+export interface FatMetrics {
+  served: Served
+  /** an allocation granted, and the time from request to grant (on the replica that orders writes) */
+  allocated: (seconds: number) => void
+  /** a commit logged, and the time from request until a majority held it (on the replica that orders writes) */
+  committed: (seconds: number) => void
+  /** a commit applied here: the bytes its chunks take on vendors, replicas included (every replica counts it) */
+  stored: (bytes: number) => void
+  /** a confirmed copy (repair, migration or drain) applied here, and the chunk's bytes (every replica counts it) */
+  transferred: (reason: TransferRecord['reason'], bytes: number) => void
+}
+
+/** Whether the replica serves: it knows a replica that orders writes. */
+export interface Health { ok: boolean, reason: string }
 
 export const DEFAULT_REPAIR_AFTER_MS = 600_000
 export const DEFAULT_REPAIR_MIN_IN = 0.75
@@ -53,11 +72,14 @@ export const DEFAULT_REPAIR_MIN_IN = 0.75
 const CONFIRM_BATCH_MS = 200
 
 /** A vendor's state as status shows it (see docs/repair.md). */
-export type VendorState = 'alive' | 'suspect' | 'dead' | 'draining' | 'back'
+type VendorState = 'alive' | 'suspect' | 'dead' | 'draining' | 'back'
 
 export interface Fat {
   readonly table: FatTable
   readonly replication: Replication
+  /** The network as this replica sees it, without users' file names or keys. */
+  overview: () => Promise<FatOverview>
+  health: () => Health
   stop: () => Promise<void>
 }
 
@@ -94,6 +116,20 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const repairLimits = opts.repairLimits ?? DEFAULT_REPAIR_LIMITS
   const table = new FatTable(opts.db)
   await table.load()
+  /**
+   * What an op about to be applied did, told to the metrics once it is: counted from the log, so
+   * every replica counts the same (read before, as applying a copy's op ends its transfer).
+   */
+  const appliedWork = (op: S.Op): (() => void) | undefined => {
+    const metrics = opts.metrics as FatMetrics
+    if (op.op === 'commit') {
+      const bytes = op.tables.reduce((n, t) => n + t.chunks.reduce((m, c) => m + c.size * c.replicas.length, 0), 0)
+      return () => { metrics.stored(bytes) }
+    }
+    const copies = op.op === 'replace-replica' ? [op] : op.op === 'replaced' ? op.copies : []
+    const done = copies.map(c => table.transfer(c.transferId)).filter(x => x != null)
+    return done.length > 0 ? () => { for (const x of done) metrics.transferred(x.reason, x.size) } : undefined
+  }
   const replication = await createReplication({
     node,
     db: opts.db,
@@ -103,7 +139,11 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     mayFound: opts.mayFound,
     applied: table.position,
     electionMs: opts.electionMs,
-    apply: async entry => { await table.apply(entry.index, entry.op) },
+    apply: async entry => {
+      const counted = opts.metrics != null ? appliedWork(entry.op) : undefined
+      await table.apply(entry.index, entry.op)
+      counted?.()
+    },
     digest: async () => await table.digest()
   })
   const serial = new Serial()
@@ -407,6 +447,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     },
 
     async allocate (msg, remotePeer) {
+      const started = performance.now()
       if (msg.sizes.length === 0) throw new InvalidArgumentError('an allocation needs at least one file')
       const bytes = msg.sizes.reduce((a, b) => a + b, 0)
       const leaseMs = opts.leaseMs + Math.ceil(bytes / 1048576) * (opts.leaseMsPerMiB ?? 1000)
@@ -416,6 +457,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         return planned
       })
       log('allocated %s: %d files, %d bytes x%d for %s on %d candidates', a.allocationId, a.sizes.length, bytes, a.replicas, remotePeer, Object.keys(a.grants).length)
+      opts.metrics?.allocated((performance.now() - started) / 1000)
       return await allocated(a)
     },
 
@@ -433,6 +475,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     },
 
     async commit (msg, remotePeer) {
+      const started = performance.now()
       await serial.run(async () => {
         const a = table.checkCommit(remotePeer, msg.allocationId, msg.tables)
         for (const t of msg.tables) {
@@ -448,6 +491,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         push(orders)
       })
       log('committed %s (%d files) for %s', msg.allocationId, msg.tables.length, remotePeer)
+      opts.metrics?.committed((performance.now() - started) / 1000)
       return { t: 'ok' }
     },
 
@@ -582,7 +626,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const handle = async (msg: M.Message<typeof REQUESTS[keyof typeof REQUESTS]>, requester: string): Promise<object> =>
     await (handlers[msg.t] as (m: typeof msg, p: string) => Promise<object>)(msg, requester)
 
-  await serve(node, FAT_PROTOCOL, { checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 60_000, log, unlimited: isReplica }, async ({ msg, remotePeer }) => {
+  await serve(node, FAT_PROTOCOL, { checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 60_000, log, unlimited: isReplica, onServed: opts.metrics?.served }, async ({ msg, remotePeer }) => {
     let requester = remotePeer
     if ('auth' in msg) {
       // requests on a user's files are signed by that user, fresh and never seen before; another
@@ -605,9 +649,14 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     return await handle(msg, requester)
   })
 
+  const overview = overviewOf({ self, table, replication, loads: liveness, availability: peer => beats.availability(peer), alive, offered })
   return {
     table,
     replication,
+    overview,
+    health: () => replication.leader() != null
+      ? { ok: true, reason: replication.isLeader() ? 'this replica orders writes' : `replica ${replication.leader()?.peer ?? ''} orders writes` }
+      : { ok: false, reason: 'no replica orders writes: an election is under way, or a majority of the replicas is unreachable' },
     async stop () {
       clearInterval(timer)
       clearInterval(rebalanceTimer)
