@@ -330,7 +330,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       await endTransfer(x)
       log('transfer %s (%s of chunk %s to %s) expired', x.id, x.reason, x.chunkId, x.to)
     }
-    const { transfers } = await planMoves(table, liveness, { alive, offered, dead, limits: repairLimits, now })
+    const transfers = await planMoves(table, liveness, { alive, offered, dead, limits: repairLimits, now })
     for (let i = 0; i < transfers.length; i += MAX_TRANSFERS_PER_OP) {
       await propose({ op: 'transfers', transfers: transfers.slice(i, i + MAX_TRANSFERS_PER_OP) })
     }

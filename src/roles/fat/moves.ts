@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { ChunkRef } from '../../protocol/messages.ts'
 import { chunkKey, type ChunkInfo, type FatTable, type TransferRecord } from './table.ts'
-import { planRepair, type RepairLimits, type RepairPlan } from './repair.ts'
+import { planRepair, type RepairLimits } from './repair.ts'
 
 /** What a FAT knows of a vendor from its last heartbeat; memory only. */
 export interface VendorLoad {
@@ -40,12 +40,6 @@ export function transferLifetime (size: number): number {
 /** Chunks looked at between two yields to the event loop while gathering a backlog. */
 const YIELD_EVERY = 2000
 
-export interface MovePlan {
-  transfers: TransferRecord[]
-  /** the repair side of the round: chunks under-replicated, lost, and waiting for a copy */
-  repair: Omit<RepairPlan<ChunkInfo>, 'copies'>
-}
-
 /** The chunks that may need repair: those on dead vendors and those vendors report lost. */
 export async function * atRisk (table: FatTable, loads: Map<string, VendorLoad>, dead: (peer: string) => boolean): AsyncGenerator<ChunkInfo> {
   let n = 0
@@ -79,7 +73,7 @@ export function healthyCopy (loads: Map<string, VendorLoad>, dead: (peer: string
  * copy goes to an offered vendor with room that holds no replica of that chunk; no chunk has two
  * transfers at once, and no vendor more than a few.
  */
-export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>, ctx: PlanContext): Promise<MovePlan> {
+export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>, ctx: PlanContext): Promise<TransferRecord[]> {
   const sourcing = new Map<string, number>()
   const receiving = new Map<string, number>()
   const incoming = new Map<string, number>()
@@ -113,7 +107,7 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
   const targets = table.listVendors()
     .filter(v => ctx.offered(v.peer))
     .map(v => ({ vendor: v.peer, room: roomOf(v.peer), zone: v.zone }))
-  const { copies, ...repair } = planRepair({
+  const { copies } = planRepair({
     chunks,
     healthy,
     canServe: ctx.alive,
@@ -161,5 +155,5 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
       need -= c.size
     }
   }
-  return { transfers: out, repair }
+  return out
 }

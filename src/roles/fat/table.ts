@@ -83,7 +83,7 @@ export class FatTable {
   private readonly packMembers = new Map<string, Set<string>>()
   /** fileId/chunkId -> the chunk's copies (see ChunkInfo) */
   private readonly chunkInfo = new Map<string, ChunkInfo>()
-  /** vendor -> keys of the chunks the tables place on it: a dead vendor's chunks without a scan of every file */
+  /** vendor -> the chunks the tables place on it: a dead vendor's chunks without a scan of every file */
   private readonly onVendor = new Map<string, Set<ChunkInfo>>()
   /** fileId -> its chunks, for its health */
   private readonly fileChunks = new Map<string, ChunkInfo[]>()
