@@ -115,8 +115,8 @@ describe('repair planner (pure)', function () {
 })
 
 describe('vendor states (pure)', function () {
-  const rules = { repairAfterMs: 10_000, aliveMs: 5000, minIn: 0.75 }
-  const view = (peer: string, silentMs: number, more: Partial<VendorView> = {}): VendorView => ({ peer, silentMs, draining: false, holds: 10, ordersWaiting: 0, ...more })
+  const rules = { repairAfterMs: 10_000, minIn: 0.75 }
+  const view = (peer: string, silentMs: number, more: Partial<VendorView> = {}): VendorView => ({ peer, silentMs, heard: silentMs < 5000, draining: false, holds: 10, ordersWaiting: 0, ...more })
 
   it('declares a vendor silent for repair-after dead, not one silent for less', function () {
     const v = judgeVendors([view('a', 10_000), view('b', 9000), view('c', 0), view('d', 0)], rules)
@@ -143,6 +143,12 @@ describe('vendor states (pure)', function () {
     assert.deepEqual(v.back, ['a'])
     assert.deepEqual(v.in, ['c'])
     assert.deepEqual(v.dead, [])
+  })
+
+  it('a replica that just started does not take a dead vendor it has not heard for back', function () {
+    // silence counts from the replica's start, so it is short; but no heartbeat arrived
+    const v = judgeVendors([view('a', 100, { state: 'dead', heard: false }), view('b', 100), view('c', 100), view('d', 100)], rules)
+    assert.deepEqual(v, { dead: [], back: [], in: [], held: [] })
   })
 
   it('never declares a draining vendor dead (its chunks move anyway)', function () {

@@ -290,9 +290,10 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       state: v.state,
       draining: v.draining === true,
       silentMs: now - Math.max(liveness.get(v.peer)?.lastSeen ?? 0, startedAt),
+      heard: alive(v.peer),
       holds: table.chunksOn(v.peer),
       ordersWaiting: table.ordersWaiting(v.peer)
-    })), { repairAfterMs, aliveMs: silentMs, minIn: repairMinIn })
+    })), { repairAfterMs, minIn: repairMinIn })
     if (verdict.held.join() !== guardHeld.join() && verdict.held.length > 0) repairLog('guard: %d vendors silent past repair-after stay in service, so that %d%% of the known vendors remain: %s', verdict.held.length, Math.round(repairMinIn * 100), verdict.held.join(' '))
     guardHeld = verdict.held
     for (const v of verdict.dead) {

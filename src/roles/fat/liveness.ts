@@ -62,6 +62,8 @@ export interface VendorView {
    * before it was listening).
    */
   silentMs: number
+  /** a heartbeat of it arrived within `aliveMs` (not merely: this replica started a moment ago) */
+  heard: boolean
   /** chunks the tables still place on it */
   holds: number
   /** orders it has not taken yet (a back vendor's surplus erases) */
@@ -71,8 +73,6 @@ export interface VendorView {
 export interface VendorRules {
   /** silent this long: dead, its chunks repaired elsewhere */
   repairAfterMs: number
-  /** heard within this long: alive */
-  aliveMs: number
   /** share of the known vendors that must stay in service (not dead) */
   minIn: number
 }
@@ -99,9 +99,8 @@ export function judgeVendors (views: readonly VendorView[], rules: VendorRules):
   const known = views.filter(v => !v.draining && !(v.state === 'dead' && v.holds === 0))
   let inService = known.filter(v => v.state !== 'dead').length
   for (const v of views) {
-    const heard = v.silentMs <= rules.aliveMs
-    if (v.state === 'dead' && heard) out.back.push(v.peer)
-    if (v.state === 'back' && heard && v.ordersWaiting === 0) out.in.push(v.peer)
+    if (v.state === 'dead' && v.heard) out.back.push(v.peer)
+    if (v.state === 'back' && v.heard && v.ordersWaiting === 0) out.in.push(v.peer)
   }
   const candidates = known
     .filter(v => v.state !== 'dead' && v.silentMs >= rules.repairAfterMs)
