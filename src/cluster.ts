@@ -28,11 +28,14 @@ export interface DaemonProcess {
   restart: () => Promise<DaemonProcess>
 }
 
-/** Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`. */
-export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
+/**
+ * Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`.
+ * `nodeArgs` go to node itself (e.g. `--cpu-prof`).
+ */
+export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<DaemonProcess> {
   await mkdir(dataDir, { recursive: true })
   const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
-  const child = spawn(process.execPath, [binPath(), '--role', role, '--data-dir', dataDir, ...listen, ...args], {
+  const child = spawn(process.execPath, [...nodeArgs, binPath(), '--role', role, '--data-dir', dataDir, ...listen, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FORCE_COLOR: '0', ...env }
   })
@@ -73,7 +76,7 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
     async restart () {
       const port = /\/tcp\/(\d+)/.exec(addrs[0] ?? '')?.[1] ?? '0'
       const rest = args.filter((a, i) => a !== '--listen' && args[i - 1] !== '--listen')
-      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs, env)
+      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs, env, nodeArgs)
     }
   }
 }
@@ -99,6 +102,8 @@ export interface ClusterOptions {
   deviceSizeFor?: (vendor: number) => string | undefined
   /** Extra environment of vendor `i` (e.g. STOR_TEST_DELAY_MS to make one slow). */
   vendorEnv?: (i: number) => NodeJS.ProcessEnv
+  /** Options for node itself in every process (e.g. `--cpu-prof`, as the benchmark's BENCH_CPU_PROF sets). */
+  nodeArgs?: string[]
 }
 
 export interface Cluster {
@@ -116,7 +121,8 @@ export interface Cluster {
 
 /** A local network as separate processes: one FAT and `vendors` vendors with their own devices. */
 export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
-  const fat = await spawnDaemon('fat', join(opts.dir, 'fat'), opts.fatArgs ?? [])
+  const nodeArgs = opts.nodeArgs ?? []
+  const fat = await spawnDaemon('fat', join(opts.dir, 'fat'), opts.fatArgs ?? [], 60_000, {}, nodeArgs)
   const bootstrap = loopbackAddr(fat)
   const fats = [fat]
   const deviceDirs = (v: number): string[] => Array.from({ length: opts.devicesPerVendor ?? 2 }, (_, d) => join(opts.dir, `vendor${v}`, `disk${d}`))
@@ -128,11 +134,11 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
   }
   try {
     for (let f = 1; f < (opts.fats ?? 1); f++) {
-      fats.push(await spawnDaemon('fat', join(opts.dir, `fat${f}`), ['--bootstrap', bootstrap, ...(opts.fatArgs ?? [])]))
+      fats.push(await spawnDaemon('fat', join(opts.dir, `fat${f}`), ['--bootstrap', bootstrap, ...(opts.fatArgs ?? [])], 60_000, {}, nodeArgs))
     }
     for (let v = 0; v < (opts.vendors ?? 3); v++) {
       await Promise.all(deviceDirs(v).map(async d => await mkdir(d, { recursive: true })))
-      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}))
+      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}, nodeArgs))
     }
   } catch (err) {
     await Promise.all([...fats, ...vendors].map(async p => { await p.kill('SIGKILL') }))
@@ -146,7 +152,7 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
     deviceDirs,
     async restartVendor (v) {
       await vendors[v].kill('SIGKILL')
-      vendors[v] = await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v))
+      vendors[v] = await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}, nodeArgs)
       return vendors[v]
     },
     async stop () {

@@ -6,6 +6,7 @@ export type { User, UploadOptions, UploadManyOptions, TransferOptions, UploadRes
 export { DEFAULT_CHUNK_SIZE, DEFAULT_REPLICAS } from './roles/user/index.ts'
 export { runDemo } from './demo.ts'
 export { exportKeys, importKeys } from './roles/user/keyfile.ts'
+export { FileChangedError } from './roles/user/changes.ts'
 export { startCluster, spawnDaemon } from './cluster.ts'
 export type { Cluster, ClusterOptions, DaemonProcess } from './cluster.ts'
 export * from './errors.ts'

@@ -393,6 +393,14 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
             continue
           }
           const holders = table.chunk(x.fileId, x.chunkId)?.holders ?? []
+          if (x.to === x.replaces && holders.includes(x.to)) {
+            // a replica restored onto its own vendor's other devices: replacing it by itself leaves
+            // the table as it is, ends the transfer, and counts as a repair done; nothing to erase
+            done.add(x.id)
+            copies.push({ transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: item.sig })
+            settled.push(item.resolve)
+            continue
+          }
           if (!holders.includes(x.replaces) || holders.includes(x.to)) {
             await endTransfer(x)
             settled.push(() => { item.reject(new NotFoundError(`transfer ${t.id} is no longer needed`)) })
@@ -404,7 +412,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         }
         if (copies.length === 0) return
         const erase = new Map<string, string[]>()
-        for (const c of copies) {
+        for (const c of copies.filter(c => c.to !== c.replaces)) {
           const k = `${c.replaces}/${c.fileId}`
           erase.set(k, [...(erase.get(k) ?? []), c.chunkId])
         }
@@ -431,7 +439,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const handlers: { [K in keyof typeof REQUESTS]: (msg: M.Message<typeof REQUESTS[K]>, remotePeer: string) => Promise<object> } = {
     async announce (msg, remotePeer) {
       const used = msg.devices.reduce((n, d) => d.failed ? n : n + Math.max(0, d.capacity - d.free), 0)
-      liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight, held: msg.held, room: msg.room, over: msg.over, mark: Math.max(0, used + msg.room - msg.over), lost: msg.lost })
+      liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight, held: msg.held, room: msg.room, over: msg.over, mark: Math.max(0, used + msg.room - msg.over), lost: msg.lost, restore: msg.restore })
       beats.beat(remotePeer, msg.free, msg.inflight)
       // every replica hears every vendor; the one that orders writes logs what changed and owes the orders
       if (!replication.isLeader()) return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders: [], fats: members(), transfers: [] }

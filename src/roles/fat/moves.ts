@@ -17,6 +17,8 @@ export interface VendorLoad {
   mark: number
   /** chunks it found corrupt or missing */
   lost: ChunkRef[]
+  /** of those, chunks it can take back itself (lost with a failed device, with room on its other devices) */
+  restore?: ChunkRef[]
 }
 
 export interface PlanContext {
@@ -102,6 +104,17 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
 
   // repair: every chunk below its replica count gets a copy of a healthy replica
   const healthy = healthyCopy(loads, ctx.dead)
+  // first, chunks lost with a failed device go back onto their own vendor's other devices where it
+  // has room (it lists them in `restore`): the file's table does not change
+  for (const [v, load] of loads) {
+    if (!ctx.alive(v)) continue
+    for (const ref of load.restore ?? []) {
+      const c = table.chunk(ref.fileId, ref.chunkId)
+      if (c == null || !c.holders.includes(v) || moving.has(chunkKey(c.fileId, c.chunkId)) || !free(v) || out.length >= ctx.limits.perRound) continue
+      const from = c.holders.find(h => h !== v && ctx.alive(h) && healthy(h, c) && (sourcing.get(h) ?? 0) < ctx.limits.perSource)
+      if (from != null) record(c, from, v, v, 'repair')
+    }
+  }
   const chunks: ChunkInfo[] = []
   for await (const c of atRisk(table, loads, ctx.dead)) chunks.push(c)
   const targets = table.listVendors()

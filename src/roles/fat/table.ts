@@ -528,6 +528,12 @@ export class FatTable {
         for (const c of t?.chunks ?? []) {
           if (c.id !== r.chunkId) continue
           const at = c.replicas.findIndex(p => p.vendor === r.replaces)
+          if (at >= 0 && r.to === r.replaces && x?.reason === 'repair') {
+            // restored onto its own vendor's other devices: the table stays, the repair counts
+            this.repaired.copies++
+            this.repaired.bytes += c.size
+            repairedNow = true
+          }
           if (at < 0 || c.replicas.some(p => p.vendor === r.to)) continue
           c.replicas[at] = { vendor: r.to, sig: r.sig }
           add(this.used, r.replaces, -c.size)

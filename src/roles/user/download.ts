@@ -1,13 +1,14 @@
 import { setMaxListeners } from 'node:events'
 import { open as openFile, rename, rm } from 'node:fs/promises'
 import type { PrivateKey } from '@libp2p/interface'
-import { IntegrityError, UnreachableError, InvalidArgumentError } from '../../errors.ts'
+import { IntegrityError, UnreachableError, InvalidArgumentError, LocalDiskError, localDiskError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { fetchChunk } from '../../protocol/chunk-transfer.ts'
 import type * as M from '../../protocol/messages.ts'
 import { signRequest } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
 import { sha256 } from '../../store/devices.ts'
+import { openDirect, writeAt } from '../../store/direct.ts'
 import type { BufferPool } from '../../buffer-pool.ts'
 import { decryptChunk } from './cipher.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
@@ -123,13 +124,15 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
   const results: DownloadResult[] = []
   const journals: DownloadJournal[] = []
   const handles: Array<Awaited<ReturnType<typeof openFile>>> = []
+  // the same files opened for direct writes where the system allows it (see store/direct.ts)
+  const directs: Array<Awaited<ReturnType<typeof openDirect>>> = []
   const jobs: Job[] = []
   let total = 0
   let bytesDone = 0
   let chunksDone = 0
   let chunksTotal = 0
   const closeAll = async (): Promise<void> => {
-    await Promise.all(handles.map(async fh => { await fh.close().catch(() => {}) }))
+    await Promise.all([...handles, ...directs].map(async fh => { await fh?.close().catch(() => {}) }))
     await Promise.all(journals.map(async j => { await j.close() }))
   }
   try {
@@ -140,6 +143,7 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
       journals.push(journal)
       const fh = await openFile(part, journal.reused.size > 0 ? 'r+' : 'w').catch((err: any) => { throw new InvalidArgumentError(`OUT: cannot write ${out} (${err.code ?? err.message})`) })
       handles.push(fh)
+      directs.push(await openDirect(part, 'write'))
       total += table.size
       chunksTotal += table.chunks.length
       results.push({ fileId: table.fileId, out, size: table.size, chunks: table.chunks.length, sources: [], fallbacks: 0, fetched: 0, reused: journal.reused.size, duplicates: 0 })
@@ -168,7 +172,9 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
 
     const finish = async (job: Job, m: VendorModel, plain: Buffer): Promise<void> => {
       const { reply } = items[job.item]
-      await handles[job.item].write(plain, 0, plain.byteLength, job.i * reply.table.chunkSize)
+      // chunks start on page boundaries of the file (for the usual chunk sizes) and of their pooled
+      // buffers, so they go to disk direct, without a copy through the page cache
+      await writeAt(handles[job.item], directs[job.item], plain, job.i * reply.table.chunkSize).catch(err => { throw localDiskError(`${items[job.item].out}.stor-part`, err) })
       journals[job.item].record(job.i)
       job.done = true
       for (const [v, a] of job.attempts) if (v !== m.vendor) a.ctrl.abort(new Error('another replica was faster'))
@@ -208,6 +214,8 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
           ok = true
           if (!job.done) await finish(job, m, plain)
         } catch (err: any) {
+          // the local disk's failure is no replica's: stop, and say so
+          if (err instanceof LocalDiskError) { failure ??= err; return }
           if (job.done || opts.signal?.aborted === true || failure != null) return
           ctx.log('chunk %d of %s from %s failed: %s', job.i, table.fileId, m.vendor, err.message)
           results[job.item].fallbacks++
@@ -271,8 +279,12 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
 
     for (const [f, { reply, out }] of items.entries()) {
       const fh = handles[f]
-      await fh.truncate(reply.table.size)
-      await fh.sync()
+      try {
+        await fh.truncate(reply.table.size)
+        await fh.sync()
+      } catch (err) {
+        throw localDiskError(`${items[f].out}.stor-part`, err)
+      }
     }
   } catch (err) {
     await closeAll()
@@ -281,7 +293,7 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
   }
   await closeAll()
   for (const [f, { out }] of items.entries()) {
-    await rename(`${out}.stor-part`, out)
+    await rename(`${out}.stor-part`, out).catch(err => { throw localDiskError(out, err) })
     await journals[f].remove()
     results[f].sources.sort((a, b) => a.chunk - b.chunk)
   }

@@ -17,6 +17,7 @@ import { PathCache, rank, type PathScore } from './rank.ts'
 import { Keystore } from './keystore.ts'
 import { upload, type UploadResult } from './upload.ts'
 import { unpack } from './pack.ts'
+import { PeerBook, peerOf, relocateReplicas, unreachableReplicas } from './peer-book.ts'
 import type { Progress } from './types.ts'
 
 export type { UploadResult, DownloadResult, Progress, PathScore }
@@ -104,18 +105,24 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const keystore = await Keystore.open(opts.dataDir, opts.newIdentity)
   const paths = new PathCache(opts.dataDir)
   // enough idle buffers for a full window of chunks, sealed and plain
-  const buffers = createBufferPool(MAX_WINDOW_BYTES * 2)
+  // page-aligned, so downloaded chunks go to disk direct (store/direct.ts)
+  const buffers = createBufferPool(MAX_WINDOW_BYTES * 2, { aligned: true })
   if (opts.fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
 
   const self = node.peerId.toString()
   /** Asks the FAT servers in turn; requests on our files are signed, fresh for each try. */
   /** The FAT replicas: those given, then every member of their replica set once one answers. */
-  const replicas: Target[] = [...opts.fats]
+  // and the replicas met before (by peer id: a replica that moved is looked up, see peer-book.ts)
+  const book = await PeerBook.load(opts.dataDir)
   const known = new Set(opts.fats.map(a => a.getComponents().find(c => c.name === 'p2p')?.value))
+  const replicas: Target[] = [...opts.fats, ...book.replicas().filter(r => !known.has(r.peer))]
+  replicas.forEach(r => known.add(peerOf(r)))
   let learned = false
   const learn = async (from: Target): Promise<void> => {
     const r = await call(node, from, FAT_PROTOCOL, { t: 'members' }, { 'members-reply': M.MembersReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(5_000) })
     learned = true
+    r.members.forEach(m => { book.noteReplica(m.peer, m.addrs) })
+    await book.save().catch(() => {})
     for (const m of r.members) {
       if (known.has(m.peer)) continue
       known.add(m.peer)
@@ -131,11 +138,15 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>, signed = true): Promise<M.Message<C>> => {
     const deadline = Date.now() + FAILOVER_MS
     const errors: string[] = []
+    let relocated = false
     for (let round = 1; ; round++) {
       for (const fat of [...replicas]) {
         try {
           if (!learned) await learn(fat)
-          return await call(node, fat, FAT_PROTOCOL, signed ? await signRequest(opts.key, self, msg) : msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+          const reply = await call(node, fat, FAT_PROTOCOL, signed ? await signRequest(opts.key, self, msg) : msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+          book.harvest(reply)
+          await book.save().catch(() => {})
+          return reply
         } catch (err: any) {
           if (!(err instanceof UnreachableError) && !(err instanceof UnavailableError)) throw err
           errors.push(err.message)
@@ -143,10 +154,14 @@ export async function createUser (opts: UserOptions): Promise<User> {
       }
       // before any replica has answered, a few quick rounds only (a reset connection is worth a
       // retry; an address where nothing listens is not worth 20 s)
-      if ((!learned && round >= 3) || Date.now() > deadline) break
+      if ((!learned && round >= 3) || Date.now() > deadline) {
+        // before giving up: the replicas may have moved; look them up by peer id, once
+        if (!learned && !relocated && await relocateReplicas(node, replicas, book, log)) { relocated = true; continue }
+        break
+      }
       await new Promise(resolve => setTimeout(resolve, 250))
     }
-    throw new UnreachableError(`no FAT server answered: ${[...new Set(errors)].slice(-3).join('; ')}`)
+    throw new UnreachableError(`no FAT server answered: ${learned ? '' : `${unreachableReplicas(replicas)}; `}${[...new Set(errors)].slice(-3).join('; ')}`)
   }
 
   const allocate = async (sizes: number[], replicas: number, chunkSize = DEFAULT_CHUNK_SIZE, packed: number[] = []): Promise<Allocation> => {

@@ -1,14 +1,15 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.ts'
+import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError, UnreachableError } from '../../errors.ts'
+import { locatePeer } from '../../protocol/locate.ts'
 import type { Logger } from '../../logger.ts'
-import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
+import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB, CHUNK_STREAM_REUSE } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
 import { call, serve, type Served, type Target } from '../../protocol/rpc.ts'
-import { sign, verify } from '../../protocol/sign.ts'
+import { canonical, sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
-import { copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
+import { closeChunkStreams, copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import type { DeviceInfo, Devices } from '../../store/devices.ts'
@@ -26,6 +27,8 @@ export const DEFAULT_HIGH_WATER: HighWater = { fraction: 0.9 }
 /** Scrub defaults: a full pass a day, reading at most 8 MiB/s. */
 export const DEFAULT_SCRUB_RATE = 8 * 1024 * 1024
 export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3_600_000
+/** Grants whose signatures a vendor remembers as checked (then it forgets them all and starts again). */
+const MAX_VERIFIED_GRANTS = 4096
 /** Damaged chunks one heartbeat reports. */
 const LOST_PER_HEARTBEAT = 1000
 import { serveEcho } from '../../protocol/echo.ts'
@@ -101,20 +104,60 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
    * replicas report. Only their grants and orders count.
    */
   const fats = new Map<string, Target>()
+  // by peer id, so a replica that moved is reached wherever the node has learned it is now
   for (const a of opts.fats) {
     const id = a.getComponents().find(c => c.name === 'p2p')?.value
-    if (id != null) fats.set(id, a)
+    if (id != null) fats.set(id, { peer: id, addrs: [a.toString()] })
+  }
+  /** Every replica met, kept across restarts: one that moved is looked up by its peer id. */
+  const knownFats = new Records<string[]>(opts.db, 'fat-replica')
+  for await (const [peer, addrs] of knownFats.entries()) if (!fats.has(peer)) fats.set(peer, { peer, addrs })
+  const locating = new Set<string>()
+  /** Looks up a replica that did not answer (another replica's member list, then the DHT), in the background. */
+  const relocate = (peer: string): void => {
+    if (locating.has(peer)) return
+    locating.add(peer)
+    const others = [...fats.entries()].filter(([p]) => p !== peer).map(([, t]) => t)
+    const had = fats.get(peer)
+    locatePeer(node, peer, { replicas: others, stale: had != null && 'addrs' in had ? had.addrs : [], log }).then(async addrs => {
+      if (addrs == null) return
+      fats.set(peer, { peer, addrs })
+      await opts.db.batch([knownFats.put(peer, addrs)])
+    }).catch(err => { log('locating replica %s: %s', peer, err.message) }).finally(() => locating.delete(peer))
   }
   const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
-  // room for the chunks of a few uploads at once, kept between them
-  const buffers = createBufferPool(64 * MiB)
+  // room for the chunks of a few uploads at once, kept between them; page-aligned, so pieces go
+  // to disk straight from them (O_DIRECT)
+  const buffers = createBufferPool(64 * MiB, { aligned: true })
   const doneOrders = new Records<number>(opts.db, 'order-done')
   await store.load()
+  const adopted = devices.adopted()
+  if (adopted.length > 0) {
+    const a = await store.adopt(adopted)
+    log('adopted %s: %d chunks re-registered, %d incomplete', adopted.join(', '), a.chunks, a.incomplete)
+    opts.onWarning?.(`adopted ${adopted.join(', ')}: ${a.chunks} chunks re-registered and verified${a.incomplete > 0 ? `, ${a.incomplete} incomplete (their pieces go to quarantine)` : ''}`)
+  }
+  devices.checkQuotas()
+  // an empty table over devices full of pieces is a new --data-dir on old disks: quarantining
+  // every piece would take the data away from the network, so ask for an adoption instead
+  if (store.size() === 0) {
+    const pieces = (await devices.files()).filter(f => !f.name.endsWith('.tmp'))
+    if (pieces.length > 0) {
+      const where = [...new Set(pieces.map(f => f.device))]
+      throw new InvalidArgumentError(`--device ${where[0]}: holds ${pieces.length} pieces${where.length > 1 ? ` (with ${where.slice(1).join(', ')})` : ''}, but this vendor's table is empty (a new --data-dir on old disks?); re-register them with --adopt-device ${where[0]}, or move them away`)
+    }
+  }
   const checked = await store.check()
-  log('vendor %s: %d chunks on %d devices; %d damaged, %d leftover files removed', self, checked.chunks, devices.info().length, checked.damaged, checked.leftovers)
+  log('vendor %s: %d chunks on %d devices; %d damaged, %d unknown files quarantined', self, checked.chunks, devices.info().length, checked.damaged, checked.quarantined.length)
+  if (checked.quarantined.length > 0) {
+    opts.onWarning?.(`${checked.quarantined.length} files no chunk names were moved to quarantine (not deleted), e.g. ${checked.quarantined[0]}; \`stordaemon quarantine DEVICE\` lists them, and with --purge removes them`)
+  }
   devices.onFail = path => {
-    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks to be replaced', path, n) }, err => { log.error('device %s: %s', path, err.message) })
+    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks moved to other devices here, %d to be restored from other vendors', path, n.moved, n.damaged) }, err => { log.error('device %s: %s', path, err.message) })
+  }
+  devices.onReturn = path => {
+    store.deviceReturned(path).then(r => { log('device %s is back: %d chunks whole again, %d files no chunk names quarantined', path, r.restored, r.quarantined.length) }, err => { log.error('device %s: %s', path, err.message) })
   }
   let inflight = 0
   const highWater = opts.highWater ?? DEFAULT_HIGH_WATER
@@ -122,9 +165,17 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const delayMs = opts.testDelayMs ?? 0
   const delay = async (): Promise<void> => { if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs)) }
 
+  // every chunk of an allocation comes with the same grant: its signature is checked once (the
+  // whole signed record is the key, so a changed field is checked again)
+  const verifiedGrants = new Set<string>()
   const checkGrant = async (grant: M.Grant, owner: string, allocationId: string): Promise<void> => {
     if (!fatIds.has(grant.fat)) throw new AccessDeniedError(`the grant is signed by ${grant.fat}, which is not a FAT server of this network`)
-    await verify(grant.fat, 'grant', grant)
+    const signed = canonical(grant)
+    if (!verifiedGrants.has(signed)) {
+      await verify(grant.fat, 'grant', grant)
+      if (verifiedGrants.size >= MAX_VERIFIED_GRANTS) verifiedGrants.clear()
+      verifiedGrants.add(signed)
+    }
     if (grant.vendor !== self) throw new AccessDeniedError('the grant is for another vendor')
     if (grant.owner !== owner || grant.allocationId !== allocationId) throw new AccessDeniedError('the grant is for another owner or allocation')
     if (grant.expires < Date.now()) throw new AccessDeniedError('the grant has expired; ask the FAT for a new allocation')
@@ -144,7 +195,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.scope, erased)
   }
 
-  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log, reuse: CHUNK_STREAM_REUSE, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
     const { header, hop } = msg
     const me = header.route[hop]
     if (me == null || me.vendor !== self) throw new AccessDeniedError(`hop ${hop} of the route is not this vendor`)
@@ -210,7 +261,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     },
     confirm: async t => {
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: t.fileId, chunkId: t.chunkId, size: t.size })
-      const fat = opts.fats.find(a => a.getComponents().some(c => c.name === 'p2p' && c.value === t.fat)) ?? opts.fats[0]
+      // the order's signer, wherever it is now, else any replica
+      const fat = fats.get(t.fat) ?? [...fats.values()][0]
       try {
         await call(node, fat, FAT_PROTOCOL, { t: 'copied', transfer: t, receipt }, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(30_000) })
       } catch (err) {
@@ -225,7 +277,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   })
 
   const guard = new ReplayGuard()
-  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log, reuse: CHUNK_STREAM_REUSE, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal, delivered }) => {
     const started = performance.now()
     let rec
     if (msg.t === 'copy') {
@@ -243,19 +295,29 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${msg.chunkId} of file ${msg.fileId}`)
       if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
     }
-    const parts = await store.read(rec).catch(async err => {
-      // a piece that no longer reads back is damage: stop serving it and report it
-      if (err.code === 'ENOENT' || err instanceof IntegrityError) {
-        await store.markDamaged(rec.fileId, rec.chunkId, `read: ${err.message}`, now => now.stored !== rec.stored)
-        throw new IntegrityError(`chunk ${rec.chunkId} is damaged here: ${err.message}`)
-      }
-      throw err
-    })
-    await delay()
-    const size = parts.reduce((n, p) => n + p.byteLength, 0)
-    await fs.write(encode({ t: 'chunk', size }), { signal })
-    for (const part of parts) await fs.writeData(part, { signal })
-    opts.metrics?.sent(msg.t, size, (performance.now() - started) / 1000)
+    // the chunk is read into a pooled buffer (page-aligned, so the pieces come straight from disk);
+    // once bytes of it are handed to the stream, it goes back only when the fetcher provably has
+    // every byte (its next request, or a clean close), so nothing queued below the stream still views it
+    const bytes = buffers.take(rec.size)
+    let handed = false
+    try {
+      await store.read(rec, bytes).catch(async err => {
+        // a piece that no longer reads back is damage: stop serving it and report it
+        if (err.code === 'ENOENT' || err instanceof IntegrityError) {
+          await store.markDamaged(rec.fileId, rec.chunkId, `read: ${err.message}`, now => now.stored !== rec.stored)
+          throw new IntegrityError(`chunk ${rec.chunkId} is damaged here: ${err.message}`)
+        }
+        throw err
+      })
+      await delay()
+      await fs.write(encode({ t: 'chunk', size: bytes.byteLength }), { signal })
+      handed = true
+      void delivered.then(whole => { if (whole) buffers.give(bytes) })
+      await fs.writeData(bytes, { signal })
+      opts.metrics?.sent(msg.t, bytes.byteLength, (performance.now() - started) / 1000)
+    } finally {
+      if (!handed) buffers.give(bytes)
+    }
     return undefined
   })
 
@@ -293,6 +355,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       room: Math.max(0, limit() - used),
       over: Math.max(0, used - limit()),
       lost: store.damaged(LOST_PER_HEARTBEAT),
+      restore: store.restorable(LOST_PER_HEARTBEAT),
       ...(opts.zone != null ? { zone: opts.zone } : {})
     }
     const errors: string[] = []
@@ -304,7 +367,13 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
         const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(Math.max(1000, heartbeatMs)) })
         reached = true
         lastHeard = Date.now()
-        for (const r of reply.fats) if (!fats.has(r.peer)) fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
+        for (const r of reply.fats) {
+          const had = fats.get(r.peer)
+          if (had == null || ('addrs' in had && had.addrs.join() !== r.addrs.join())) {
+            fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
+            await opts.db.batch([knownFats.put(r.peer, r.addrs)])
+          }
+        }
         heartbeatMs = reply.heartbeatMs
         for (const order of reply.orders) {
           try {
@@ -317,6 +386,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
         for (const t of reply.transfers) await transfers.accept(t).catch(err => { log.error('transfer %s refused: %s', t.id, err.message) })
       } catch (err: any) {
         errors.push(err.message)
+        const peer = 'peer' in fat ? fat.peer : undefined
+        if (err instanceof UnreachableError && peer != null) relocate(peer)
       }
     }))
     if (reached) {
@@ -364,6 +435,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       await scrubber.stop()
       transfers.stop()
       await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL, ECHO_PROTOCOL].map(async p => { await node.unhandle(p) }))
+      await devices.close()
+      await closeChunkStreams(node)
     }
   }
 }
