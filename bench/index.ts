@@ -4,7 +4,8 @@
 // `stordaemon` command run as a child process (its wall time, peak RSS and CPU time measured);
 // the raw stream again at the end, so drift shows. Prints a table with ratios and targets, the CPU
 // time per MB of the CLI and of the vendors (per copy) beside the raw stream's sender and receiver,
-// and a final JSON line.
+// and a final JSON line. Then repair (bench/repair.ts): a vendor holding a share of the file dies,
+// and a download runs during repair.
 // BENCH_MB sets the file size in MiB (default 1024), BENCH_FILES the small-file count (default 1000),
 // BENCH_CPU_PROF=DIR runs every CLI command and daemon with node --cpu-prof, its profiles in DIR.
 //   npm run bench            BENCH_MB=64 BENCH_FILES=200 node dist/bench/index.js   (quick, about a minute)
@@ -18,6 +19,7 @@ import { startCluster, type Cluster } from '../src/index.ts'
 import type { StorNode } from '../src/node/index.ts'
 import { rawSender, sendRaw, startRawPeer, type RawPeer, type RawResult } from './raw.ts'
 import { benchNodeArgs, measureTcp, runCli, type CliRun } from './transfer.ts'
+import { measureRepair, type RepairResult } from './repair.ts'
 
 const MiB = 1024 * 1024
 const WRITE_SIZES = [256 * 1024, 1024 * 1024]
@@ -310,7 +312,7 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
   }
 }
 
-function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, tcpMBs: number, t: Transfer): void {
+function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, tcpMBs: number, t: Transfer, repair: RepairResult): void {
   const raw = [...rawBefore.best, ...rawAfter.best]
   const best = raw.reduce((a, b) => (b.MBs > a.MBs ? b : a))
   const rawMBs = best.MBs
@@ -337,7 +339,9 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
     [`${t.files} files of 4 KiB up (one command)`, `${t.smallUp.seconds.toFixed(2)} s`, `${(t.files / t.smallUp.seconds).toFixed(0)} files/s, ${(t.smallUp.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallUp.seconds < 2)}`],
     [`${t.files} files of 4 KiB down (one command)`, `${t.smallDown.seconds.toFixed(2)} s`, `${(t.files / t.smallDown.seconds).toFixed(0)} files/s, ${(t.smallDown.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallDown.seconds < 2)}`],
     ['peak RSS, uploading process (x1 / x2)', `${(up1.peakRss / MB).toFixed(0)} / ${(up2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(up1.peakRss, up2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(up1.peakRss, up2.peakRss) < 300 * MB)}`],
-    ['peak RSS, downloading process (x1 / x2)', `${(down1.peakRss / MB).toFixed(0)} / ${(down2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(down1.peakRss, down2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(down1.peakRss, down2.peakRss) < 300 * MB)}`]
+    ['peak RSS, downloading process (x1 / x2)', `${(down1.peakRss / MB).toFixed(0)} / ${(down2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(down1.peakRss, down2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(down1.peakRss, down2.peakRss) < 300 * MB)}`],
+    [`repair: a dead vendor's ${(repair.bytes / 2 ** 20).toFixed(0)} MiB re-replicated`, `${repair.MBs.toFixed(1)} MB/s`, `full health ${repair.seconds.toFixed(1)} s after the death was declared`, ''],
+    ['download x2 while repair runs', `${repair.downloadDuringMBs.toFixed(1)} MB/s`, `${(repair.downloadDuringMBs / repair.downloadAfterMBs).toFixed(2)} of the same download after repair (${(repair.overlap * 100).toFixed(0)}% overlapped)`, `>= 0.5: ${ok(repair.downloadDuringMBs / repair.downloadAfterMBs >= 0.5)}`]
   ]
   // CPU per MB: the CLI against the raw stream's side that does its job (upload: sender,
   // download: receiver), the vendors per copy against the other side
@@ -395,7 +399,13 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
     smallUpSeconds: round(t.smallUp.seconds, 2),
     smallDownSeconds: round(t.smallDown.seconds, 2),
     uploadPeakRssMB: round(Math.max(up1.peakRss, up2.peakRss) / MB, 0),
-    downloadPeakRssMB: round(Math.max(down1.peakRss, down2.peakRss) / MB, 0)
+    downloadPeakRssMB: round(Math.max(down1.peakRss, down2.peakRss) / MB, 0),
+    repairMB: round(repair.bytes / MB, 1),
+    repairMBs: round(repair.MBs, 1),
+    repairSeconds: round(repair.seconds, 1),
+    downloadDuringRepairMBs: round(repair.downloadDuringMBs, 1),
+    downloadAfterRepairMBs: round(repair.downloadAfterMBs, 1),
+    downloadDuringRepairRatio: r3(repair.downloadDuringMBs / repair.downloadAfterMBs)
   }) + '\n')
 }
 
@@ -439,7 +449,9 @@ async function main (): Promise<number> {
     const transfer = await measureCluster(cleanup, dir, total, files)
     // the reference again, so a machine that got busier or quieter meanwhile shows
     const rawAfter = await measureRaw(cleanup, total, 'after')
-    report(sizeMiB, rawBefore, rawAfter, tcpMBs, transfer)
+    // on the input file measureCluster wrote
+    const repair = await measureRepair(cleanup, dir, total, log)
+    report(sizeMiB, rawBefore, rawAfter, tcpMBs, transfer, repair)
   } catch (err: any) {
     failed = true
     log(`FAILED: ${err?.stack ?? err}`)

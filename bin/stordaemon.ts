@@ -4,7 +4,7 @@ import { homedir } from 'node:os'
 import { mkdir, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, drainVendor, removeReplica, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult } from '../src/index.ts'
+import { openClient, startDaemon, drainVendor, removeReplica, parseHighWater, parseShare, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult, type FileSummary, type StatusReport } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { inspectQuarantine, type QuarantineReport } from '../src/store/device-files.ts'
 import { progressBar } from './progress.ts'
@@ -24,9 +24,18 @@ function fail (err: any): never {
   process.exit(1)
 }
 
-function wholeNumber (text: string, what: string): number {
-  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 256) throw new StorError(`${what}: "${text}" is not a whole number from 1 to 256`, 'ERR_INVALID_ARGUMENT')
+function wholeNumber (text: string, what: string, max = 256): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > max) throw new StorError(`${what}: "${text}" is not a whole number from 1 to ${max}`, 'ERR_INVALID_ARGUMENT')
   return Number(text)
+}
+
+/** A file's health in a few words: healthy, degraded (k of R copies), or lost. */
+function healthWords (f: FileSummary): string {
+  const h = f.health
+  if (h == null) return `x${f.replicas}`
+  if (h.lost > 0) return `LOST (${h.lost} of ${f.chunks} chunks have no copy)`
+  if (h.degraded > 0) return `degraded ${h.copies} of ${f.replicas}`
+  return `healthy x${f.replicas}`
 }
 
 /** Ctrl-C stops a transfer cleanly (streams closed, resume record kept); a second one exits at once. */
@@ -86,6 +95,12 @@ const program = new Command('stordaemon')
   .option('--lease <duration>', 'fat: how long an uncommitted allocation stays locked', '10m')
   .option('--heartbeat <duration>', 'fat: how often vendors report', '2s')
   .option('--snapshot-every <entries>', 'fat: snapshot the table and compact the log every this many entries', '10000')
+  .option('--repair-after <duration>', 'fat: a vendor silent this long is dead and its chunks are copied elsewhere', '10m')
+  .option('--repair-min-in <share>', 'fat: never declare vendors dead below this share of known vendors in service', '75%')
+  .option('--repair-per-source <n>', 'fat: repair copies one vendor serves at once', '2')
+  .option('--repair-per-target <n>', 'fat: repair copies one vendor receives at once', '4')
+  .option('--repair-per-round <n>', 'fat: copies planned in one round', '64')
+  .option('--zone <name>', 'vendor: its failure domain (rack, building, site); replicas of a chunk go to distinct zones')
   .option('--join-secret <secret>', 'fat: replicas prove they know it to join the replica set (default: $STOR_JOIN_SECRET)')
   .option('--high-water <pct|size>', 'vendor: above this share of its capacity (or size) it moves chunks elsewhere', '90%')
   .option('--scrub-rate <size>', 'vendor: bytes per second the background scrub reads at most', '8MiB')
@@ -110,6 +125,10 @@ const program = new Command('stordaemon')
       highWater: parseHighWater(opts.highWater),
       scrubRate: parseSize(opts.scrubRate, '--scrub-rate'),
       scrubIntervalMs: parseDuration(opts.scrubInterval, '--scrub-interval'),
+      zone: opts.zone,
+      repairAfterMs: parseDuration(opts.repairAfter, '--repair-after'),
+      repairMinIn: parseShare(opts.repairMinIn, '--repair-min-in'),
+      repairLimits: { perSource: wholeNumber(opts.repairPerSource, '--repair-per-source'), perTarget: wholeNumber(opts.repairPerTarget, '--repair-per-target'), perRound: wholeNumber(opts.repairPerRound, '--repair-per-round', 10_000) },
       httpListen: opts.httpListen,
       onWarning: m => { process.stderr.write(`stordaemon: warning: ${m}\n`) }
     })
@@ -217,12 +236,32 @@ userOpts(program.command('paths').description('measure every vendor the FAT know
         ].join('\n'))
   })
 
-userOpts(program.command('ls').description('list your files'))
+userOpts(program.command('ls').description('list your files, each with its health, and the space they use'))
   .action(async (opts) => {
     const files = await withClient(opts, async c => await c.list())
-    print(opts.json === true, { files }, () => files.length === 0
+    const size = files.reduce((n, f) => n + f.size, 0)
+    const stored = files.reduce((n, f) => n + (f.health?.stored ?? 0), 0)
+    print(opts.json === true, { files, size, stored }, () => files.length === 0
       ? 'no files'
-      : files.map(f => `${f.fileId}  ${formatSize(f.size).padStart(10)}  x${f.replicas}  ${new Date(f.created).toISOString()}  ${f.name}`).join('\n'))
+      : [
+          ...files.map(f => `${f.fileId}  ${formatSize(f.size).padStart(10)}  ${healthWords(f).padEnd(18)}  ${new Date(f.created).toISOString()}  ${f.name}`),
+          `${files.length} file${files.length === 1 ? '' : 's'}, ${formatSize(size)}; ${formatSize(stored)} on vendors with replicas`
+        ].join('\n'))
+  })
+
+userOpts(program.command('check [ID...]').description('each file\'s health: healthy, degraded (k of R copies) or lost; all your files without IDs. Exit code 0: all healthy, 2: some degraded, 3: some lost or unknown'))
+  .action(async (ids: string[], opts) => {
+    const r = await withClient(opts, async c => await c.check(ids))
+    const degraded = r.files.filter(f => (f.health?.degraded ?? 0) > 0 && (f.health?.lost ?? 0) === 0).length
+    const lost = r.files.filter(f => (f.health?.lost ?? 0) > 0).length
+    const healthy = r.files.length - degraded - lost
+    print(opts.json === true, { ...r, healthy, degraded, lost }, () => [
+      ...r.files.map(f => `${f.fileId}  ${healthWords(f).padEnd(18)}  ${f.health != null && f.health.degraded > 0 ? `${f.health.degraded} of ${f.chunks} chunks under ${f.replicas} copies  ` : ''}${f.name}`),
+      ...r.missing.map(id => `${id}  unknown: no such file of yours`),
+      `${healthy} healthy, ${degraded} degraded, ${lost} lost${r.missing.length > 0 ? `, ${r.missing.length} unknown` : ''}`
+    ].join('\n'))
+    if (lost > 0 || r.missing.length > 0) process.exitCode = 3
+    else if (degraded > 0) process.exitCode = 2
   })
 
 userOpts(program.command('release <ID>').description('erase a file from the network and free its space'))
@@ -238,7 +277,9 @@ userOpts(program.command('status').description('the FAT server\'s view of the ne
     print(opts.json === true, s, () => [
       `FAT ${s.fat}: ${s.files} files, ${s.allocations} open allocations; replicas ${agreed ? 'agree' : 'differ'}`,
       ...s.replicas.map(r => `replica ${r.peer} ${r.reachable ? 'up' : 'unreachable'}${r.leader ? ' (orders writes)' : ''}  term ${r.term}  position ${r.applied}  digest ${r.digest.slice(0, 12)}`),
-      ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}${failedDevices(v.devices)}`)
+      ...vendorStates(s),
+      ...(s.repair != null ? repairLines(s.repair) : []),
+      ...s.vendors.map(v => `vendor ${v.vendor} ${v.state ?? (v.alive ? 'alive' : 'silent')}${v.zone != null ? `  zone ${v.zone}` : ''}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  free ${formatSize(v.free)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  chunks ${v.held}  devices ${v.devices.length}${failedDevices(v.devices)}`)
     ].join('\n'))
   })
 
@@ -251,6 +292,25 @@ program.command('remove-replica <PEER>')
     const r = await removeReplica({ bootstrap: opts.bootstrap ?? [], peer, joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET ?? '' })
     print(opts.json === true, r, () => `removed ${peer}; the replica set is now:\n${r.members.map(m => `  ${m.peer}${m.peer === r.leader ? ' (orders writes)' : ''}`).join('\n')}`)
   })
+/** Vendors per state, in a fixed order: alive, suspect, back, draining, dead. */
+function vendorStates (s: StatusReport): string[] {
+  const order = ['alive', 'suspect', 'back', 'draining', 'dead', 'silent']
+  const counts = new Map<string, number>()
+  for (const v of s.vendors) {
+    const state = v.state ?? (v.alive ? 'alive' : 'silent')
+    counts.set(state, (counts.get(state) ?? 0) + 1)
+  }
+  const parts = order.filter(k => counts.has(k)).map(k => `${counts.get(k) ?? 0} ${k}`)
+  return [`vendors: ${parts.length === 0 ? 'none' : parts.join(', ')}`]
+}
+
+function repairLines (r: NonNullable<StatusReport['repair']>): string[] {
+  return [
+    `chunks: ${r.chunks} (${r.healthy} healthy, ${r.under} under-replicated, ${r.lost} lost)`,
+    `repair: ${r.queued} chunks queued, ${r.moving} copying; ${r.copies} copies (${formatSize(r.bytes)}) repaired so far`,
+    ...(r.held.length > 0 ? [`guard: ${r.held.length} silent vendor${r.held.length === 1 ? ' is' : 's are'} not declared dead, so enough vendors stay in service (--repair-min-in): ${r.held.join(' ')}`] : [])
+  ]
+}
 
 program.command('quarantine <DEVICE...>')
   .description('list the files a vendor moved aside on its devices (pieces no chunk of its table names); --purge removes them')
@@ -315,7 +375,7 @@ try {
   await program.parseAsync(process.argv)
   // a daemon keeps running; a command is done, whatever timers its libp2p node left behind
   // stdout to a pipe is written asynchronously: let a large --json answer reach it before exiting
-  if (program.opts().role == null) await new Promise<void>(resolve => { process.stdout.write('', () => { resolve() }) }).then(() => process.exit(0))
+  if (program.opts().role == null) await new Promise<void>(resolve => { process.stdout.write('', () => { resolve() }) }).then(() => process.exit(Number(process.exitCode ?? 0)))
 } catch (err) {
   fail(err)
 }

@@ -19,6 +19,7 @@ import { openDb, type DB } from './store/db.ts'
 import { Devices, type DeviceSpec } from './store/devices.ts'
 import { createFat } from './roles/fat/index.ts'
 import { removeProof } from './roles/fat/replication.ts'
+import type { RepairLimits } from './roles/fat/repair.ts'
 import { createVendor, type HighWater } from './roles/vendor/index.ts'
 import { createUser, type User, type Progress } from './roles/user/index.ts'
 import { fatMonitoring, parseHttpListen, vendorMonitoring, type HttpServer } from './http/index.ts'
@@ -47,6 +48,12 @@ export interface DaemonOptions {
   highWater?: HighWater
   scrubRate?: number
   scrubIntervalMs?: number
+  /** Vendor: its failure domain (--zone). */
+  zone?: string
+  /** FAT: silence after which a vendor is dead and repaired (--repair-after), the guard's share (--repair-min-in), and repair's limits. */
+  repairAfterMs?: number
+  repairMinIn?: number
+  repairLimits?: RepairLimits
   /** Serve /metrics and /health (and a FAT's status page) over HTTP here: PORT, HOST:PORT or [IPv6]:PORT; a bare port is on 127.0.0.1. */
   httpListen?: string
 }
@@ -120,6 +127,9 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   if (opts.leaseMs != null && opts.leaseMs < 1000) throw new InvalidArgumentError('--lease: must be at least 1s')
   if (opts.scrubRate != null && opts.scrubRate < 1) throw new InvalidArgumentError('--scrub-rate: must be at least 1 byte per second')
   if (opts.scrubIntervalMs != null && opts.scrubIntervalMs < 100) throw new InvalidArgumentError('--scrub-interval: must be at least 100ms')
+  if (opts.zone != null && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(opts.zone)) throw new InvalidArgumentError(`--zone: "${opts.zone}" is not a zone name; use up to 64 letters, digits, '.', '_' or '-', e.g. rack-2`)
+  if (opts.repairAfterMs != null && opts.repairAfterMs < 1000) throw new InvalidArgumentError('--repair-after: must be at least 1s (a vendor declared dead too soon is copied for nothing)')
+  if (opts.repairMinIn != null && !(opts.repairMinIn >= 0 && opts.repairMinIn <= 1)) throw new InvalidArgumentError('--repair-min-in: must be a share from 0% to 100%')
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
   const httpAddr = opts.httpListen != null ? parseHttpListen(opts.httpListen) : undefined
   const log = logger(`stor:${opts.role}`)
@@ -145,7 +155,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     const heartbeatMs = opts.heartbeatMs ?? 2000
     let announced: Promise<void> | undefined
     if (opts.role === 'fat') {
-      const fat = await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, snapshotEntries: opts.snapshotEntries, metrics: fatMonitor?.metrics })
+      const fat = await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, snapshotEntries: opts.snapshotEntries, metrics: fatMonitor?.metrics, repairAfterMs: opts.repairAfterMs, repairMinIn: opts.repairMinIn, repairLimits: opts.repairLimits })
       role = fat
       http = await fatMonitor?.start(fat)
       // a FAT that restarted at new addresses tells the vendors it knows (identify carries them, and
@@ -154,7 +164,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       const n = node
       void parallel(8, known.length, async i => { await dialKnown(n, known[i], log) })
     } else {
-      const vendor = await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs, metrics: vendorMonitor?.metrics })
+      const vendor = await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs, metrics: vendorMonitor?.metrics, zone: opts.zone })
       role = vendor
       announced = vendor.announced
       // served while the vendor waits for a FAT: /health then says why it does not serve yet
@@ -232,6 +242,14 @@ export async function openClient (opts: ClientOptions): Promise<Client> {
     await close()
     throw err
   }
+}
+
+/** Parses a share like 75% (or 0.75), for --repair-min-in. */
+export function parseShare (text: string, what: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$/.exec(text)
+  const share = m == null ? NaN : Number(m[1]) / (m[2] === '%' ? 100 : 1)
+  if (!(share >= 0 && share <= 1)) throw new InvalidArgumentError(`${what}: "${text}" is not a share; write e.g. 75%`)
+  return share
 }
 
 /** Parses --high-water: a share of the capacity like 90%, or a size like 20GiB. */

@@ -106,9 +106,11 @@ const vendorStatus: M.VendorStatus = {
   transfers: 2,
   free: 60 * GiB,
   inflight: 3,
-  availability: 967
+  availability: 967,
+  state: 'alive',
+  zone: 'rack-1'
 }
-const vendorStats: M.VendorStats = { vendor: VENDOR, available: 49 * GiB, free: 60 * GiB, inflight: 3, availability: 1000 }
+const vendorStats: M.VendorStats = { vendor: VENDOR, available: 49 * GiB, free: 60 * GiB, inflight: 3, availability: 1000, zone: 'rack-1' }
 const vendorStats2: M.VendorStats = { vendor: VENDOR2, available: 0, free: 0, inflight: 0, availability: 0 }
 const transfer = await sign<M.Transfer>(fatKey, 'transfer', { id: hexOf('transfer', 16), reason: 'repair', owner: USER, fileId: FILE_ID, chunkId: CHUNK_ID, size: SIZE0, from: VENDOR, fromAddrs: [addrOf(VENDOR, 4001)], to: VENDOR2, replaces: VENDOR, expires: T0 + 60_000, fat: FAT })
 const transferRecord: S.TransferRecord = { id: transfer.id, reason: 'repair', owner: USER, fileId: FILE_ID, chunkId: CHUNK_ID, size: SIZE0, from: VENDOR, to: VENDOR2, replaces: VENDOR, issued: T0, expires: T0 + 60_000 }
@@ -125,7 +127,7 @@ const replicaStatus: M.ReplicaStatus[] = [
 // ---- fat-sync.ts: one op of every kind, as the leader logs them (lists kept non-empty, so every list is tested)
 const settleOrder: S.PendingOrder = { id: hexOf('settle order', 16), vendor: VENDOR, kind: 'settle', scope: ALLOCATION_ID, keep: [CHUNK_ID, CHUNK_ID2], issued: T0 }
 const eraseOrder: S.PendingOrder = { id: hexOf('erase order', 16), vendor: VENDOR2, kind: 'erase', scope: FILE_ID, keep: [CHUNK_ID], issued: T0 + 1 }
-const vendorRecord: S.VendorRecord = { peer: VENDOR, addrs: [addrOf(VENDOR, 4001)], capacity: 100 * GiB, devices: [device], joined: T0 }
+const vendorRecord: S.VendorRecord = { peer: VENDOR, addrs: [addrOf(VENDOR, 4001)], capacity: 100 * GiB, devices: [device], joined: T0, zone: 'rack-1', state: 'back', since: T0 }
 const allocationRecord: S.AllocationRecord = {
   allocationId: ALLOCATION_ID,
   owner: USER,
@@ -150,7 +152,10 @@ const OPS: Record<string, S.Op> = {
   drain: { op: 'drain', vendor: VENDOR },
   transfer: { op: 'transfer', transfer: transferRecord },
   'replace-replica': { op: 'replace-replica', transferId: transfer.id, fileId: FILE_ID, chunkId: CHUNK_ID, replaces: VENDOR, to: VENDOR2, sig: receipt2.sig, orders: [{ id: hexOf('erase chunks order', 16), vendor: VENDOR, kind: 'erase-chunks', scope: FILE_ID, keep: [CHUNK_ID2], chunks: [CHUNK_ID], issued: T0 + 2 }] },
-  'transfer-end': { op: 'transfer-end', transferId: transfer.id, orders: [{ id: hexOf('erase copy order', 16), vendor: VENDOR2, kind: 'erase-chunks', scope: FILE_ID, keep: [CHUNK_ID2], chunks: [CHUNK_ID], issued: T0 + 3 }] }
+  'transfer-end': { op: 'transfer-end', transferId: transfer.id, orders: [{ id: hexOf('erase copy order', 16), vendor: VENDOR2, kind: 'erase-chunks', scope: FILE_ID, keep: [CHUNK_ID2], chunks: [CHUNK_ID], issued: T0 + 3 }] },
+  'vendor-state': { op: 'vendor-state', vendor: VENDOR, state: 'dead', at: T0 + 4 },
+  transfers: { op: 'transfers', transfers: [transferRecord, { ...transferRecord, id: hexOf('second transfer', 16), chunkId: CHUNK_ID2 }] },
+  replaced: { op: 'replaced', copies: [{ transferId: transfer.id, fileId: FILE_ID, chunkId: CHUNK_ID, replaces: VENDOR, to: VENDOR2, sig: receipt2.sig }], orders: [{ id: hexOf('erase surplus order', 16), vendor: VENDOR, kind: 'erase-chunks', scope: FILE_ID, keep: [], chunks: [CHUNK_ID], issued: T0 + 5 }] }
 }
 const OP_TAGS = Object.keys(OPS)
 /** Ops as they occur too: empty lists, an allocation granting nothing. */
@@ -164,7 +169,12 @@ const MORE_OPS: S.Op[] = [
   { op: 'release', fileId: FILE_ID, orders: [{ ...eraseOrder, keep: [] }] },
   { op: 'delivered', vendor: VENDOR2, ids: [] },
   { op: 'vendor', vendor: { ...vendorRecord, draining: true } },
-  { op: 'transfer-end', transferId: transfer.id, orders: [] }
+  { op: 'transfer-end', transferId: transfer.id, orders: [] },
+  { op: 'vendor-state', vendor: VENDOR, state: 'back', at: T0 },
+  { op: 'vendor-state', vendor: VENDOR, state: 'in', at: T0 },
+  { op: 'vendor', vendor: { ...vendorRecord, zone: 'rack-2', state: 'dead', since: T0 } },
+  { op: 'transfers', transfers: [] },
+  { op: 'replaced', copies: [], orders: [] }
 ]
 const entry = (index: number, term: number, op: S.Op): S.Entry => ({ index, term, at: T0 + index, op })
 /** Entries 121.. of the log, one of every Op variant in this order. */
@@ -191,7 +201,7 @@ const ex = <C extends Check<any>>(check: C, msg: M.Message<C>): Example => ({ ch
 
 /** One valid instance of every message with a `t` field, keyed by its export name in messages.ts. */
 const EXAMPLES: Record<string, Example> = {
-  Announce: ex(M.Announce, { t: 'announce', addrs: [addrOf(VENDOR, 4001)], capacity: 100 * GiB, free: 60 * GiB, devices: [device], inflight: 3, done: [hexOf('done', 16)], held: 1200, room: 30 * GiB, over: 0, lost: [{ fileId: FILE_ID, chunkId: CHUNK_ID }], restore: [{ fileId: FILE_ID, chunkId: CHUNK_ID }] }),
+  Announce: ex(M.Announce, { t: 'announce', addrs: [addrOf(VENDOR, 4001)], capacity: 100 * GiB, free: 60 * GiB, devices: [device], inflight: 3, done: [hexOf('done', 16)], held: 1200, room: 30 * GiB, over: 0, lost: [{ fileId: FILE_ID, chunkId: CHUNK_ID }], restore: [{ fileId: FILE_ID, chunkId: CHUNK_ID }] , zone: 'rack-1' }),
   Announced: ex(M.Announced, { t: 'announced', heartbeatMs: 2000, orders: [order], fats: REPLICAS, transfers: [transfer] }),
   Copied: ex(M.Copied, { t: 'copied', transfer, receipt: receipt2 }),
   Drain: ex(M.Drain, await signRequest(vendorKey, VENDOR, { t: 'drain' as const, vendor: VENDOR })),
@@ -207,11 +217,13 @@ const EXAMPLES: Record<string, Example> = {
   GetTables: ex(M.GetTables, await signed({ t: 'get-many' as const, fileIds: [FILE_ID, FILE_ID2] })),
   Tables: ex(M.Tables, { t: 'tables', tables: [fileTable, packedTable], packs: [packTable], vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
   List: ex(M.List, await signed({ t: 'list' as const })),
-  Files: ex(M.Files, { t: 'files', files: [{ fileId: FILE_ID, name: 'holiday photos.tar', size: 5 * MiB, chunks: 2, replicas: 2, created: T0 }] }),
+  Files: ex(M.Files, { t: 'files', files: [{ fileId: FILE_ID, name: 'holiday photos.tar', size: 5 * MiB, chunks: 2, replicas: 2, created: T0, health: { copies: 1, degraded: 1, lost: 0, stored: 10 * MiB } }] }),
+  CheckFiles: ex(M.CheckFiles, await signed({ t: 'check' as const, fileIds: [FILE_ID, FILE_ID2] })),
+  Checked: ex(M.Checked, { t: 'checked', files: [{ fileId: FILE_ID, name: 'holiday photos.tar', size: 5 * MiB, chunks: 2, replicas: 2, created: T0, health: { copies: 2, degraded: 0, lost: 0, stored: 10 * MiB } }], missing: [FILE_ID2] }),
   Release: ex(M.Release, await signed({ t: 'release' as const, fileId: FILE_ID })),
   Released: ex(M.Released, { t: 'released', fileId: FILE_ID, freed: 10 * MiB }),
   Status: ex(M.Status, { t: 'status' }),
-  StatusReply: ex(M.StatusReply, { t: 'status-reply', fat: FAT, position: 42, digest: hexOf('log digest', 32), replicas: replicaStatus, vendors: [vendorStatus], files: 3, allocations: 1 }),
+  StatusReply: ex(M.StatusReply, { t: 'status-reply', fat: FAT, position: 42, digest: hexOf('log digest', 32), replicas: replicaStatus, vendors: [vendorStatus], files: 3, allocations: 1, repair: { chunks: 100, healthy: 90, under: 9, lost: 1, queued: 7, moving: 2, copies: 40, bytes: 160 * MiB, held: [VENDOR2] } }),
   Members: ex(M.Members, { t: 'members' }),
   MembersReply: ex(M.MembersReply, { t: 'members-reply', leader: FAT, members: REPLICAS }),
   Store: ex(M.Store, { t: 'store', header, hop: 0 }),
@@ -239,7 +251,7 @@ const EXAMPLES: Record<string, Example> = {
 interface Table { label: string, checks: Checks, maxBytes: number, reply: boolean }
 
 // src/roles/fat/index.ts `REQUESTS` (not exported; a test below keeps this copy in step with the source)
-const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
+const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles }
 // src/roles/fat/index.ts `WRITES` (not exported either): the replies a replica expects when it hands a write to the leader
 const FAT_WRITES: Record<string, Checks> = { allocate: { allocated: M.Allocated }, renew: { allocated: M.Allocated }, commit: { ok: M.Ok }, release: { released: M.Released }, copied: { ok: M.Ok }, drain: { draining: M.Draining } }
 
@@ -250,8 +262,10 @@ const FAT_WRITES: Record<string, Checks> = { allocate: { allocated: M.Allocated 
 function optionalField (path: Array<string | number>): boolean {
   const key = path[path.length - 1]
   const parent = path[path.length - 2]
-  if (key === 'packed') return true
+  if (key === 'packed' || key === 'zone' || key === 'since' || key === 'health' || key === 'repair') return true
   if (key === 'last') return path.length === 1
+  // a vendor's logged state (in its record) and its state in status; the vendor-state op's is required
+  if (key === 'state') return path.includes('vendor') || path.includes('vendors')
   if (key === 'restore') return path.length === 1
   if (key === 'pack') return parent !== 'packed'
   if (key === 'kind') return !path.some(k => k === 'order' || k === 'orders')
@@ -272,6 +286,7 @@ const TABLES: Table[] = [
   { label: 'user <- FAT tables', checks: { tables: M.Tables }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT released', checks: { released: M.Released }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT files', checks: { files: M.Files }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'user <- FAT checked', checks: { checked: M.Checked }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT status-reply', checks: { 'status-reply': M.StatusReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT ok (commit)', checks: { ok: M.Ok }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'vendor <- FAT announced', checks: { announced: M.Announced }, maxBytes: MAX_FAT_MESSAGE, reply: true },
@@ -443,7 +458,8 @@ function listLimit (name: string, path: Path): number {
   const limits: Record<string, number> = {
     addrs: 16, devices: 256, done: 10_000, candidates: MAX_CANDIDATES, route: MAX_REPLICAS, receipts: MAX_REPLICAS,
     failed: MAX_REPLICAS, replicas: MAX_REPLICAS, keep: 1_000_000, chunks: 1_000_000, files: 100_000,
-    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, records: 1_000_000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16
+    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, records: 1_000_000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16,
+    missing: M.MAX_FILES, held: 10_000, copies: S.MAX_TRANSFERS_PER_OP
   }
   const limit = limits[key]
   assert.ok(limit != null, `no list limit known for ${name}${fmt(path)}: add it to listLimit`)
@@ -983,7 +999,7 @@ describe('protocol', function () {
     })
 
     it('an Op with an unknown `op` tag, or a tag that is not a string, is refused with MalformedMessageError', function () {
-      const tagRe = /\.op: expected one of members, vendor, allocate, commit, expire, renew, release, delivered, noop, drain, transfer, replace-replica, transfer-end$/
+      const tagRe = /\.op: expected one of members, vendor, allocate, commit, expire, renew, release, delivered, noop, drain, transfer, replace-replica, transfer-end, vendor-state, transfers, replaced$/
       const unknown = ['', 'MEMBERS', 'Noop', 'noop ', ' noop', 'no-op', 'noop\u0000', 'append', 'vote', 'announce', 'op', 'undefined', 'null',
         '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf', '__defineGetter__']
       const notString: unknown[] = [null, 0, 1, -1, 0.5, true, false, [], ['noop'], [['members']], {}, { op: 'noop' }]

@@ -1,6 +1,6 @@
 import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
 import { MAX_FAT_MESSAGE, MAX_REPLICAS } from './ids.ts'
-import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields } from './messages.ts'
+import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields, zone } from './messages.ts'
 
 /**
  * The FAT replicas' own protocol (/stor/fat-sync/1.0.0): the ordered op log that every replica
@@ -16,8 +16,14 @@ export const MAX_MEMBERS = 15
 export const Member = obj({ peer, addrs })
 export type Member = Infer<typeof Member>
 
-/** `draining` is set by a drain request: the vendor is offered to nobody and everything it holds moves. */
-export const VendorRecord = obj({ peer, addrs, capacity: int(0, MAX_BYTES), devices: arr(Device, 256), joined: time, draining: opt(bool) })
+/**
+ * `draining` is set by a drain request: the vendor is offered to nobody and everything it holds moves.
+ * `state` is what the leader logged of its health (see docs/repair.md): dead (silent for
+ * --repair-after; its chunks are repaired elsewhere), back (a dead vendor heard again, until its
+ * surplus copies are erased); absent, it is in service. `since` is when that state was logged.
+ * `zone` is the failure domain it named (--zone): replicas of one chunk go to distinct zones.
+ */
+export const VendorRecord = obj({ peer, addrs, capacity: int(0, MAX_BYTES), devices: arr(Device, 256), joined: time, draining: opt(bool), zone: opt(zone), state: opt(oneOf('dead', 'back')), since: opt(time) })
 export type VendorRecord = Infer<typeof VendorRecord>
 
 export const AllocationRecord = obj({
@@ -52,6 +58,13 @@ export const TransferRecord = obj({
 })
 export type TransferRecord = Infer<typeof TransferRecord>
 
+/** Copies one `transfers` or `replaced` entry may carry. */
+export const MAX_TRANSFERS_PER_OP = 1000
+
+/** A confirmed copy: `to` takes the place of `replaces` in the file's table, with its receipt signature. */
+export const Replaced = obj({ transferId: hex(16), fileId, chunkId, replaces: peer, to: peer, sig: hex(64) })
+export type Replaced = Infer<typeof Replaced>
+
 /** Every change to the table is one op; a replica that applies the same ops in order holds the same table. */
 export const Op = union('op', {
   members: obj({ op: t('members'), members: arr(Member, MAX_MEMBERS) }),
@@ -68,7 +81,13 @@ export const Op = union('op', {
   /** the target confirmed its copy: it replaces `replaces` in the file's table, with its receipt signature */
   'replace-replica': obj({ op: t('replace-replica'), transferId: hex(16), fileId, chunkId, replaces: peer, to: peer, sig: hex(64), orders }),
   /** a transfer that expired or is no longer wanted */
-  'transfer-end': obj({ op: t('transfer-end'), transferId: hex(16), orders })
+  'transfer-end': obj({ op: t('transfer-end'), transferId: hex(16), orders }),
+  /** the leader's verdict on a vendor's health: dead, back (heard again after dead), or in service again */
+  'vendor-state': obj({ op: t('vendor-state'), vendor: peer, state: oneOf('dead', 'back', 'in'), at: time }),
+  /** one round of planned copies in one entry (repair plans up to a few hundred at once) */
+  transfers: obj({ op: t('transfers'), transfers: arr(TransferRecord, MAX_TRANSFERS_PER_OP) }),
+  /** confirmed copies, each like replace-replica; one entry, one rewrite per file, however many arrive at once */
+  replaced: obj({ op: t('replaced'), copies: arr(Replaced, MAX_TRANSFERS_PER_OP), orders })
 })
 export type Op = Infer<typeof Op>
 

@@ -11,6 +11,8 @@ const sig = hex(64)
 export const fileId = hex(16)
 export const allocationId = hex(16)
 export const chunkId = hex(32)
+/** A failure domain's name (rack, building, site): letters, digits and . _ - */
+export const zone = str(64, /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/)
 const t = <T extends string>(name: T): Check<T> => oneOf(name)
 
 // ---- signed records: each is signed by one party over its canonical form without `sig`
@@ -135,7 +137,7 @@ export const PERMILLE = 1000
  * still grant, the free bytes and stores in progress of its last heartbeat, and the share of the
  * heartbeats expected over the recent window that arrived (in thousandths).
  */
-export const VendorStats = obj({ vendor: peer, available: int(0, MAX_BYTES), free: int(0, MAX_BYTES), inflight: int(0, 1_000_000), availability: int(0, PERMILLE) })
+export const VendorStats = obj({ vendor: peer, available: int(0, MAX_BYTES), free: int(0, MAX_BYTES), inflight: int(0, 1_000_000), availability: int(0, PERMILLE), zone: opt(zone) })
 export type VendorStats = Infer<typeof VendorStats>
 
 /** A request that reads or changes a user's files carries the owner's signature, a nonce and a time (see auth.ts). */
@@ -159,6 +161,8 @@ export const Announce = obj({
   over: int(0, MAX_BYTES),
   /** chunks found corrupt or missing (first ones, if many) */
   lost: arr(ChunkRef, 1000),
+  /** the failure domain the vendor was started in (--zone) */
+  zone: opt(zone),
   /**
    * of those, chunks lost with a failed device that the vendor has room to take back on its other
    * devices: the FAT copies a healthy replica back to it, and its table does not change
@@ -188,10 +192,22 @@ export const TableReply = obj({ t: t('table'), table: FileTable, pack: opt(FileT
 export const GetTables = obj({ t: t('get-many'), fileIds: arr(fileId, MAX_FILES), auth: Auth })
 export const Tables = obj({ t: t('tables'), tables: arr(FileTable, MAX_FILES), packs: arr(FileTable, MAX_FILES), vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
 
-export const FileSummary = obj({ fileId, name: str(255), size: int(0, MAX_BYTES), chunks: int(0, 1_000_000), replicas: int(1, MAX_REPLICAS), created: time })
+/**
+ * A file's health: `copies` is the fewest healthy copies any of its chunks has (healthy: on a
+ * vendor that is not dead and does not report it lost; R of R is healthy, 0 is lost), `degraded`
+ * and `lost` count its chunks below R and at 0; `stored` is the bytes its chunks take on vendors,
+ * replicas included (a packed file's share of its pack).
+ */
+export const Health = obj({ copies: int(0, MAX_REPLICAS), degraded: int(0, 1_000_000), lost: int(0, 1_000_000), stored: int(0, MAX_BYTES) })
+export type Health = Infer<typeof Health>
+export const FileSummary = obj({ fileId, name: str(255), size: int(0, MAX_BYTES), chunks: int(0, 1_000_000), replicas: int(1, MAX_REPLICAS), created: time, health: opt(Health) })
 export type FileSummary = Infer<typeof FileSummary>
 export const List = obj({ t: t('list'), auth: Auth })
 export const Files = obj({ t: t('files'), files: arr(FileSummary, 100_000) })
+
+/** The health of the owner's files named (none: all of them), like `list` with every file's health. */
+export const CheckFiles = obj({ t: t('check'), fileIds: arr(fileId, MAX_FILES), auth: Auth })
+export const Checked = obj({ t: t('checked'), files: arr(FileSummary, 100_000), missing: arr(fileId, MAX_FILES) })
 
 export const Release = obj({ t: t('release'), fileId, auth: Auth })
 export const Released = obj({ t: t('released'), fileId, freed: int(0, MAX_BYTES) })
@@ -215,7 +231,10 @@ export const VendorStatus = obj({
   transfers: int(0, 1_000_000),
   free: int(0, MAX_BYTES),
   inflight: int(0, 1_000_000),
-  availability: int(0, PERMILLE)
+  availability: int(0, PERMILLE),
+  /** alive, suspect (silent a few beats: offered nothing), dead, draining or back (see docs/repair.md) */
+  state: opt(oneOf('alive', 'suspect', 'dead', 'draining', 'back')),
+  zone: opt(zone)
 })
 export type VendorStatus = Infer<typeof VendorStatus>
 export const Copied = obj({ t: t('copied'), transfer: Transfer, receipt: Receipt })
@@ -228,7 +247,24 @@ export const ReplicaStatus = obj({ peer, addrs, reachable: bool, leader: bool, t
 export type ReplicaStatus = Infer<typeof ReplicaStatus>
 export const Members = obj({ t: t('members') })
 export const MembersReply = obj({ t: t('members-reply'), leader: str(128), members: arr(Replica, 15) })
-export const StatusReply = obj({ t: t('status-reply'), fat: peer, position: int(0, 2 ** 48), digest: hex(32), replicas: arr(ReplicaStatus, 15), vendors: arr(VendorStatus, 10_000), files: int(0, 2 ** 40), allocations: int(0, 2 ** 40) })
+/**
+ * Chunks by health (healthy, under-replicated, lost), and the repair: chunks waiting for a copy,
+ * copies under way, copies and bytes repaired since the network began, and the vendors the guard
+ * keeps from being declared dead (too few would stay in service).
+ */
+export const RepairStatus = obj({
+  chunks: int(0, 2 ** 40),
+  healthy: int(0, 2 ** 40),
+  under: int(0, 2 ** 40),
+  lost: int(0, 2 ** 40),
+  queued: int(0, 2 ** 40),
+  moving: int(0, 2 ** 40),
+  copies: int(0, 2 ** 48),
+  bytes: int(0, MAX_BYTES),
+  held: arr(peer, 10_000)
+})
+export type RepairStatus = Infer<typeof RepairStatus>
+export const StatusReply = obj({ t: t('status-reply'), fat: peer, position: int(0, 2 ** 48), digest: hex(32), replicas: arr(ReplicaStatus, 15), vendors: arr(VendorStatus, 10_000), files: int(0, 2 ** 40), allocations: int(0, 2 ** 40), repair: opt(RepairStatus) })
 
 // ---- vendor protocols
 

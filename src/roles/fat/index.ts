@@ -1,8 +1,8 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, LimitError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
 import { encode } from '../../protocol/codec.ts'
-import type { Logger } from '../../logger.ts'
+import { logger, type Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
 import { call, serve, type Served } from '../../protocol/rpc.ts'
@@ -14,10 +14,14 @@ import { Serial } from '../../serial.ts'
 import { FAT_SYNC_PROTOCOL } from '../../protocol/ids.ts'
 import type { ProbeReply } from '../../protocol/fat-sync.ts'
 import * as S from '../../protocol/fat-sync.ts'
-import { FatTable, TABLE_PREFIXES, bytesPerVendor, newOrder, settleKeep, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { FatTable, TABLE_PREFIXES, bytesPerVendor, newOrder, settleKeep, type AllocationRecord, type PendingOrder, type TransferRecord, type Replaced, type ChunkInfo } from './table.ts'
 import { createReplication, type Replication } from './replication.ts'
-import { planMoves, type VendorLoad } from './moves.ts'
-import { Liveness } from './liveness.ts'
+import { atRisk, healthyCopy, planMoves, type VendorLoad } from './moves.ts'
+import { Liveness, judgeVendors } from './liveness.ts'
+import { DEFAULT_REPAIR_LIMITS, planRepair, type RepairLimits } from './repair.ts'
+import { MAX_CHUNK_LIST } from '../../protocol/messages.ts'
+import { MAX_TRANSFERS_PER_OP } from '../../protocol/fat-sync.ts'
 import { overviewOf, type FatOverview } from './overview.ts'
 
 export interface FatOptions {
@@ -38,6 +42,12 @@ export interface FatOptions {
   mayFound: boolean
   /** Snapshot the table and compact the log once this many entries are applied past the last snapshot. */
   snapshotEntries?: number
+  /** A vendor silent this long is dead and its chunks are copied elsewhere (default 10 minutes). */
+  repairAfterMs?: number
+  /** Share of the known vendors that must stay in service: the guard against partitions (default 0.75). */
+  repairMinIn?: number
+  /** Copies at once per source and per target, and per round. */
+  repairLimits?: RepairLimits
   /** Told of requests and of the work they did, for metrics. */
   metrics?: FatMetrics
 }
@@ -58,6 +68,14 @@ export interface FatMetrics {
 /** Whether the replica serves: it knows a replica that orders writes. */
 export interface Health { ok: boolean, reason: string }
 
+export const DEFAULT_REPAIR_AFTER_MS = 600_000
+export const DEFAULT_REPAIR_MIN_IN = 0.75
+/** Confirmed copies wait this long to be logged together: one table rewrite per file, not per chunk. */
+const CONFIRM_BATCH_MS = 200
+
+/** A vendor's state as status shows it (see docs/repair.md). */
+type VendorState = 'alive' | 'suspect' | 'dead' | 'draining' | 'back'
+
 export interface Fat {
   readonly table: FatTable
   readonly replication: Replication
@@ -70,7 +88,7 @@ export interface Fat {
 /** Orders carried by one heartbeat reply; the rest follow on the next beats. */
 const ORDERS_PER_HEARTBEAT = 200
 
-const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain }
+const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles }
 
 /** Changes only the replica that orders writes makes; the others forward them to it, expecting these replies. */
 const WRITES: Record<string, Record<string, any>> = {
@@ -91,7 +109,13 @@ const TRANSFERS_PER_HEARTBEAT = 200
 /** The File Allocation Table service: vendors' resources in, provisional grants out, final tables kept. */
 export async function createFat (opts: FatOptions): Promise<Fat> {
   const { node, log, key } = opts
+  const repairLog = logger('stor:fat:repair')
   const self = node.peerId.toString()
+  /** Vendors are judged only on what this replica heard since it started (see docs/repair.md). */
+  const startedAt = Date.now()
+  const repairAfterMs = opts.repairAfterMs ?? DEFAULT_REPAIR_AFTER_MS
+  const repairMinIn = opts.repairMinIn ?? DEFAULT_REPAIR_MIN_IN
+  const repairLimits = opts.repairLimits ?? DEFAULT_REPAIR_LIMITS
   const table = new FatTable(opts.db)
   await table.load()
   /**
@@ -104,8 +128,9 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       const bytes = op.tables.reduce((n, t) => n + t.chunks.reduce((m, c) => m + c.size * c.replicas.length, 0), 0)
       return () => { metrics.stored(bytes) }
     }
-    const x = op.op === 'replace-replica' ? table.transfer(op.transferId) : undefined
-    return x != null ? () => { metrics.transferred(x.reason, x.size) } : undefined
+    const copies = op.op === 'replace-replica' ? [op] : op.op === 'replaced' ? op.copies : []
+    const done = copies.map(c => table.transfer(c.transferId)).filter(x => x != null)
+    return done.length > 0 ? () => { for (const x of done) metrics.transferred(x.reason, x.size) } : undefined
   }
   const replication = await createReplication({
     node,
@@ -136,6 +161,17 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const alive = (peer: string): boolean => Date.now() - (liveness.get(peer)?.lastSeen ?? 0) <= silentMs
   /** Offered for new data: alive, not draining, and below its own high-water mark. */
   const offered = (peer: string): boolean => alive(peer) && table.vendor(peer)?.draining !== true && (liveness.get(peer)?.room ?? 0) > 0
+  /** The log holds it dead: its copies do not count until it is heard again. */
+  const dead = (peer: string): boolean => table.vendor(peer)?.state === 'dead'
+  const stateOf = (peer: string): VendorState => {
+    const v = table.vendor(peer)
+    if (v?.state === 'dead') return 'dead'
+    if (v?.draining === true) return 'draining'
+    if (!alive(peer)) return 'suspect'
+    return v?.state === 'back' ? 'back' : 'alive'
+  }
+  /** Vendors the guard keeps from being declared dead, as of the last round. */
+  let guardHeld: string[] = []
   /** Heartbeat history per vendor, for the availability users rank paths with (memory only). */
   const beats = new Liveness(opts.heartbeatMs, silentMs)
   /** The health and load figures the user ranks paths with. */
@@ -144,7 +180,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     available: table.usage(peer).available,
     free: liveness.get(peer)?.free ?? 0,
     inflight: Math.min(1_000_000, liveness.get(peer)?.inflight ?? 0),
-    availability: beats.availability(peer)
+    availability: beats.availability(peer),
+    zone: table.vendor(peer)?.zone
   })
 
   /** Every change goes through the replicated log: it counts once a majority of replicas holds it. */
@@ -176,24 +213,42 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     return await sign<M.Transfer>(key, 'transfer', { ...body, fromAddrs: table.vendor(x.from)?.addrs ?? [], fat: self })
   }
 
+  /**
+   * Calls a vendor on the order protocol at the addresses the table holds; if none answers (a home
+   * host's address changed), asks the DHT's peer routing where that peer id is now and tries there.
+   */
+  const callVendor = async (vendor: string, msg: object): Promise<void> => {
+    const v = table.vendor(vendor)
+    if (v == null) return
+    const ask = async (addrs: string[]): Promise<void> => {
+      await call(node, { peer: vendor, addrs }, ORDER_PROTOCOL, msg, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(10_000) })
+    }
+    try {
+      await ask(v.addrs)
+    } catch (err) {
+      if (!(err instanceof UnreachableError) || !alive(vendor)) throw err
+      const found = await node.peerRouting.findPeer(peerIdFromString(vendor), { signal: AbortSignal.timeout(5000) })
+      const addrs = found.multiaddrs.map(a => a.toString()).filter(a => !v.addrs.includes(a))
+      if (addrs.length === 0) throw err
+      log('vendor %s found at %s through peer routing', vendor, addrs.join(' '))
+      await ask(addrs)
+    }
+  }
+
   /** Sends a transfer order to its target now; if it does not answer, the order rides on its next heartbeat reply. */
   const pushTransfer = (x: TransferRecord): void => {
-    const v = table.vendor(x.to)
-    if (v == null) return
     void (async () => {
-      const transfer = await signTransfer(x)
-      await call(node, { peer: v.peer, addrs: v.addrs }, ORDER_PROTOCOL, { t: 'transfer', transfer }, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(10_000) })
+      await callVendor(x.to, { t: 'transfer', transfer: await signTransfer(x) })
     })().catch(err => { log('transfer %s to %s waits for its heartbeat: %s', x.id, x.to, err.message) })
   }
 
   /** Delivers orders now where the vendor answers; the rest ride on its next heartbeat reply. */
   const push = (orders: PendingOrder[]): void => {
     for (const o of orders) {
-      const v = table.vendor(o.vendor)
-      if (v == null) continue
+      // a silent vendor takes its orders with its next heartbeat
+      if (table.vendor(o.vendor) == null || !alive(o.vendor)) continue
       void (async () => {
-        const order = await signOrder(o)
-        await call(node, { peer: v.peer, addrs: v.addrs }, ORDER_PROTOCOL, { t: 'order', order }, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(10_000) })
+        await callVendor(o.vendor, { t: 'order', order: await signOrder(o) })
         await serial.run(async () => { await propose({ op: 'delivered', vendor: o.vendor, ids: [o.id] }) })
         log('order %s (%s %s) delivered to %s', o.id, o.kind, o.scope, o.vendor)
       })().catch(err => { log('order %s to %s waits for its heartbeat: %s', o.id, o.vendor, err.message) })
@@ -230,31 +285,166 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   }
   const timer = setInterval(() => { serial.run(expireLeases).catch(err => log.error('lease expiry: %s', err.message)) }, Math.min(1000, opts.leaseMs / 2))
 
-  /** Repair and migration: end stale transfers, then plan copies for lost, over-full and draining vendors. */
+  /**
+   * The leader's verdict on vendors' health, logged so the next leader starts from it: dead after
+   * repair-after of silence (within the guard), back when a dead one is heard again (its queued
+   * copies cancelled), in service again once it took its surplus erases.
+   */
+  const judge = async (now: number): Promise<void> => {
+    const verdict = judgeVendors(table.listVendors().map(v => ({
+      peer: v.peer,
+      state: v.state,
+      draining: v.draining === true,
+      silentMs: now - Math.max(liveness.get(v.peer)?.lastSeen ?? 0, startedAt),
+      heard: alive(v.peer),
+      holds: table.chunksOn(v.peer),
+      ordersWaiting: table.ordersWaiting(v.peer)
+    })), { repairAfterMs, minIn: repairMinIn })
+    if (verdict.held.join() !== guardHeld.join() && verdict.held.length > 0) repairLog('guard: %d vendors silent past repair-after stay in service, so that %d%% of the known vendors remain: %s', verdict.held.length, Math.round(repairMinIn * 100), verdict.held.join(' '))
+    guardHeld = verdict.held
+    for (const v of verdict.dead) {
+      await propose({ op: 'vendor-state', vendor: v, state: 'dead', at: now })
+      repairLog('vendor %s is dead (silent for %d s): %d chunks to repair', v, Math.round(repairAfterMs / 1000), table.chunksOn(v))
+    }
+    for (const v of verdict.back) {
+      await propose({ op: 'vendor-state', vendor: v, state: 'back', at: now })
+      // its copies count again: the copies queued to replace them are no longer wanted
+      const cancelled = table.listTransfers().filter(x => x.replaces === v && x.reason === 'repair')
+      for (const x of cancelled) await endTransfer(x)
+      repairLog('vendor %s is back: %d queued copies cancelled, %d orders (surplus erases) waiting for it', v, cancelled.length, table.ordersWaiting(v))
+    }
+    for (const v of verdict.in) {
+      await propose({ op: 'vendor-state', vendor: v, state: 'in', at: now })
+      repairLog('vendor %s took its surplus erases: in service again', v)
+    }
+  }
+
+  const endTransfer = async (x: TransferRecord): Promise<void> => {
+    const orders = unwantedCopy(x)
+    await propose({ op: 'transfer-end', transferId: x.id, orders })
+    push(orders)
+  }
+
+  /** Repair and migration: judge vendors, end stale transfers, then plan copies for dead, lost, over-full and draining vendors. */
   const rebalance = async (): Promise<void> => {
     if (!replication.isLeader()) return
+    // a leader just elected plans once it has applied what earlier leaders committed
+    try { await replication.ready() } catch { return }
     const now = Date.now()
+    await judge(now)
     for (const x of table.listTransfers()) {
       if (x.expires > now) continue
-      const orders = await unwantedCopy(x)
-      await propose({ op: 'transfer-end', transferId: x.id, orders })
+      await endTransfer(x)
       log('transfer %s (%s of chunk %s to %s) expired', x.id, x.reason, x.chunkId, x.to)
-      push(orders)
     }
-    const moves = await planMoves(table, liveness, { alive, offered, now })
-    for (const x of moves) {
-      await propose({ op: 'transfer', transfer: x })
-      log('transfer %s planned: %s chunk %s of %s from %s to %s, replacing %s', x.id, x.reason, x.chunkId, x.fileId, x.from, x.to, x.replaces)
+    const transfers = await planMoves(table, liveness, { alive, offered, dead, limits: repairLimits, now })
+    for (let i = 0; i < transfers.length; i += MAX_TRANSFERS_PER_OP) {
+      await propose({ op: 'transfers', transfers: transfers.slice(i, i + MAX_TRANSFERS_PER_OP) })
+    }
+    for (const x of transfers) {
+      (x.reason === 'repair' ? repairLog : log)('transfer %s planned: %s chunk %s of %s from %s to %s, replacing %s', x.id, x.reason, x.chunkId, x.fileId, x.from, x.to, x.replaces)
       pushTransfer(x)
     }
   }
   /** An erase order for a transfer's copy, unless its target holds that chunk as a replica anyway. */
-  const unwantedCopy = async (x: TransferRecord): Promise<PendingOrder[]> => {
-    const t = await table.fileTable(x.fileId)
-    const isReplica = t?.chunks.some(c => c.id === x.chunkId && c.replicas.some(r => r.vendor === x.to)) ?? false
+  const unwantedCopy = (x: TransferRecord): PendingOrder[] => {
+    const isReplica = table.chunk(x.fileId, x.chunkId)?.holders.includes(x.to) ?? false
     return isReplica ? [] : [newOrder(x.to, 'erase-chunks', x.fileId, [], [x.chunkId])]
   }
-  const rebalanceTimer = setInterval(() => { serial.run(rebalance).catch(err => log.error('rebalance: %s', err.stack ?? err.message)) }, opts.heartbeatMs)
+  let rebalancing = false
+  let again = false
+  /** Runs a round now, or right after the one under way (a copy confirmed frees a slot for the next). */
+  const kick = (): void => {
+    if (rebalancing) { again = true; return }
+    rebalancing = true
+    serial.run(rebalance)
+      .catch(err => { log.error('rebalance: %s', err.stack ?? err.message) })
+      .finally(() => {
+        rebalancing = false
+        if (again) { again = false; setImmediate(kick) }
+      })
+  }
+  const rebalanceTimer = setInterval(kick, opts.heartbeatMs)
+
+  /** Confirmed copies waiting to be logged together. */
+  let confirming: Array<{ x: M.Transfer, sig: string, resolve: () => void, reject: (err: Error) => void }> = []
+  let confirmTimer: NodeJS.Timeout | undefined
+  const confirm = async (x: M.Transfer, sig: string): Promise<void> => {
+    await new Promise<void>((resolve, reject) => {
+      confirming.push({ x, sig, resolve, reject })
+      confirmTimer ??= setTimeout(() => { void flushConfirmations() }, CONFIRM_BATCH_MS)
+    })
+  }
+  /**
+   * Logs the copies confirmed since the last flush in one entry: each target takes the place of
+   * the copy it replaces, and that copy's vendor is ordered to erase it (one order per file).
+   */
+  const flushConfirmations = async (): Promise<void> => {
+    confirmTimer = undefined
+    const batch = confirming.splice(0, MAX_TRANSFERS_PER_OP)
+    if (confirming.length > 0) confirmTimer = setTimeout(() => { void flushConfirmations() }, 0)
+    const settled: Array<() => void> = []
+    try {
+      await serial.run(async () => {
+        const copies: Replaced[] = []
+        const done = new Set<string>()
+        for (const item of batch) {
+          const t = item.x
+          const x = table.transfer(t.id)
+          if (x == null || x.to !== t.to || x.fileId !== t.fileId || x.chunkId !== t.chunkId || x.replaces !== t.replaces || done.has(x.id)) {
+            // a confirmation that comes again (a transfer run twice, a reply lost) finds its copy in
+            // the table already: the target must keep it, not drop it as unwanted
+            if (table.chunk(t.fileId, t.chunkId)?.holders.includes(t.to) === true) settled.push(item.resolve)
+            else settled.push(() => { item.reject(new NotFoundError(`no transfer ${t.id} is under way: it expired or its file was released`)) })
+            continue
+          }
+          const holders = table.chunk(x.fileId, x.chunkId)?.holders ?? []
+          if (x.to === x.replaces && holders.includes(x.to)) {
+            // a replica restored onto its own vendor's other devices: replacing it by itself leaves
+            // the table as it is, ends the transfer, and counts as a repair done; nothing to erase
+            done.add(x.id)
+            copies.push({ transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: item.sig })
+            // the vendor's last heartbeat still names the chunk lost; its receipt says otherwise, so
+            // the next planning round must not restore it again before the vendor reports afresh
+            const load = liveness.get(x.to)
+            if (load != null) load.lost = load.lost.filter(l => l.fileId !== x.fileId || l.chunkId !== x.chunkId)
+            settled.push(item.resolve)
+            continue
+          }
+          if (!holders.includes(x.replaces) || holders.includes(x.to)) {
+            await endTransfer(x)
+            settled.push(() => { item.reject(new NotFoundError(`transfer ${t.id} is no longer needed`)) })
+            continue
+          }
+          done.add(x.id)
+          copies.push({ transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: item.sig })
+          settled.push(item.resolve)
+        }
+        if (copies.length === 0) return
+        const erase = new Map<string, string[]>()
+        for (const c of copies.filter(c => c.to !== c.replaces)) {
+          const k = `${c.replaces}/${c.fileId}`
+          erase.set(k, [...(erase.get(k) ?? []), c.chunkId])
+        }
+        const orders = [...erase].flatMap(([k, chunks]) => {
+          const [vendor, fileId] = k.split('/')
+          const out: PendingOrder[] = []
+          for (let i = 0; i < chunks.length; i += MAX_CHUNK_LIST) out.push(newOrder(vendor, 'erase-chunks', fileId, [], chunks.slice(i, i + MAX_CHUNK_LIST)))
+          return out
+        })
+        await propose({ op: 'replaced', copies, orders })
+        for (const c of copies) log('transfer %s done: chunk %s of %s now on %s instead of %s', c.transferId, c.chunkId, c.fileId, c.to, c.replaces)
+        push(orders)
+      })
+      for (const s of settled) s()
+      kick()
+    } catch (err: any) {
+      for (const item of batch) item.reject(err)
+    }
+  }
+
+  /** Health as repair counts it: a copy on a dead vendor, or one its vendor reports lost, does not count. */
+  const healthy = (): ((vendor: string, c: ChunkInfo) => boolean) => healthyCopy(liveness, dead)
 
   const handlers: { [K in keyof typeof REQUESTS]: (msg: M.Message<typeof REQUESTS[K]>, remotePeer: string) => Promise<object> } = {
     async announce (msg, remotePeer) {
@@ -264,7 +454,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       // every replica hears every vendor; the one that orders writes logs what changed and owes the orders
       if (!replication.isLeader()) return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders: [], fats: members(), transfers: [] }
       await serial.run(async () => {
-        const rec = { peer: remotePeer, addrs: msg.addrs, capacity: msg.capacity, devices: msg.devices, joined: Date.now() }
+        const rec = { peer: remotePeer, addrs: msg.addrs, capacity: msg.capacity, devices: msg.devices, joined: Date.now(), ...(msg.zone != null ? { zone: msg.zone } : {}) }
         if (table.vendorChanged(rec)) await propose({ op: 'vendor', vendor: rec })
         const pending = new Set((await table.pendingOrders(remotePeer, 10_000)).map(o => o.id))
         const done = msg.done.filter(id => pending.has(id))
@@ -352,7 +542,14 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     },
 
     async list (_msg, remotePeer) {
-      return { t: 'files', files: await table.files(remotePeer) }
+      return { t: 'files', files: await table.files(remotePeer, healthy()) }
+    },
+
+    async check (msg, remotePeer) {
+      const only = msg.fileIds.length > 0 ? new Set(msg.fileIds) : undefined
+      const files = await table.files(remotePeer, healthy(), only)
+      const found = new Set(files.map(f => f.fileId))
+      return { t: 'checked', files, missing: msg.fileIds.filter(id => !found.has(id)) }
     },
 
     async release (msg, remotePeer) {
@@ -379,39 +576,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       if (receipt.fileId !== t.fileId || receipt.chunkId !== t.chunkId || receipt.size !== t.size) {
         throw new InvalidArgumentError('the receipt does not match the transfer')
       }
-      await serial.run(async () => {
-        const x = table.transfer(t.id)
-        if (x == null || x.to !== t.to || x.fileId !== t.fileId || x.chunkId !== t.chunkId || x.replaces !== t.replaces) {
-          // a confirmation that comes again (a transfer run twice, a reply lost) finds its copy in
-          // the table already: the target must keep it, not drop it as unwanted
-          const placed = (await table.fileTable(t.fileId))?.chunks.some(c => c.id === t.chunkId && c.replicas.some(r => r.vendor === t.to)) === true
-          if (placed) return
-          throw new NotFoundError(`no transfer ${t.id} is under way: it expired or its file was released`)
-        }
-        const file = await table.fileTable(x.fileId)
-        const chunk = file?.chunks.find(c => c.id === x.chunkId)
-        if (x.to === x.replaces && chunk?.replicas.some(r => r.vendor === x.to) === true) {
-          // a replica restored onto its own vendor's other devices: replacing it by itself leaves
-          // the table as it is, ends the transfer, and counts as a repair done
-          await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders: [] })
-          // the vendor's last heartbeat still names the chunk lost; its receipt says otherwise, so
-          // the next planning round must not restore it again before the vendor reports afresh
-          const load = liveness.get(x.to)
-          if (load != null) load.lost = load.lost.filter(l => l.fileId !== x.fileId || l.chunkId !== x.chunkId)
-          log('transfer %s done: chunk %s of %s restored on %s', x.id, x.chunkId, x.fileId, x.to)
-          return
-        }
-        if (chunk == null || !chunk.replicas.some(r => r.vendor === x.replaces) || chunk.replicas.some(r => r.vendor === x.to)) {
-          const orders = await unwantedCopy(x)
-          await propose({ op: 'transfer-end', transferId: x.id, orders })
-          push(orders)
-          throw new NotFoundError(`transfer ${t.id} is no longer needed`)
-        }
-        const orders = [newOrder(x.replaces, 'erase-chunks', x.fileId, [], [x.chunkId])]
-        await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders })
-        log('transfer %s done: chunk %s of %s now on %s instead of %s (%s)', x.id, x.chunkId, x.fileId, x.to, x.replaces, x.reason)
-        push(orders)
-      })
+      await confirm(t, receipt.sig)
       return { t: 'ok' }
     },
 
@@ -449,9 +614,19 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
           transfers: moving.get(v.peer) ?? 0,
           free: l?.free ?? 0,
           inflight: Math.min(1_000_000, l?.inflight ?? 0),
-          availability: beats.availability(v.peer)
+          availability: beats.availability(v.peer),
+          state: stateOf(v.peer),
+          ...(v.zone != null ? { zone: v.zone } : {})
         }
       })
+      const repairing = new Set(table.listTransfers().filter(x => x.reason === 'repair').map(x => `${x.fileId}/${x.chunkId}`))
+      const chunks: ChunkInfo[] = []
+      for await (const c of atRisk(table, liveness, dead)) chunks.push(c)
+      // the planner's own count of what needs copies; the copies it would plan are not used here
+      const plan = planRepair({ chunks, healthy: healthy(), canServe: () => false, targets: [], zoneOf: () => undefined, sourcing: new Map(), receiving: new Map(), moving: repairing, limits: { ...repairLimits, perRound: 0 } })
+      const total = table.chunkCount()
+      const repaired = table.repairedSoFar()
+      const repair: M.RepairStatus = { chunks: total, healthy: total - plan.under - plan.lost, under: plan.under, lost: plan.lost, queued: plan.queued, moving: repairing.size, copies: repaired.copies, bytes: repaired.bytes, held: guardHeld }
       const replicas = await Promise.all(replication.members().map(async m => {
         let p: ProbeReply | undefined
         try {
@@ -462,7 +637,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         return { peer: m.peer, addrs: m.addrs, reachable: p != null, leader: p != null && p.leader === m.peer, term: p?.term ?? 0, applied: p?.applied ?? 0, digest: p?.digest ?? '' }
       }))
       const own = replicas.find(r => r.peer === self)
-      return { t: 'status-reply', fat: self, position: table.position, digest: own?.digest ?? await table.digest(), replicas, vendors, files: table.fileCount(), allocations: table.allocationCount() }
+      return { t: 'status-reply', fat: self, position: table.position, digest: own?.digest ?? await table.digest(), replicas, vendors, files: table.fileCount(), allocations: table.allocationCount(), repair }
     },
 
     async members () {
@@ -507,6 +682,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     async stop () {
       clearInterval(timer)
       clearInterval(rebalanceTimer)
+      clearTimeout(confirmTimer)
       await replication.stop()
       await node.unhandle(FAT_PROTOCOL)
       await serial.run(async () => {})

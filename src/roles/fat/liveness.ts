@@ -49,3 +49,69 @@ export class Liveness {
     if (drop > 0) b.times.splice(0, drop)
   }
 }
+
+/** What the leader knows of one vendor when it judges vendors' states. */
+export interface VendorView {
+  peer: string
+  /** the state the log holds: dead, back, or in service (undefined) */
+  state?: 'dead' | 'back'
+  draining: boolean
+  /**
+   * How long it has been silent as this replica can tell: since its last heartbeat, or since this
+   * replica started if it has not heard it since (a replica never blames a vendor for the time
+   * before it was listening).
+   */
+  silentMs: number
+  /** a heartbeat of it arrived within `aliveMs` (not merely: this replica started a moment ago) */
+  heard: boolean
+  /** chunks the tables still place on it */
+  holds: number
+  /** orders it has not taken yet (a back vendor's surplus erases) */
+  ordersWaiting: number
+}
+
+export interface VendorRules {
+  /** silent this long: dead, its chunks repaired elsewhere */
+  repairAfterMs: number
+  /** share of the known vendors that must stay in service (not dead) */
+  minIn: number
+}
+
+export interface VendorVerdict {
+  dead: string[]
+  back: string[]
+  /** back vendors whose surplus copies are erased: in service again */
+  in: string[]
+  /** silent long enough to be dead, kept in service by the guard */
+  held: string[]
+}
+
+/**
+ * The state changes the leader logs this round. A dead vendor heard again is back; a back vendor
+ * that took every order waiting for it is in service again; a vendor silent for repairAfterMs is
+ * dead, the longest silent first, unless that would leave fewer than `minIn` of the known vendors
+ * in service (the guard: a switch failure or a frozen rack is no reason to copy the whole
+ * network). Known vendors are those not draining, less the dead ones that hold nothing any more
+ * (fully repaired: they no longer count either way).
+ */
+export function judgeVendors (views: readonly VendorView[], rules: VendorRules): VendorVerdict {
+  const out: VendorVerdict = { dead: [], back: [], in: [], held: [] }
+  const known = views.filter(v => !v.draining && !(v.state === 'dead' && v.holds === 0))
+  let inService = known.filter(v => v.state !== 'dead').length
+  for (const v of views) {
+    if (v.state === 'dead' && v.heard) out.back.push(v.peer)
+    if (v.state === 'back' && v.heard && v.ordersWaiting === 0) out.in.push(v.peer)
+  }
+  const candidates = known
+    .filter(v => v.state !== 'dead' && v.silentMs >= rules.repairAfterMs)
+    .sort((a, b) => b.silentMs - a.silentMs || (a.peer < b.peer ? -1 : 1))
+  for (const v of candidates) {
+    if (known.length > 0 && (inService - 1) / known.length >= rules.minIn - 1e-9) {
+      out.dead.push(v.peer)
+      inService--
+    } else {
+      out.held.push(v.peer)
+    }
+  }
+  return out
+}

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import type { ChunkRef, ChunkEntry, FileTable } from '../../protocol/messages.ts'
-import type { FatTable, TransferRecord } from './table.ts'
+import type { ChunkRef } from '../../protocol/messages.ts'
+import { chunkKey, type ChunkInfo, type FatTable, type TransferRecord } from './table.ts'
+import { planRepair, type RepairLimits } from './repair.ts'
 
 /** What a FAT knows of a vendor from its last heartbeat; memory only. */
 export interface VendorLoad {
@@ -24,84 +25,123 @@ export interface PlanContext {
   alive: (peer: string) => boolean
   /** May take new data: alive, not draining, not full. */
   offered: (peer: string) => boolean
+  /** The log holds it dead: its copies do not count. */
+  dead: (peer: string) => boolean
+  limits: RepairLimits
   now: number
 }
 
-/** Transfers one vendor may take part in at once (as source or target). */
+/** Transfers one vendor may take part in at once (as source or target) for migration. */
 export const MAX_TRANSFERS_PER_VENDOR = 8
-/** Transfers planned in one round. */
-export const MAX_TRANSFERS_PER_ROUND = 64
 
 /** How long a transfer order is valid: time for a slow copy, after which it is planned again. */
 export function transferLifetime (size: number): number {
   return 30_000 + Math.ceil(size / 1048576) * 2000
 }
 
+/** Chunks looked at between two yields to the event loop while gathering a backlog. */
+const YIELD_EVERY = 2000
+
+/** The chunks that may need repair: those on dead vendors and those vendors report lost. */
+export async function * atRisk (table: FatTable, loads: Map<string, VendorLoad>, dead: (peer: string) => boolean): AsyncGenerator<ChunkInfo> {
+  let n = 0
+  for (const v of table.listVendors()) {
+    if (!dead(v.peer)) continue
+    for (const c of table.chunksOf(v.peer)) {
+      yield c
+      // a backlog of many thousands must not hold the event loop: uploads wait behind it
+      if (++n % YIELD_EVERY === 0) await new Promise(resolve => setImmediate(resolve))
+    }
+  }
+  for (const load of loads.values()) {
+    for (const ref of load.lost) {
+      const c = table.chunk(ref.fileId, ref.chunkId)
+      if (c != null) yield c
+    }
+  }
+}
+
+/** A copy counts unless its vendor is dead or reports it lost. */
+export function healthyCopy (loads: Map<string, VendorLoad>, dead: (peer: string) => boolean): (vendor: string, c: { fileId: string, chunkId: string }) => boolean {
+  const lost = new Set<string>()
+  for (const [v, load] of loads) for (const ref of load.lost) lost.add(`${v}/${ref.fileId}/${ref.chunkId}`)
+  return (vendor, c) => !dead(vendor) && (lost.size === 0 || !lost.has(`${vendor}/${c.fileId}/${c.chunkId}`))
+}
+
 /**
- * Plans this round's copies, most urgent first: chunks vendors reported lost (repair, from a
- * healthy replica), then chunks of draining vendors, then of vendors over their high-water mark
- * (migration, from the vendor itself). Each copy goes to an offered vendor with room that holds
- * no replica of that chunk; no chunk has two transfers at once, and no vendor more than a few.
+ * Plans this round's copies, most urgent first: repair (chunks with fewer healthy copies than
+ * their file asked for, on dead vendors or reported lost; see repair.ts), then chunks of draining
+ * vendors, then of vendors over their high-water mark (migration, from the vendor itself). Each
+ * copy goes to an offered vendor with room that holds no replica of that chunk; no chunk has two
+ * transfers at once, and no vendor more than a few.
  */
 export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>, ctx: PlanContext): Promise<TransferRecord[]> {
-  const busy = new Map<string, number>()
+  const sourcing = new Map<string, number>()
+  const receiving = new Map<string, number>()
   const incoming = new Map<string, number>()
   const outgoing = new Map<string, number>()
   const moving = new Set<string>()
   const bump = (m: Map<string, number>, k: string, n: number): void => { m.set(k, (m.get(k) ?? 0) + n) }
   for (const x of table.listTransfers()) {
-    moving.add(`${x.fileId}/${x.chunkId}`)
-    for (const v of new Set([x.from, x.to])) bump(busy, v, 1)
+    moving.add(chunkKey(x.fileId, x.chunkId))
+    bump(sourcing, x.from, 1)
+    bump(receiving, x.to, 1)
     bump(incoming, x.to, x.size)
     bump(outgoing, x.replaces, x.size)
   }
-  const lostBy = (v: string, fileId: string, chunkId: string): boolean => loads.get(v)?.lost.some(l => l.fileId === fileId && l.chunkId === chunkId) ?? false
-  const free = (v: string): boolean => (busy.get(v) ?? 0) < MAX_TRANSFERS_PER_VENDOR
+  const busy = (v: string): number => (sourcing.get(v) ?? 0) + (receiving.get(v) ?? 0)
+  const free = (v: string): boolean => busy(v) < MAX_TRANSFERS_PER_VENDOR
+  const roomOf = (v: string): number => Math.min(table.usage(v).available, (loads.get(v)?.room ?? 0) - (incoming.get(v) ?? 0))
   const out: TransferRecord[] = []
-
-  const target = (size: number, exclude: Set<string>): string | undefined => {
-    const fits = table.listVendors()
-      .map(v => v.peer)
-      .filter(v => !exclude.has(v) && ctx.offered(v) && free(v))
-      .map(v => ({ v, room: Math.min(table.usage(v).available, (loads.get(v)?.room ?? 0) - (incoming.get(v) ?? 0)) }))
-      .filter(c => c.room >= size)
-      // spread copies: the least busy first, then the most room
-      .sort((a, b) => (busy.get(a.v) ?? 0) - (busy.get(b.v) ?? 0) || b.room - a.room || (a.v < b.v ? -1 : 1))
-    return fits[0]?.v
+  const record = (c: ChunkInfo, from: string, to: string, replaces: string, reason: TransferRecord['reason']): void => {
+    out.push({ id: randomBytes(16).toString('hex'), reason, owner: c.owner, fileId: c.fileId, chunkId: c.chunkId, size: c.size, from, to, replaces, issued: ctx.now, expires: ctx.now + transferLifetime(c.size) })
+    moving.add(chunkKey(c.fileId, c.chunkId))
+    bump(sourcing, from, 1)
+    bump(receiving, to, 1)
+    bump(incoming, to, c.size)
+    bump(outgoing, replaces, c.size)
   }
 
-  /** Plans one copy of `chunk` replacing `replaces`, from `source` (or any healthy replica), to `onto` (or the best target). */
-  const plan = (file: FileTable, chunk: ChunkEntry, replaces: string, reason: TransferRecord['reason'], source?: string, onto?: string): boolean => {
-    const key = `${file.fileId}/${chunk.id}`
-    if (moving.has(key) || out.length >= MAX_TRANSFERS_PER_ROUND) return false
-    const holders = chunk.replicas.map(r => r.vendor)
-    const sources = source != null
-      ? [source]
-      : holders.filter(v => v !== replaces && ctx.alive(v) && !lostBy(v, file.fileId, chunk.id) && free(v))
-    const from = sources[Math.floor(Math.random() * sources.length)]
-    if (from == null || !free(from)) return false
-    const to = onto ?? target(chunk.size, new Set([...holders, replaces]))
-    if (to == null) return false
-    out.push({ id: randomBytes(16).toString('hex'), reason, owner: file.owner, fileId: file.fileId, chunkId: chunk.id, size: chunk.size, from, to, replaces, issued: ctx.now, expires: ctx.now + transferLifetime(chunk.size) })
-    moving.add(key)
-    bump(busy, from, 1)
-    bump(busy, to, 1)
-    bump(incoming, to, chunk.size)
-    bump(outgoing, replaces, chunk.size)
-    return true
-  }
-
-  // repair: each lost replica is replaced by a copy of a healthy one
+  // repair: every chunk below its replica count gets a copy of a healthy replica
+  const healthy = healthyCopy(loads, ctx.dead)
+  // first, chunks lost with a failed device go back onto their own vendor's other devices where it
+  // has room (it lists them in `restore`): the file's table does not change
   for (const [v, load] of loads) {
-    const restore = new Set((load.restore ?? []).map(r => `${r.fileId}/${r.chunkId}`))
-    for (const ref of load.lost) {
-      const file = await table.fileTable(ref.fileId)
-      const chunk = file?.chunks.find(c => c.id === ref.chunkId && c.replicas.some(r => r.vendor === v))
-      // a vendor that lost it with a failed device and has room elsewhere takes the copy itself:
-      // the file's table does not change
-      const back = restore.has(`${ref.fileId}/${ref.chunkId}`) && ctx.alive(v) && free(v)
-      if (file != null && chunk != null) plan(file, chunk, v, 'repair', undefined, back ? v : undefined)
+    if (!ctx.alive(v)) continue
+    for (const ref of load.restore ?? []) {
+      const c = table.chunk(ref.fileId, ref.chunkId)
+      if (c == null || !c.holders.includes(v) || moving.has(chunkKey(c.fileId, c.chunkId)) || !free(v) || out.length >= ctx.limits.perRound) continue
+      const from = c.holders.find(h => h !== v && ctx.alive(h) && healthy(h, c) && (sourcing.get(h) ?? 0) < ctx.limits.perSource)
+      if (from != null) record(c, from, v, v, 'repair')
     }
+  }
+  const chunks: ChunkInfo[] = []
+  for await (const c of atRisk(table, loads, ctx.dead)) chunks.push(c)
+  const targets = table.listVendors()
+    .filter(v => ctx.offered(v.peer))
+    .map(v => ({ vendor: v.peer, room: roomOf(v.peer), zone: v.zone }))
+  const { copies } = planRepair({
+    chunks,
+    healthy,
+    canServe: ctx.alive,
+    targets,
+    zoneOf: v => table.vendor(v)?.zone,
+    sourcing,
+    receiving,
+    moving,
+    limits: ctx.limits
+  })
+  for (const p of copies) record(p.chunk, p.from, p.to, p.replaces, 'repair')
+
+  const target = (c: ChunkInfo): string | undefined => {
+    const zones = new Set(c.holders.map(v => table.vendor(v)?.zone).filter(z => z != null))
+    const fits = targets
+      .filter(t => !c.holders.includes(t.vendor) && free(t.vendor))
+      .map(t => ({ v: t.vendor, zone: t.zone, room: roomOf(t.vendor) }))
+      .filter(t => t.room >= c.size)
+      // spread copies: other zones first, the least busy, then the most room
+      .sort((a, b) => Number(a.zone != null && zones.has(a.zone)) - Number(b.zone != null && zones.has(b.zone)) || busy(a.v) - busy(b.v) || b.room - a.room || (a.v < b.v ? -1 : 1))
+    return fits[0]?.v
   }
 
   // migration: draining vendors give up everything, over-full ones what is above their mark
@@ -114,14 +154,18 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
     // that moved until the vendor erased them, and would move their bytes twice
     let need = draining ? Number.POSITIVE_INFINITY : table.usage(v.peer).used - (loads.get(v.peer)?.mark ?? 0) - (outgoing.get(v.peer) ?? 0)
     if (need <= 0) continue
-    files: for await (const file of table.filesOn(v.peer)) {
-      for (const chunk of file.chunks) {
-        if (need <= 0 || out.length >= MAX_TRANSFERS_PER_ROUND || !free(v.peer)) break files
-        if (!chunk.replicas.some(r => r.vendor === v.peer) || lostBy(v.peer, file.fileId, chunk.id)) continue
-        // a silent draining vendor cannot serve its copy: copy another replica instead
-        const source = ctx.alive(v.peer) ? v.peer : undefined
-        if (plan(file, chunk, v.peer, draining ? 'drain' : 'migrate', source)) need -= chunk.size
-      }
+    for (const c of table.chunksOf(v.peer)) {
+      if (need <= 0 || out.length >= ctx.limits.perRound || !free(v.peer)) break
+      if (moving.has(chunkKey(c.fileId, c.chunkId)) || !healthy(v.peer, c)) continue
+      // a silent draining vendor cannot serve its copy: copy another replica instead
+      const from = ctx.alive(v.peer)
+        ? v.peer
+        : c.holders.filter(h => h !== v.peer && ctx.alive(h) && healthy(h, c) && free(h))[0]
+      if (from == null || !free(from)) continue
+      const to = target(c)
+      if (to == null) continue
+      record(c, from, to, v.peer, draining ? 'drain' : 'migrate')
+      need -= c.size
     }
   }
   return out

@@ -1,11 +1,26 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { AccessDeniedError, InvalidArgumentError, NoSpaceError, NotFoundError } from '../../errors.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
-import type { FileTable, FileSummary } from '../../protocol/messages.ts'
-import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
+import type { FileTable, FileSummary, Health } from '../../protocol/messages.ts'
+import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord, Replaced } from '../../protocol/fat-sync.ts'
 import { Records, type DB } from '../../store/db.ts'
 
-export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
+export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord, Replaced } from '../../protocol/fat-sync.ts'
+
+/**
+ * One chunk as repair sees it: where its copies are and how many its file asked for. Derived from
+ * the committed files (rebuilt on load, kept in step by apply), so a snapshot needs only the files.
+ */
+export interface ChunkInfo {
+  fileId: string
+  chunkId: string
+  owner: string
+  size: number
+  want: number
+  holders: string[]
+}
+
+export const chunkKey = (fileId: string, chunkId: string): string => `${fileId}/${chunkId}`
 
 export function chunkCount (size: number, chunkSize: number): number {
   return Math.ceil(size / chunkSize)
@@ -49,6 +64,17 @@ export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: str
  * its prefix here, and nothing else, to travel in snapshots.
  */
 export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', 'meta'] as const
+/** Adds `value` to the set under `key` (on), or removes it and drops a set left empty (off). */
+function toggle<T> (m: Map<string, Set<T>>, key: string, value: T, on: boolean): void {
+  let set = m.get(key)
+  if (on) {
+    if (set == null) m.set(key, set = new Set())
+    set.add(value)
+  } else if (set != null) {
+    set.delete(value)
+    if (set.size === 0) m.delete(key)
+  }
+}
 
 type Batch = Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>
 
@@ -66,6 +92,18 @@ export class FatTable {
   private readonly transfers = new Map<string, TransferRecord>()
   /** pack file id -> the files that lie in it */
   private readonly packMembers = new Map<string, Set<string>>()
+  /** fileId/chunkId -> the chunk's copies (see ChunkInfo) */
+  private readonly chunkInfo = new Map<string, ChunkInfo>()
+  /** vendor -> the chunks the tables place on it: a dead vendor's chunks without a scan of every file */
+  private readonly onVendor = new Map<string, Set<ChunkInfo>>()
+  /** fileId -> its chunks, for its health */
+  private readonly fileChunks = new Map<string, ChunkInfo[]>()
+  /** one string per vendor id, however many chunks name it (a million chunks hold two each) */
+  private readonly peerIds = new Map<string, string>()
+  /** vendor -> ids of the orders waiting for it */
+  private readonly waiting = new Map<string, Set<string>>()
+  /** copies and bytes repaired since the network began (logged, so every replica counts the same) */
+  private repaired = { copies: 0, bytes: 0 }
   private readonly transferRecs: Records<TransferRecord>
   private readonly vendorRecs: Records<VendorRecord>
   private readonly allocRecs: Records<AllocationRecord>
@@ -87,7 +125,7 @@ export class FatTable {
 
   /** Reads the table from level again, from scratch (after a snapshot was installed, or a failed write). */
   async reload (): Promise<void> {
-    for (const m of [this.vendors, this.allocations, this.owners, this.used, this.locked, this.transfers, this.packMembers]) m.clear()
+    for (const m of [this.vendors, this.allocations, this.owners, this.used, this.locked, this.transfers, this.packMembers, this.chunkInfo, this.onVendor, this.fileChunks, this.peerIds, this.waiting]) m.clear()
     await this.load()
   }
 
@@ -102,7 +140,9 @@ export class FatTable {
       this.transfers.set(t.id, t)
       add(this.locked, t.to, t.size)
     }
+    for await (const [, o] of this.orderRecs.entries()) this.wait(o.vendor, o.id, true)
     this.seq = await this.metaRecs.get('seq') ?? 0
+    this.repaired = { copies: await this.metaRecs.get('repaired-copies') ?? 0, bytes: await this.metaRecs.get('repaired-bytes') ?? 0 }
   }
 
   /** The index of the last op applied. */
@@ -114,6 +154,7 @@ export class FatTable {
   listVendors (): VendorRecord[] { return [...this.vendors.values()] }
   allocation (id: string): AllocationRecord | undefined { return this.allocations.get(id) }
   fileCount (): number { return this.owners.size }
+  chunkCount (): number { return this.chunkInfo.size }
   allocationCount (): number { return this.allocations.size }
   expired (now: number): AllocationRecord[] { return [...this.allocations.values()].filter(a => a.expires <= now) }
 
@@ -125,6 +166,34 @@ export class FatTable {
   }
 
   transfer (id: string): TransferRecord | undefined { return this.transfers.get(id) }
+  /** Orders waiting for `vendor` to take them. */
+  ordersWaiting (vendor: string): number { return this.waiting.get(vendor)?.size ?? 0 }
+  repairedSoFar (): { copies: number, bytes: number } { return { ...this.repaired } }
+  chunk (fileId: string, chunkId: string): ChunkInfo | undefined { return this.chunkInfo.get(chunkKey(fileId, chunkId)) }
+  /** Chunks the tables place on `vendor`. */
+  chunksOn (vendor: string): number { return this.onVendor.get(vendor)?.size ?? 0 }
+  * chunksOf (vendor: string): Generator<ChunkInfo> {
+    yield * this.onVendor.get(vendor) ?? []
+  }
+
+  /**
+   * A file's health (see Health): `healthy(vendor, chunk)` says whether a copy counts. A packed
+   * file has the health of its pack, and its share of the pack's bytes.
+   */
+  health (fileId: string, healthy: (vendor: string, c: ChunkInfo) => boolean, share = 1): Health {
+    let copies = Number.POSITIVE_INFINITY
+    let degraded = 0
+    let lost = 0
+    let stored = 0
+    for (const c of this.fileChunks.get(fileId) ?? []) {
+      const n = c.holders.filter(v => healthy(v, c)).length
+      copies = Math.min(copies, n)
+      if (n < c.want) degraded++
+      if (n === 0) lost++
+      stored += c.size * c.holders.length
+    }
+    return { copies: Number.isFinite(copies) ? copies : 0, degraded, lost, stored: Math.round(stored * share) }
+  }
   listTransfers (): TransferRecord[] { return [...this.transfers.values()] }
 
   /** The files that lie in pack `packId` (none once it is released). */
@@ -143,13 +212,6 @@ export class FatTable {
     for await (const [, t] of this.fileRecs.entries()) yield t
   }
 
-  /** Committed files with a replica on `vendor`. */
-  async * filesOn (vendor: string): AsyncGenerator<FileTable> {
-    for await (const [, t] of this.fileRecs.entries()) {
-      if (t.chunks.some(c => c.replicas.some(r => r.vendor === vendor))) yield t
-    }
-  }
-
   /** The file's table, for its owner only. */
   async file (owner: string, fileId: string): Promise<FileTable> {
     const o = this.owners.get(fileId)
@@ -160,12 +222,19 @@ export class FatTable {
     return t
   }
 
-  async files (owner: string): Promise<FileSummary[]> {
+  /** The owner's files (those of `only`, if given), each with its health when `healthy` is given. */
+  async files (owner: string, healthy?: (vendor: string, c: ChunkInfo) => boolean, only?: Set<string>): Promise<FileSummary[]> {
     const out: FileSummary[] = []
     for (const [fileId, o] of this.owners) {
-      if (o !== owner) continue
+      if (o !== owner || (only != null && !only.has(fileId))) continue
       const t = await this.fileRecs.get(fileId)
-      if (t != null && t.kind !== 'pack') out.push({ fileId, name: t.name, size: t.size, chunks: t.chunks.length, replicas: t.replicas, created: t.created })
+      if (t == null || t.kind === 'pack') continue
+      const s: FileSummary = { fileId, name: t.name, size: t.size, chunks: t.chunks.length, replicas: t.replicas, created: t.created }
+      if (healthy != null) {
+        const pack = t.packed != null ? await this.fileRecs.get(t.packed.pack) : undefined
+        s.health = pack != null ? this.health(pack.fileId, healthy, pack.size > 0 ? t.size / pack.size : 0) : this.health(fileId, healthy)
+      }
+      out.push(s)
     }
     return out.sort((a, b) => a.created - b.created || (a.fileId < b.fileId ? -1 : 1))
   }
@@ -193,7 +262,7 @@ export class FatTable {
   /** Did the vendor's resources or addresses change since it was last logged? */
   vendorChanged (rec: VendorRecord): boolean {
     const old = this.vendors.get(rec.peer)
-    return old == null || old.capacity !== rec.capacity || old.addrs.join() !== rec.addrs.join() ||
+    return old == null || old.capacity !== rec.capacity || old.addrs.join() !== rec.addrs.join() || old.zone !== rec.zone ||
       JSON.stringify(old.devices.map(d => [d.path, d.capacity, d.failed])) !== JSON.stringify(rec.devices.map(d => [d.path, d.capacity, d.failed]))
   }
 
@@ -215,8 +284,19 @@ export class FatTable {
     if (eligible.length < replicas) {
       throw new NoSpaceError(`${replicas} replicas need ${replicas} vendors with room, and ${eligible.length} ${eligible.length === 1 ? 'has' : 'have'} it; add vendors or lower --replicas`)
     }
+    // the candidates span as many zones as there are, the roomiest vendor of each first, so the
+    // user can place each chunk's replicas in distinct zones
+    const zones = new Set<string>()
+    const firstOfZone = eligible.filter(v => {
+      const z = this.vendors.get(v.peer)?.zone
+      if (z == null) return true
+      if (zones.has(z)) return false
+      zones.add(z)
+      return true
+    })
+    const chosen = [...firstOfZone, ...eligible.filter(v => !firstOfZone.includes(v))].slice(0, replicas + 2)
     const grants: Record<string, number> = {}
-    for (const v of eligible.slice(0, replicas + 2)) grants[v.peer] = Math.min(v.available, need)
+    for (const v of chosen) grants[v.peer] = Math.min(v.available, need)
     const total = Object.values(grants).reduce((a, b) => a + b, 0)
     if (total < need * replicas) throw new NoSpaceError(`the network has room for ${total} of the ${need * replicas} bytes this upload needs`)
     return {
@@ -295,6 +375,14 @@ export class FatTable {
   private addFile (t: FileTable): void {
     this.owners.set(t.fileId, t.owner)
     for (const [v, b] of bytesPerVendor(t)) add(this.used, v, b)
+    const infos: ChunkInfo[] = []
+    for (const c of t.chunks) {
+      const info: ChunkInfo = { fileId: t.fileId, chunkId: c.id, owner: t.owner, size: c.size, want: t.replicas, holders: c.replicas.map(r => this.peerId(r.vendor)) }
+      infos.push(info)
+      this.chunkInfo.set(chunkKey(t.fileId, c.id), info)
+      for (const v of info.holders) this.index(v, info, true)
+    }
+    if (infos.length > 0) this.fileChunks.set(t.fileId, infos)
     if (t.packed != null) {
       const set = this.packMembers.get(t.packed.pack) ?? new Set<string>()
       set.add(t.fileId)
@@ -305,6 +393,11 @@ export class FatTable {
   private removeFile (t: FileTable, batch: Batch): void {
     for (const [v, b] of bytesPerVendor(t)) add(this.used, v, -b)
     this.owners.delete(t.fileId)
+    for (const info of this.fileChunks.get(t.fileId) ?? []) {
+      for (const v of info.holders) this.index(v, info, false)
+      this.chunkInfo.delete(chunkKey(info.fileId, info.chunkId))
+    }
+    this.fileChunks.delete(t.fileId)
     batch.push(this.fileRecs.del(t.fileId))
     for (const x of this.listTransfers()) if (x.fileId === t.fileId) this.endTransfer(x.id, batch)
   }
@@ -315,7 +408,12 @@ export class FatTable {
   async apply (seq: number, op: Op): Promise<void> {
     if (seq !== this.seq + 1) throw new Error(`op ${seq} applied out of order after ${this.seq}`)
     const batch: Batch = []
-    const orders = (list: PendingOrder[]): void => { for (const o of list) batch.push(this.orderRecs.put(`${o.vendor}/${o.id}`, o)) }
+    const orders = (list: PendingOrder[]): void => {
+      for (const o of list) {
+        batch.push(this.orderRecs.put(`${o.vendor}/${o.id}`, o))
+        this.wait(o.vendor, o.id, true)
+      }
+    }
     /** An allocation ends (committed or expired): its locks are released. */
     const closeAllocation = (id: string): void => {
       const a = this.allocations.get(id)
@@ -328,7 +426,7 @@ export class FatTable {
       case 'vendor': {
         const old = this.vendors.get(op.vendor.peer)
         const joined = old?.joined ?? op.vendor.joined
-        const rec = { ...op.vendor, joined, draining: old?.draining }
+        const rec: VendorRecord = { ...op.vendor, joined, draining: old?.draining, state: old?.state, since: old?.since }
         this.vendors.set(rec.peer, rec)
         batch.push(this.vendorRecs.put(rec.peer, rec))
         break
@@ -391,23 +489,28 @@ export class FatTable {
         add(this.locked, op.transfer.to, op.transfer.size)
         batch.push(this.transferRecs.put(op.transfer.id, op.transfer))
         break
-      case 'replace-replica': {
-        const t = await this.fileRecs.get(op.fileId)
-        if (t != null) {
-          let changed = false
-          for (const c of t.chunks) {
-            if (c.id !== op.chunkId) continue
-            const at = c.replicas.findIndex(r => r.vendor === op.replaces)
-            if (at < 0 || c.replicas.some(r => r.vendor === op.to)) continue
-            c.replicas[at] = { vendor: op.to, sig: op.sig }
-            add(this.used, op.replaces, -c.size)
-            add(this.used, op.to, c.size)
-            changed = true
-          }
-          if (changed) batch.push(this.fileRecs.put(t.fileId, t))
-        }
-        this.endTransfer(op.transferId, batch)
+      case 'replace-replica':
+        await this.replace([op], batch)
         orders(op.orders)
+        break
+      case 'replaced':
+        await this.replace(op.copies, batch)
+        orders(op.orders)
+        break
+      case 'transfers':
+        for (const x of op.transfers) {
+          this.transfers.set(x.id, x)
+          add(this.locked, x.to, x.size)
+          batch.push(this.transferRecs.put(x.id, x))
+        }
+        break
+      case 'vendor-state': {
+        const v = this.vendors.get(op.vendor)
+        if (v != null) {
+          const rec: VendorRecord = { ...v, state: op.state === 'in' ? undefined : op.state, since: op.state === 'in' ? undefined : op.at }
+          this.vendors.set(rec.peer, rec)
+          batch.push(this.vendorRecs.put(rec.peer, rec))
+        }
         break
       }
       case 'transfer-end':
@@ -415,7 +518,10 @@ export class FatTable {
         orders(op.orders)
         break
       case 'delivered':
-        for (const id of op.ids) batch.push(this.orderRecs.del(`${op.vendor}/${id}`))
+        for (const id of op.ids) {
+          batch.push(this.orderRecs.del(`${op.vendor}/${id}`))
+          this.wait(op.vendor, id, false)
+        }
         break
       case 'members':
         batch.push(this.memberRecs.put('current', op.members))
@@ -434,6 +540,59 @@ export class FatTable {
     }
     this.seq = seq
   }
+
+  /** Confirmed copies: each `to` takes the place of `replaces`; one read and one write per file. */
+  private async replace (copies: Replaced[], batch: Batch): Promise<void> {
+    const byFile = new Map<string, Replaced[]>()
+    for (const r of copies) byFile.set(r.fileId, [...(byFile.get(r.fileId) ?? []), r])
+    let repairedNow = false
+    for (const [fileId, list] of byFile) {
+      const t = await this.fileRecs.get(fileId)
+      let changed = false
+      for (const r of list) {
+        const x = this.transfers.get(r.transferId)
+        for (const c of t?.chunks ?? []) {
+          if (c.id !== r.chunkId) continue
+          const at = c.replicas.findIndex(p => p.vendor === r.replaces)
+          if (at >= 0 && r.to === r.replaces && x?.reason === 'repair') {
+            // restored onto its own vendor's other devices: the table stays, the repair counts
+            this.repaired.copies++
+            this.repaired.bytes += c.size
+            repairedNow = true
+          }
+          if (at < 0 || c.replicas.some(p => p.vendor === r.to)) continue
+          c.replicas[at] = { vendor: r.to, sig: r.sig }
+          add(this.used, r.replaces, -c.size)
+          add(this.used, r.to, c.size)
+          changed = true
+          const info = this.chunkInfo.get(chunkKey(fileId, c.id))
+          if (info != null) {
+            info.holders = c.replicas.map(p => this.peerId(p.vendor))
+            this.index(r.replaces, info, false)
+            this.index(r.to, info, true)
+          }
+          if (x?.reason === 'repair') {
+            this.repaired.copies++
+            this.repaired.bytes += c.size
+            repairedNow = true
+          }
+        }
+        this.endTransfer(r.transferId, batch)
+      }
+      if (changed && t != null) batch.push(this.fileRecs.put(t.fileId, t))
+    }
+    if (repairedNow) batch.push(this.metaRecs.put('repaired-copies', this.repaired.copies), this.metaRecs.put('repaired-bytes', this.repaired.bytes))
+  }
+
+  private peerId (id: string): string {
+    const known = this.peerIds.get(id)
+    if (known != null) return known
+    this.peerIds.set(id, id)
+    return id
+  }
+
+  private index (vendor: string, chunk: ChunkInfo, on: boolean): void { toggle(this.onVendor, vendor, chunk, on) }
+  private wait (vendor: string, id: string, on: boolean): void { toggle(this.waiting, vendor, id, on) }
 
   private endTransfer (id: string, batch: Batch): void {
     const x = this.transfers.get(id)

@@ -76,6 +76,8 @@ export interface User {
   /** Every vendor the FAT knows, measured (round trip, hops) and scored, best first. */
   paths: (opts?: { fresh?: boolean }) => Promise<PathScore[]>
   list: () => Promise<FileSummary[]>
+  /** The health of the files named (none: all of this user's files); `missing` lists ids the FAT does not know for this user. */
+  check: (fileIds?: string[]) => Promise<{ files: FileSummary[], missing: string[] }>
   release: (fileId: string) => Promise<{ fileId: string, freed: number }>
   status: () => Promise<StatusReport>
   /** The FAT's authoritative table of one of this user's files, with its vendors' addresses. */
@@ -312,6 +314,11 @@ export async function createUser (opts: UserOptions): Promise<User> {
     },
     async list () {
       return (await ask({ t: 'list' }, { files: M.Files })).files
+    },
+    async check (fileIds = []) {
+      for (const id of fileIds) if (!/^[0-9a-f]{32}$/.test(id)) throw new InvalidArgumentError(`"${id}" is not a file id (32 hex digits); \`stordaemon ls\` lists yours`)
+      const r = await ask({ t: 'check', fileIds }, { checked: M.Checked })
+      return { files: r.files, missing: r.missing }
     },
     release,
     table,

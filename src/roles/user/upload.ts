@@ -102,6 +102,25 @@ async function renewed (ctx: UploadContext, allocationId: string): Promise<M.Mes
 const MAX_FAILURES = 3
 
 /**
+ * The first `n` of `ordered` (best first), but skipping a vendor whose zone a chosen one or a
+ * holder in `holders` is in while a vendor of another zone is left: replicas of one chunk go to
+ * distinct failure domains whenever enough of them have room.
+ */
+export function distinctZones (ordered: string[], n: number, holders: Set<string>, zoneOf: (v: string) => string | undefined): string[] {
+  const used = new Set([...holders].map(zoneOf).filter(z => z != null))
+  const out: string[] = []
+  for (const v of ordered) {
+    if (out.length >= n) break
+    const z = zoneOf(v)
+    if (z != null && used.has(z)) continue
+    out.push(v)
+    if (z != null) used.add(z)
+  }
+  for (const v of ordered) if (out.length < n && !out.includes(v)) out.push(v)
+  return out
+}
+
+/**
  * Stores files under one allocation and one commit: rank the candidates, encrypt and hash each
  * chunk, send it along a pipeline of replica vendors, resend what fails to other candidates.
  * Chunks move in parallel within an adaptive window; each placed chunk is recorded in the data
@@ -230,7 +249,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     const load = (v: string): number => ((assigned.get(v) ?? 0) + bytes) / (weight.get(v) ?? 1e-6)
     // a vendor that failed lately comes after those that did not, whatever its share
     candidates.sort((a, b) => (failures.get(a) ?? 0) - (failures.get(b) ?? 0) || load(a) - load(b) || (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
-    return candidates.slice(0, n).sort((a, b) => (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
+    return distinctZones(candidates, n, exclude, v => statsOf.get(v)?.zone).sort((a, b) => (rankOf.get(a) ?? 0) - (rankOf.get(b) ?? 0))
   }
 
   /**

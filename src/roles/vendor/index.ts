@@ -50,6 +50,8 @@ export interface VendorOptions {
   /** Background scrubbing: bytes per second and the time between full passes. */
   scrubRate?: number
   scrubIntervalMs?: number
+  /** The failure domain this vendor is in (rack, building, site): replicas of a chunk go to distinct zones. */
+  zone?: string
   /** Told of requests, chunk bytes in and out, and scrubbing, for metrics. */
   metrics?: VendorMetrics
 }
@@ -353,7 +355,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       room: Math.max(0, limit() - used),
       over: Math.max(0, used - limit()),
       lost: store.damaged(LOST_PER_HEARTBEAT),
-      restore: store.restorable(LOST_PER_HEARTBEAT)
+      restore: store.restorable(LOST_PER_HEARTBEAT),
+      ...(opts.zone != null ? { zone: opts.zone } : {})
     }
     const errors: string[] = []
     const applied: string[] = []
