@@ -116,16 +116,20 @@ describe('http: FAT overview, metrics and the status page\'s data', function () 
     assert.deepEqual(chunkHealth([], () => true), { healthy: 0, underReplicated: 0, lost: 0 })
   })
 
-  it('vendor state: silent before draining before full', function () {
-    assert.equal(vendorState(false, true, false), 'silent')
-    assert.equal(vendorState(true, true, false), 'draining')
-    assert.equal(vendorState(true, false, false), 'full')
-    assert.equal(vendorState(true, false, true), 'alive')
+  it('vendor state: dead before draining before suspect before back before full', function () {
+    assert.equal(vendorState('dead', true, true, true), 'dead')
+    assert.equal(vendorState(undefined, false, true, false), 'draining')
+    assert.equal(vendorState(undefined, false, false, true), 'suspect')
+    assert.equal(vendorState('back', false, false, true), 'suspect')
+    assert.equal(vendorState('back', true, false, true), 'back')
+    assert.equal(vendorState(undefined, true, true, false), 'draining')
+    assert.equal(vendorState(undefined, true, false, false), 'full')
+    assert.equal(vendorState(undefined, true, false, true), 'alive')
   })
 
   it('FAT metrics read the overview at scrape time: vendors per state, capacity of the vendors heard, chunk health, the repair queue', async function () {
     const registry = createRegistry()
-    let o = overview([vendor('v1', 'alive', 1000, 100), vendor('v2', 'full', 500, 400), vendor('v3', 'silent', 700, 300)], 'f1')
+    let o = overview([vendor('v1', 'alive', 1000, 100), vendor('v2', 'full', 500, 400), vendor('v3', 'suspect', 700, 300)], 'f1')
     let calls = 0
     const m = fatMetrics(registry, async () => { calls++; return o })
     m.committed(0.02)
@@ -135,7 +139,7 @@ describe('http: FAT overview, metrics and the status page\'s data', function () 
     assert.equal(calls, 1, 'one overview serves the whole scrape')
     assert.equal(s.value('stor_fat_vendors', { state: 'alive' }), 1)
     assert.equal(s.value('stor_fat_vendors', { state: 'full' }), 1)
-    assert.equal(s.value('stor_fat_vendors', { state: 'silent' }), 1)
+    assert.equal(s.value('stor_fat_vendors', { state: 'suspect' }), 1)
     assert.equal(s.value('stor_fat_vendors', { state: 'draining' }), 0)
     assert.equal(s.value('stor_fat_capacity_bytes'), 1500, 'a silent vendor\'s capacity is not counted')
     assert.equal(s.value('stor_fat_used_bytes'), 500)
@@ -175,15 +179,17 @@ describe('http: FAT overview, metrics and the status page\'s data', function () 
   })
 
   it('events: a vendor going silent and coming back, a new vendor, a state change, the leader changing', function () {
-    const before = { leader: 'f1', vendors: new Map<string, VendorView['state']>([['v1', 'alive'], ['v2', 'silent'], ['v3', 'alive']]) }
-    const next = overview([vendor('v1', 'silent', 1, 0), vendor('v2', 'alive', 1, 0), vendor('v3', 'full', 1, 0), vendor('v4', 'alive', 1, 0)], 'f2')
+    const before = { leader: 'f1', vendors: new Map<string, VendorView['state']>([['v1', 'alive'], ['v2', 'suspect'], ['v3', 'alive'], ['v5', 'suspect'], ['v6', 'dead']]) }
+    const next = overview([vendor('v1', 'suspect', 1, 0), vendor('v2', 'alive', 1, 0), vendor('v3', 'full', 1, 0), vendor('v4', 'alive', 1, 0), vendor('v5', 'dead', 1, 0), vendor('v6', 'back', 1, 0)], 'f2')
     assert.deepEqual(changes(undefined, next, 5), [], 'nothing to compare the first overview with')
     assert.deepEqual(changes(before, next, 5).map(e => [e.kind, e.text]), [
       ['leader', 'replica …f2 orders writes (term 3)'],
       ['vendor-silent', 'vendor …v1 went silent (was alive)'],
       ['vendor-back', 'vendor …v2 is back (alive)'],
       ['vendor-state', 'vendor …v3: alive -> full'],
-      ['vendor-new', 'vendor …v4 joined (alive)']
+      ['vendor-new', 'vendor …v4 joined (alive)'],
+      ['vendor-dead', 'vendor …v5 is dead: its chunks are copied elsewhere'],
+      ['vendor-back', 'vendor …v6 is back (back)']
     ])
     assert.deepEqual(changes({ leader: 'f2', vendors: new Map() }, overview([]), 1).map(e => e.kind), ['no-leader'])
   })
@@ -202,7 +208,7 @@ describe('http: FAT overview, metrics and the status page\'s data', function () 
       tracker.served()
       tracker.committed(1_000_000)
       tracker.transferred('repair', 4096)
-      o = overview([vendor('v1', 'silent', 1000, 0)], 'f1')
+      o = overview([vendor('v1', 'suspect', 1000, 0)], 'f1')
       await eventually('the traffic and the silent vendor show', async () => {
         const j = await tracker.json() as any
         return j.samples.some((s: any) => s.written > 0 && s.requests > 0 && s.copied > 0) && j.events.some((e: any) => e.kind === 'vendor-silent')

@@ -46,7 +46,7 @@ describe('the FAT\'s status page in a real browser (chromium, headless)', functi
     if (profile !== '') await rm(profile, { recursive: true, force: true })
   })
 
-  it('shows the replica that leads and every vendor, and a killed vendor turns silent without a reload', async function () {
+  it('shows the replica that leads and every vendor, and a killed vendor turns suspect without a reload', async function () {
     const secretName = 'quarterly-salaries-2026.xlsx'
     const up = await net.user('alice').upload(await randomFile(join(net.dir, secretName), 700 * 1024), { chunkSize: 256 * 1024, replicas: 2 })
     const fat = net.cluster.fat
@@ -66,11 +66,11 @@ describe('the FAT\'s status page in a real browser (chromium, headless)', functi
     await page.evaluate(() => { (window as any).storMark = 'same page' })
     const killed = net.cluster.vendors[1]
     await killed.kill('SIGKILL')
-    await page.waitForFunction(id => document.querySelector(`#vendors tr[data-vendor="${id}"]`)?.getAttribute('data-state') === 'silent', killed.peerId, { timeout: 60_000 })
+    await page.waitForFunction(id => document.querySelector(`#vendors tr[data-vendor="${id}"]`)?.getAttribute('data-state') === 'suspect', killed.peerId, { timeout: 60_000 })
     assert.equal(await page.evaluate(() => (window as any).storMark), 'same page', 'no reload happened')
     await page.waitForFunction(() => [...document.querySelectorAll('#events li')].some(li => li.textContent?.includes('went silent')), undefined, { timeout: 30_000 })
     const badge = await page.$eval(`#vendors tr[data-vendor="${killed.peerId}"] .badge`, b => b.textContent)
-    assert.equal(badge, 'silent')
+    assert.equal(badge, 'suspect')
     // a killed vendor's chunks are no longer fully replicated
     await page.waitForFunction(() => [...document.querySelectorAll('#chunks div')].some(d => d.querySelector('dt')?.textContent === 'under-replicated' && d.querySelector('dd')?.textContent !== '0'), undefined, { timeout: 30_000 })
 

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import type { FatMetrics } from '../roles/fat/index.ts'
-import { TRANSFER_REASONS, VENDOR_STATES, type FatOverview } from '../roles/fat/overview.ts'
+import { TRANSFER_REASONS, VENDOR_STATES, unheard, type FatOverview } from '../roles/fat/overview.ts'
 import { LATENCY_BUCKETS, PREFIX, servedMetrics } from './metrics.ts'
 
 /** One overview serves every gauge of one scrape: it is taken again only after this long. */
@@ -43,7 +43,7 @@ export function fatMetrics (registry: Registry, overview: () => Promise<FatOverv
   gauge('files', 'Files users stored (packs of small files not counted)', o => o.files)
   gauge('allocations_open', 'Provisional allocations not yet committed or expired', o => o.allocations)
   // capacity of the vendors that are heard now: what the network can serve and grant
-  const live = (o: FatOverview): FatOverview['vendors'] => o.vendors.filter(v => v.state !== 'silent')
+  const live = (o: FatOverview): FatOverview['vendors'] => o.vendors.filter(v => !unheard(v.state))
   const sum = (o: FatOverview, k: 'capacity' | 'used' | 'allocated' | 'available'): number => live(o).reduce((n, v) => n + v[k], 0)
   gauge('capacity_bytes', 'Healthy capacity of the vendors heard recently', o => sum(o, 'capacity'))
   gauge('used_bytes', 'Bytes of committed files on the vendors heard recently', o => sum(o, 'used'))
@@ -52,7 +52,7 @@ export function fatMetrics (registry: Registry, overview: () => Promise<FatOverv
 
   void new Gauge({
     name: `${PREFIX}fat_vendors`,
-    help: 'Vendors by state: alive (offered new data), full (above its high-water mark), draining, silent (not heard for three heartbeats)',
+    help: 'Vendors by state: alive (offered new data), full (above its high-water mark), suspect (not heard for three heartbeats), back (dead, then heard again), draining, dead (silent past --repair-after)',
     labelNames: ['state'],
     registers: [registry],
     async collect () {
@@ -72,7 +72,7 @@ export function fatMetrics (registry: Registry, overview: () => Promise<FatOverv
       }
     })
   }
-  perVendor('up', '1 if the vendor was heard within three heartbeats, else 0', v => v.state === 'silent' ? 0 : 1)
+  perVendor('up', '1 if the vendor was heard within three heartbeats, else 0', v => unheard(v.state) ? 0 : 1)
   perVendor('capacity_bytes', 'The vendor\'s healthy capacity', v => v.capacity)
   perVendor('used_bytes', 'Bytes of committed files on the vendor', v => v.used)
   perVendor('availability_ratio', 'Share of the vendor\'s recent heartbeats that arrived', v => v.availability)

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { FatOverview, VendorState } from '../roles/fat/overview.ts'
+import { unheard, type FatOverview, type VendorState } from '../roles/fat/overview.ts'
 import type { Logger } from '../logger.ts'
 import type { Route } from './server.ts'
 
@@ -17,7 +17,7 @@ export interface Sample {
   copied: number
 }
 
-export type EventKind = 'vendor-new' | 'vendor-silent' | 'vendor-back' | 'vendor-state' | 'leader' | 'no-leader' | 'transfer-done'
+export type EventKind = 'vendor-new' | 'vendor-silent' | 'vendor-dead' | 'vendor-back' | 'vendor-state' | 'leader' | 'no-leader' | 'transfer-done'
 
 export interface StatusEvent { t: number, kind: EventKind, text: string }
 
@@ -41,8 +41,9 @@ export function changes (prev: Seen | undefined, next: FatOverview, now: number)
     const was = prev.vendors.get(v.peer)
     if (was === v.state) continue
     if (was == null) out.push({ t: now, kind: 'vendor-new', text: `vendor ${short(v.peer)} joined (${v.state})` })
-    else if (v.state === 'silent') out.push({ t: now, kind: 'vendor-silent', text: `vendor ${short(v.peer)} went silent (was ${was})` })
-    else if (was === 'silent') out.push({ t: now, kind: 'vendor-back', text: `vendor ${short(v.peer)} is back (${v.state})` })
+    else if (v.state === 'suspect') out.push({ t: now, kind: 'vendor-silent', text: `vendor ${short(v.peer)} went silent (was ${was})` })
+    else if (v.state === 'dead') out.push({ t: now, kind: 'vendor-dead', text: `vendor ${short(v.peer)} is dead: its chunks are copied elsewhere` })
+    else if (was === 'suspect' || was === 'dead') out.push({ t: now, kind: 'vendor-back', text: `vendor ${short(v.peer)} is back (${v.state})` })
     else out.push({ t: now, kind: 'vendor-state', text: `vendor ${short(v.peer)}: ${was} -> ${v.state}` })
   }
   return out
@@ -117,7 +118,7 @@ export class StatusTracker {
   /** The page's data: the live overview, the traffic samples and the recent events (newest first). */
   async json (): Promise<object> {
     const o = await this.opts.overview()
-    const live = o.vendors.filter(v => v.state !== 'silent')
+    const live = o.vendors.filter(v => !unheard(v.state))
     const total = (k: 'capacity' | 'used' | 'allocated' | 'available'): number => live.reduce((n, v) => n + v[k], 0)
     return {
       time: Date.now(),

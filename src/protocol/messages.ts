@@ -161,13 +161,13 @@ export const Announce = obj({
   over: int(0, MAX_BYTES),
   /** chunks found corrupt or missing (first ones, if many) */
   lost: arr(ChunkRef, 1000),
-  /** the failure domain the vendor was started in (--zone) */
-  zone: opt(zone),
   /**
    * of those, chunks lost with a failed device that the vendor has room to take back on its other
    * devices: the FAT copies a healthy replica back to it, and its table does not change
    */
-  restore: opt(arr(ChunkRef, 1000))
+  restore: opt(arr(ChunkRef, 1000)),
+  /** the failure domain the vendor was started in (--zone) */
+  zone: opt(zone)
 })
 /** A FAT replica: its peer id and addresses. */
 export const Replica = obj({ peer, addrs })

@@ -74,7 +74,7 @@ function renderVendors (s) {
   const hasZone = s.vendors.some(v => v.zone != null)
   for (const c of document.querySelectorAll('#vendors .zone')) c.hidden = !hasZone
   $('no-vendors').hidden = s.vendors.length > 0
-  const order = { silent: 0, draining: 1, full: 2, alive: 3 }
+  const order = { dead: 0, suspect: 1, back: 2, draining: 3, full: 4, alive: 5 }
   const rows = [...s.vendors].sort((a, b) => order[a.state] - order[b.state] || (a.peer < b.peer ? -1 : 1)).map(v => {
     const capCell = el('td', { class: 'capacity' }, bar(v.used, v.allocated, v.capacity, false),
       el('div', { class: 'bar-label', text: `${size(v.used)} of ${size(v.capacity)}${v.failedDevices > 0 ? ` · ${v.failedDevices} device(s) failed` : ''}` }))
@@ -145,7 +145,7 @@ let shown = null
 
 function render (s) {
   shown = s
-  const alive = s.vendors.filter(v => v.state !== 'silent').length
+  const alive = s.vendors.filter(v => v.state !== 'suspect' && v.state !== 'dead').length
   $('summary').textContent = `${s.replicas.length} FAT replica${s.replicas.length === 1 ? '' : 's'}, ${alive} of ${s.vendors.length} vendors heard · updated ${clock(s.time)}`
   renderReplicas(s)
   renderCapacity(s)

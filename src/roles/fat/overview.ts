@@ -10,18 +10,26 @@ import type { VendorLoad } from './moves.ts'
  */
 
 /**
- * A vendor's state as this replica sees it: `alive` (heard recently and offered new data), `full`
- * (heard, and above its high-water mark, so not offered), `draining` (its chunks move elsewhere),
- * `silent` (not heard within three heartbeats; its chunks count as unavailable).
+ * A vendor's state as this replica sees it (see docs/repair.md): `alive` (heard recently and
+ * offered new data), `full` (heard, and above its high-water mark, so not offered), `suspect` (not
+ * heard within three heartbeats: not offered, but its copies still count), `back` (it was dead and
+ * is heard again: its surplus copies are being erased), `draining` (its chunks move elsewhere),
+ * `dead` (silent past --repair-after, as the log holds: its chunks are copied elsewhere).
  */
-export type VendorState = 'alive' | 'full' | 'draining' | 'silent'
-export const VENDOR_STATES: readonly VendorState[] = ['alive', 'full', 'draining', 'silent']
+export type VendorState = 'alive' | 'full' | 'suspect' | 'back' | 'draining' | 'dead'
+export const VENDOR_STATES: readonly VendorState[] = ['alive', 'full', 'suspect', 'back', 'draining', 'dead']
 
-export function vendorState (heard: boolean, draining: boolean, offered: boolean): VendorState {
-  if (!heard) return 'silent'
+/** `logged` is the state the replicated log holds for the vendor (dead, back, or none: in service). */
+export function vendorState (logged: 'dead' | 'back' | undefined, heard: boolean, draining: boolean, offered: boolean): VendorState {
+  if (logged === 'dead') return 'dead'
   if (draining) return 'draining'
+  if (!heard) return 'suspect'
+  if (logged === 'back') return 'back'
   return offered ? 'alive' : 'full'
 }
+
+/** Not heard now: its capacity is not counted as the network's. */
+export const unheard = (state: VendorState): boolean => state === 'suspect' || state === 'dead'
 
 /** Chunks by how many of their replicas can be read now. */
 export interface ChunkHealth {
@@ -29,14 +37,14 @@ export interface ChunkHealth {
   healthy: number
   /** some replicas, fewer than the file's replica count */
   underReplicated: number
-  /** no replica that can be read now (a silent vendor may bring it back) */
+  /** no replica on a vendor in service (a dead vendor that comes back brings them back) */
   lost: number
 }
 
 /**
- * Counts chunks by health. `readable(vendor, fileId, chunkId)` says whether that vendor can serve
- * that chunk now (heard recently, and it did not report the chunk damaged). This is the one place
- * chunk health is decided, so a finer vendor state (suspect, dead) changes only `readable`.
+ * Counts chunks by health. `readable(vendor, fileId, chunkId)` says whether that vendor's copy
+ * counts: the vendor is not dead and did not report the chunk damaged, as `stordaemon status` and
+ * repair count it (a suspect vendor's copies still count until --repair-after).
  */
 export function chunkHealth (tables: Iterable<FileTable>, readable: (vendor: string, fileId: string, chunkId: string) => boolean): ChunkHealth {
   const h: ChunkHealth = { healthy: 0, underReplicated: 0, lost: 0 }
@@ -137,9 +145,9 @@ export function overviewOf (src: OverviewSources): () => Promise<FatOverview> {
   const health = async (): Promise<ChunkHealth> => {
     const vendors = table.listVendors().map(v => v.peer).sort()
     const damaged = new Map(vendors.map(v => [v, damagedOn(v)]))
-    const key = `${table.position}|${vendors.map(v => `${v}:${src.alive(v) ? 1 : 0}:${[...damaged.get(v) ?? []].join(',')}`).join(';')}`
+    const key = `${table.position}|${vendors.map(v => `${v}:${table.vendor(v)?.state ?? ''}:${[...damaged.get(v) ?? []].join(',')}`).join(';')}`
     if (counted?.key === key) return counted.health
-    const readable = (v: string, fileId: string, chunkId: string): boolean => src.alive(v) && damaged.get(v)?.has(`${fileId}/${chunkId}`) !== true
+    const readable = (v: string, fileId: string, chunkId: string): boolean => table.vendor(v)?.state !== 'dead' && damaged.get(v)?.has(`${fileId}/${chunkId}`) !== true
     // one table at a time: a large table is never held in memory whole
     const result: ChunkHealth = { healthy: 0, underReplicated: 0, lost: 0 }
     for await (const t of table.fileTables()) {
@@ -164,7 +172,7 @@ export function overviewOf (src: OverviewSources): () => Promise<FatOverview> {
       const load = src.loads.get(v.peer)
       return {
         peer: v.peer,
-        state: vendorState(src.alive(v.peer), v.draining === true, src.offered(v.peer)),
+        state: vendorState(v.state, src.alive(v.peer), v.draining === true, src.offered(v.peer)),
         // a vendor record carries a zone once vendors report one
         ...('zone' in v && typeof v.zone === 'string' ? { zone: v.zone } : {}),
         capacity: healthyCapacity(v),
