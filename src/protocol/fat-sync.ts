@@ -1,5 +1,6 @@
 import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
 import { MAX_REPLICAS } from './ids.ts'
+import { RecordsOp } from './records.ts'
 import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields } from './messages.ts'
 
 /**
@@ -63,6 +64,8 @@ export const Op = union('op', {
   release: obj({ op: t('release'), fileId, orders }),
   delivered: obj({ op: t('delivered'), vendor: peer, ids: arr(hex(16), 10_000) }),
   noop: obj({ op: t('noop') }),
+  /** a user's sealed records written (src/protocol/records.ts) */
+  records: RecordsOp,
   drain: obj({ op: t('drain'), vendor: peer }),
   transfer: obj({ op: t('transfer'), transfer: TransferRecord }),
   /** the target confirmed its copy: it replaces `replaces` in the file's table, with its receipt signature */

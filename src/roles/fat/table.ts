@@ -4,6 +4,7 @@ import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
 import type { FileTable, FileSummary } from '../../protocol/messages.ts'
 import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
 import { Records, type DB } from '../../store/db.ts'
+import { UserRecords } from './records.ts'
 
 export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
 
@@ -62,8 +63,11 @@ export class FatTable {
   private readonly metaRecs: Records<number>
   private readonly memberRecs: Records<Member[]>
   private seq = 0
+  /** the users' sealed records (the S3 gateway's index) */
+  readonly records: UserRecords
 
   constructor (private readonly db: DB) {
+    this.records = new UserRecords(db)
     this.vendorRecs = new Records(db, 'vendor')
     this.allocRecs = new Records(db, 'alloc')
     this.fileRecs = new Records(db, 'file')
@@ -84,6 +88,7 @@ export class FatTable {
       this.transfers.set(t.id, t)
       add(this.locked, t.to, t.size)
     }
+    await this.records.load()
     this.seq = await this.metaRecs.get('seq') ?? 0
   }
 
@@ -156,7 +161,7 @@ export class FatTable {
   /** A digest of the materialised table: replicas that agree have the same one. */
   async digest (): Promise<string> {
     const h = createHash('sha256')
-    for (const prefix of ['members', 'vendor', 'alloc', 'file', 'order', 'xfer']) {
+    for (const prefix of ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', UserRecords.prefix]) {
       for await (const [k, v] of this.db.iterator({ gte: `${prefix}/`, lt: `${prefix}/\xff` })) h.update(k).update(v)
     }
     return h.digest('hex')
@@ -391,6 +396,9 @@ export class FatTable {
         break
       case 'members':
         batch.push(this.memberRecs.put('current', op.members))
+        break
+      case 'records':
+        await this.records.apply(op, batch)
         break
       case 'noop':
         break

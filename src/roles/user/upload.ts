@@ -53,6 +53,13 @@ export interface UploadOptions {
   onProgress?: (p: Progress) => void
 }
 
+/**
+ * Bytes to store that are not a file on disk (a stream, a network body): `size` is known in
+ * advance and `read` fills `into` with the `length` bytes at `offset`. Chunks are read in
+ * increasing order, each once, so a source may be sequential (see source.ts). Not resumable.
+ */
+export interface ByteSource { name: string, size: number, read: (offset: number, length: number, into: Buffer) => Promise<void> }
+
 export interface Placement { chunk: number, chunkId: string, vendors: string[] }
 
 export interface UploadResult {
@@ -106,15 +113,25 @@ const MAX_FAILURES = 3
  * Chunks move in parallel within an adaptive window; each placed chunk is recorded in the data
  * dir, so an interrupted upload, run again with the same arguments, sends only what is missing.
  */
-export async function upload (ctx: UploadContext, paths: string[], opts: UploadOptions, retried = false): Promise<UploadResult[]> {
-  if (paths.length === 0) throw new InvalidArgumentError('FILE: name at least one file to upload')
+export async function upload (ctx: UploadContext, inputs: Array<string | ByteSource>, opts: UploadOptions, retried = false): Promise<UploadResult[]> {
+  if (inputs.length === 0) throw new InvalidArgumentError('FILE: name at least one file to upload')
   // every chunk in flight listens to the caller's signal
   if (opts.signal != null) setMaxListeners(0, opts.signal)
-  const infos = await Promise.all(paths.map(async path => {
-    const info = await stat(path).catch(() => { throw new InvalidArgumentError(`FILE: ${path} does not exist or cannot be read`) })
-    if (!info.isFile()) throw new InvalidArgumentError(`FILE: ${path} is not a regular file`)
+  const infos = await Promise.all(inputs.map(async input => {
+    if (typeof input !== 'string') return { size: input.size, mtimeMs: 0 }
+    const info = await stat(input).catch(() => { throw new InvalidArgumentError(`FILE: ${input} does not exist or cannot be read`) })
+    if (!info.isFile()) throw new InvalidArgumentError(`FILE: ${input} is not a regular file`)
     return info
   }))
+  // a byte source is read once, in order: nothing to resume from
+  if (inputs.some(i => typeof i !== 'string')) opts = { ...opts, resume: false }
+  const paths = inputs.map(i => typeof i === 'string' ? i : i.name)
+  /** reads `length` bytes of input `f` at `offset` into `into` at `at` */
+  const readInput = async (f: number, offset: number, length: number, into: Buffer, at = 0): Promise<void> => {
+    const input = inputs[f]
+    if (typeof input === 'string') await readRange(input, offset, length, into, at)
+    else await input.read(offset, length, into.subarray(at, at + length))
+  }
   const sizes = infos.map(i => i.size)
   const owner = ctx.node.peerId.toString()
   const names = paths.map((p, f) => (opts.names?.[f] ?? basename(p)).slice(0, 255))
@@ -143,10 +160,10 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   const source = (slot: number, name: string, read: Source['read']): Source =>
     ({ slot, name, size: slots[slot], fileId: alloc.fileIds[slot], fileKey: fileKeys[slot], chunks: new Array(Math.ceil(slots[slot] / opts.chunkSize)), sent: 0, reused: 0, read })
   const sources: Source[] = [
-    ...paths.flatMap((path, f) => packOf.has(f) ? [] : [source(f, path, async (offset, length, into) => { await readRange(path, offset, length, into) })]),
+    ...paths.flatMap((path, f) => packOf.has(f) ? [] : [source(f, path, async (offset, length, into) => { await readInput(f, offset, length, into) })]),
     ...packs.map((p, k) => source(paths.length + k, `pack of ${p.members.length} files`, async (offset, length, into) => {
       // a pack is one chunk: read whole, each file at its place
-      await Promise.all(p.members.map(async (m, j) => { await readRange(paths[m], 0, sizes[m], into, p.offsets[j] - offset) }))
+      await Promise.all(p.members.map(async (m, j) => { await readInput(m, 0, sizes[m], into, p.offsets[j] - offset) }))
     }))
   ]
   const total = sources.reduce((a, s) => a + s.size, 0)
@@ -329,7 +346,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     if (err instanceof NotFoundError && !retried && sources.some(s => s.reused > 0)) {
       ctx.log('allocation %s is gone: starting over', allocationId)
       await journal.remove()
-      return await upload(ctx, paths, opts, true)
+      return await upload(ctx, inputs, opts, true)
     }
     throw err
   }
