@@ -149,3 +149,46 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
     }
   }
 }
+
+export interface GatewayProcess {
+  /** http(s)://host:port it serves S3 on */
+  readonly url: string
+  readonly child: ChildProcess
+  stderr: () => string
+  kill: (signal?: NodeJS.Signals) => Promise<void>
+}
+
+/** Starts `stordaemon gateway` as the user of `dataDir` and waits for its address and `ready`. */
+export async function spawnGateway (dataDir: string, bootstrap: string, args: string[] = [], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
+  const listen = args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']
+  const child = spawn(process.execPath, [binPath(), 'gateway', '--data-dir', dataDir, '--bootstrap', bootstrap, ...listen, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FORCE_COLOR: '0', ...env }
+  })
+  let err = ''
+  child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
+  const exited = new Promise<void>(resolve => { child.once('exit', () => { resolve() }) })
+  let url = ''
+  const lines = createInterface({ input: child.stdout! })
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`the gateway did not start within ${timeoutMs} ms: ${err}`)) }, timeoutMs)
+    lines.on('line', line => {
+      const [word, value] = line.split(' ')
+      if (word === 'listen') url = value
+      if (word === 'ready') { clearTimeout(timer); resolve() }
+    })
+    child.once('exit', code => { clearTimeout(timer); reject(new Error(`the gateway exited with ${code} before it was ready: ${err}`)) })
+  }).catch(async e => { child.kill('SIGKILL'); await exited; throw e })
+  return {
+    url,
+    child,
+    stderr: () => err,
+    async kill (signal = 'SIGTERM') {
+      if (child.exitCode != null || child.signalCode != null) return
+      child.kill(signal)
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      await exited
+      clearTimeout(t)
+    }
+  }
+}
