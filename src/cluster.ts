@@ -153,6 +153,8 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
 export interface GatewayProcess {
   /** http(s)://host:port it serves S3 on */
   readonly url: string
+  /** the peer id of the user it acts as */
+  readonly peer: string
   readonly child: ChildProcess
   stderr: () => string
   kill: (signal?: NodeJS.Signals) => Promise<void>
@@ -169,18 +171,21 @@ export async function spawnGateway (dataDir: string, bootstrap: string, args: st
   child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
   const exited = new Promise<void>(resolve => { child.once('exit', () => { resolve() }) })
   let url = ''
+  let peer = ''
   const lines = createInterface({ input: child.stdout! })
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => { reject(new Error(`the gateway did not start within ${timeoutMs} ms: ${err}`)) }, timeoutMs)
     lines.on('line', line => {
       const [word, value] = line.split(' ')
       if (word === 'listen') url = value
+      if (word === 'peer') peer = value
       if (word === 'ready') { clearTimeout(timer); resolve() }
     })
     child.once('exit', code => { clearTimeout(timer); reject(new Error(`the gateway exited with ${code} before it was ready: ${err}`)) })
   }).catch(async e => { child.kill('SIGKILL'); await exited; throw e })
   return {
     url,
+    peer,
     child,
     stderr: () => err,
     async kill (signal = 'SIGTERM') {

@@ -328,6 +328,34 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     send(r, 200, toXml('ListBucketResult', body))
   }
 
+  /** ListObjectVersions of a bucket without versioning: every object is its one version, "null". */
+  const listVersions = async (r: Request): Promise<void> => {
+    const encoding = r.query.get('encoding-type')
+    if (encoding != null && encoding !== 'url') throw new S3Error('InvalidArgument', 'Invalid Encoding Method specified in Request')
+    const enc = (s: string): string => encoding === 'url' ? encodeURIComponent(s).replace(/%2F/g, '/') : s
+    const maxKeys = Number(r.query.get('max-keys') ?? MAX_LIST_KEYS)
+    if (!Number.isInteger(maxKeys) || maxKeys < 0) throw new S3Error('InvalidArgument', 'max-keys must be a whole number of 0 or more')
+    const prefix = r.query.get('prefix') ?? ''
+    const delimiter = r.query.get('delimiter') ?? ''
+    const marker = r.query.get('key-marker') ?? ''
+    await store.bucket(r.bucket)
+    const entries = (await store.objects(r.bucket)).map(o => ({ key: o.key, value: o.value }))
+    const page = listKeys(entries, { prefix, delimiter, after: marker === '' ? undefined : marker, maxKeys: Math.min(maxKeys, MAX_LIST_KEYS) })
+    send(r, 200, toXml('ListVersionsResult', {
+      Name: r.bucket,
+      Prefix: enc(prefix),
+      KeyMarker: enc(marker),
+      VersionIdMarker: r.query.get('version-id-marker') ?? '',
+      ...(page.truncated && page.last != null ? { NextKeyMarker: enc(page.last), NextVersionIdMarker: 'null' } : {}),
+      MaxKeys: maxKeys,
+      ...(delimiter !== '' ? { Delimiter: enc(delimiter) } : {}),
+      IsTruncated: page.truncated,
+      ...(encoding != null ? { EncodingType: encoding } : {}),
+      Version: page.contents.map(e => ({ Key: enc(e.key), VersionId: 'null', IsLatest: true, LastModified: isoDate(e.value.modified), ETag: quote(e.value.etag), Size: e.value.size, StorageClass: 'STANDARD', Owner: owner })),
+      CommonPrefixes: page.prefixes.map(p => ({ Prefix: enc(p) }))
+    }))
+  }
+
   const putObject = async (r: Request): Promise<void> => {
     checkKey(r.key)
     await store.bucket(r.bucket)
@@ -427,7 +455,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const deleteObjects = async (r: Request): Promise<void> => {
     await store.bucket(r.bucket)
     const doc = await readXml(r, 'Delete')
-    const objects = (doc.Object ?? []) as Array<{ Key?: unknown }>
+    const objects = (doc.Object ?? []) as Array<{ Key?: unknown, VersionId?: unknown }>
     if (objects.length > 1000) throw new S3Error('MalformedXML', 'DeleteObjects takes at most 1000 keys')
     const quiet = String(doc.Quiet ?? '').trim() === 'true'
     const deleted: unknown[] = []
@@ -435,8 +463,10 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     for (const o of objects) {
       const key = typeof o.Key === 'string' ? o.Key : String(o.Key ?? '')
       try {
+        // without versioning an object's one version is "null"
+        if (o.VersionId != null && String(o.VersionId) !== 'null') throw new S3Error('NoSuchVersion', 'The specified version does not exist.')
         await store.deleteObject(r.bucket, key)
-        if (!quiet) deleted.push({ Key: key })
+        if (!quiet) deleted.push({ Key: key, ...(o.VersionId != null ? { VersionId: 'null' } : {}) })
       } catch (err: any) {
         errors.push({ Key: key, Code: err instanceof S3Error ? err.code : 'InternalError', Message: err.message })
       }
@@ -579,6 +609,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       if (method === 'HEAD') { await store.bucket(bucket); send(r, 200); return }
       if (method === 'DELETE' && query.size === 0) { await store.deleteBucket(bucket); send(r, 204); return }
       if (method === 'GET' && query.has('uploads')) return await listUploads(r)
+      if (method === 'GET' && query.has('versions')) return await listVersions(r)
       if (method === 'GET' && query.has('location')) { await store.bucket(bucket); send(r, 200, toXml('LocationConstraint', {})); return }
       if (method === 'GET' && query.has('versioning')) { await store.bucket(bucket); send(r, 200, toXml('VersioningConfiguration', {})); return }
       if (method === 'GET' && [...query.keys()].every(k => ['list-type', 'prefix', 'delimiter', 'max-keys', 'marker', 'continuation-token', 'start-after', 'encoding-type', 'fetch-owner'].includes(k))) return await listObjects(r)
@@ -591,7 +622,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     if (method === 'GET' && [...query.keys()].every(k => k.startsWith('response-') || k === 'versionId')) return await getObject(r, false)
     if (method === 'HEAD' && [...query.keys()].every(k => k.startsWith('response-') || k === 'versionId')) return await getObject(r, true)
     if (method === 'DELETE' && query.has('uploadId')) { await store.abortUpload(bucket, query.get('uploadId') as string); send(r, 204); return }
-    if (method === 'DELETE' && query.size === 0) { await store.deleteObject(bucket, key); send(r, 204); return }
+    if (method === 'DELETE' && [...query.keys()].every(k => k === 'versionId') && (query.get('versionId') ?? 'null') === 'null') { await store.deleteObject(bucket, key); send(r, 204); return }
     if (method === 'POST' && query.has('uploads')) return await createUpload(r)
     if (method === 'POST' && query.has('uploadId')) return await completeUpload(r)
     throw new S3Error('NotImplemented', `${method} on an object with ?${[...query.keys()].join('&')} is not supported by this gateway`)
