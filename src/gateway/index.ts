@@ -102,6 +102,12 @@ function metadataOf (headers: Record<string, string | undefined>): { meta: Recor
   if (bytes > MAX_META_BYTES) throw new S3Error('MetadataTooLarge', `Your metadata headers exceed the maximum allowed metadata size (${MAX_META_BYTES} bytes).`)
   const stored: ObjectRecord['headers'] = {}
   for (const h of STORED_HEADERS) if (headers[h] != null) stored[h] = headers[h]
+  // aws-chunked is how the body travelled, not what the object is
+  if (stored['content-encoding'] != null) {
+    const rest = stored['content-encoding'].split(',').map(e => e.trim()).filter(e => e !== '' && e !== 'aws-chunked')
+    if (rest.length > 0) stored['content-encoding'] = rest.join(', ')
+    else delete stored['content-encoding']
+  }
   return { meta, headers: stored }
 }
 
@@ -268,8 +274,17 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   // ---- operations
 
   const listBuckets = async (r: Request): Promise<void> => {
-    const buckets = (await store.buckets()).sort((a, b) => compareKeys(a.key, b.key))
-    send(r, 200, toXml('ListAllMyBucketsResult', { Owner: owner, Buckets: { Bucket: buckets.map(b => ({ Name: b.key, CreationDate: isoDate(b.value.created) })) } }))
+    const max = Number(r.query.get('max-buckets') ?? 10_000)
+    if (!Number.isInteger(max) || max < 1 || max > 10_000) throw new S3Error('InvalidArgument', 'max-buckets must be a whole number from 1 to 10000')
+    const token = r.query.get('continuation-token')
+    const after = token != null ? Buffer.from(token, 'base64url').toString('utf8') : undefined
+    const page = listKeys((await store.buckets()).map(b => ({ key: b.key, value: b.value })), { prefix: r.query.get('prefix') ?? '', after, maxKeys: max })
+    send(r, 200, toXml('ListAllMyBucketsResult', {
+      Owner: owner,
+      Buckets: { Bucket: page.contents.map(b => ({ Name: b.key, CreationDate: isoDate(b.value.created) })) },
+      ...(page.truncated && page.last != null ? { ContinuationToken: Buffer.from(page.last).toString('base64url') } : {}),
+      ...(r.query.has('prefix') ? { Prefix: r.query.get('prefix') } : {})
+    }))
   }
 
   const listObjects = async (r: Request): Promise<void> => {
@@ -436,8 +451,17 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const getObject = async (r: Request, head: boolean): Promise<void> => {
     const o = await store.object(r.bucket, r.key)
     if (preconditions(r, o)) { send(r, 304, undefined, { etag: quote(o.etag), 'last-modified': httpDate(o.modified) }); return }
-    const range = parseRange(r.headers.range, o.size)
     const h = objectHeaders(o)
+    let range = parseRange(r.headers.range, o.size)
+    const count = /-(\d+)$/.exec(o.etag) != null ? Number(/-(\d+)$/.exec(o.etag)?.[1]) : 1
+    if (r.query.has('partNumber')) {
+      // a part of a multipart object, by its number: its bytes, with the whole object's ETag
+      const n = partNumber(r)
+      if (n > count || (count > 1 && o.parts.length !== count)) throw new S3Error('InvalidPart', 'The requested partnumber is not satisfiable', { PartNumber: String(n) })
+      const start = o.parts.slice(0, n - 1).reduce((a, p) => a + p.size, 0)
+      range = count > 1 ? { start, end: start + o.parts[n - 1].size } : undefined
+      h['x-amz-mp-parts-count'] = count
+    }
     for (const [q, name] of [['response-content-type', 'content-type'], ['response-content-language', 'content-language'], ['response-expires', 'expires'], ['response-cache-control', 'cache-control'], ['response-content-disposition', 'content-disposition'], ['response-content-encoding', 'content-encoding']]) {
       const v = r.query.get(q)
       if (v != null) h[name] = v
@@ -495,7 +519,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       let end = src.o.size
       if (range != null) {
         const m = /^bytes=(\d+)-(\d+)$/.exec(range)
-        if (m == null || Number(m[2]) < Number(m[1]) || Number(m[2]) >= src.o.size) throw new S3Error('InvalidRange', 'The requested range is not satisfiable')
+        if (m == null || Number(m[2]) < Number(m[1])) throw new S3Error('InvalidArgument', 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy')
+        if (Number(m[2]) >= src.o.size) throw new S3Error('InvalidRange', 'The requested range is not satisfiable')
         start = Number(m[1])
         end = Number(m[2]) + 1
       }
@@ -602,7 +627,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         checkBucketName(bucket)
         // a CreateBucketConfiguration (location) body is read and accepted: there is one location
         for await (const _ of bodyOf(r).body) { /* drained */ }
-        await store.createBucket(bucket)
+        // creating a bucket one owns already succeeds, as in S3's us-east-1
+        await store.createBucket(bucket).catch(err => { if (!(err instanceof S3Error && err.code === 'BucketAlreadyOwnedByYou')) throw err })
         send(r, 200, undefined, { location: `/${bucket}` })
         return
       }
@@ -619,8 +645,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     if (method === 'PUT' && query.has('partNumber') && query.has('uploadId')) return await uploadPart(r)
     if (method === 'PUT' && query.size === 0) return r.headers['x-amz-copy-source'] != null ? await copyObject(r) : await putObject(r)
     if ((method === 'GET' || method === 'HEAD') && query.has('uploadId')) return await listParts(r)
-    if (method === 'GET' && [...query.keys()].every(k => k.startsWith('response-') || k === 'versionId')) return await getObject(r, false)
-    if (method === 'HEAD' && [...query.keys()].every(k => k.startsWith('response-') || k === 'versionId')) return await getObject(r, true)
+    const plainRead = [...query.keys()].every(k => k.startsWith('response-') || k === 'versionId' || k === 'partNumber')
+    if (method === 'GET' && plainRead) return await getObject(r, false)
+    if (method === 'HEAD' && plainRead) return await getObject(r, true)
     if (method === 'DELETE' && query.has('uploadId')) { await store.abortUpload(bucket, query.get('uploadId') as string); send(r, 204); return }
     if (method === 'DELETE' && [...query.keys()].every(k => k === 'versionId') && (query.get('versionId') ?? 'null') === 'null') { await store.deleteObject(bucket, key); send(r, 204); return }
     if (method === 'POST' && query.has('uploads')) return await createUpload(r)

@@ -17,6 +17,8 @@ export function listKeys<T> (entries: Array<{ key: string, value: T }>, opts: { 
   const delimiter = opts.delimiter ?? ''
   const sorted = [...entries].sort((a, b) => compareKeys(a.key, b.key))
   const page: ListPage<T> = { contents: [], prefixes: [], truncated: false }
+  // max-keys 0 asks for nothing, and S3 says nothing was left out
+  if (opts.maxKeys === 0) return page
   for (const e of sorted) {
     if (opts.after != null && compareKeys(e.key, opts.after) <= 0) continue
     if (!e.key.startsWith(prefix)) continue

@@ -179,7 +179,7 @@ export async function verifyRequest (req: SignableRequest, secretOf: (accessKey:
     amzDate = q.get('X-Amz-Date') ?? ''
     const expires = Number(q.get('X-Amz-Expires'))
     if (c == null || sh == null || sig == null || amzDate === '' || q.get('X-Amz-Expires') == null) throw new S3Error('AuthorizationQueryParametersError', 'a presigned URL needs X-Amz-Credential, X-Amz-Date, X-Amz-Expires, X-Amz-SignedHeaders and X-Amz-Signature')
-    if (!Number.isInteger(expires) || expires < 0 || expires > MAX_EXPIRES_S) throw new S3Error('AuthorizationQueryParametersError', `X-Amz-Expires must be from 0 to ${MAX_EXPIRES_S} seconds`)
+    if (!Number.isInteger(expires) || expires < 0 || expires > MAX_EXPIRES_S) throw new S3Error('AccessDenied', `X-Amz-Expires must be from 0 to ${MAX_EXPIRES_S} seconds`)
     cred = parseCredential(c)
     signedHeaders = sh.split(';')
     signature = sig
