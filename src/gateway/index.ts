@@ -300,9 +300,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     let after: string | undefined
     const token = r.query.get('continuation-token')
     if (v2) {
-      if (token != null) {
+      if (token != null && token !== '') {
         after = Buffer.from(token, 'base64url').toString('utf8')
-        if (token === '' || Buffer.from(after).toString('base64url') !== token) throw new S3Error('InvalidArgument', 'The continuation token provided is incorrect')
+        if (Buffer.from(after).toString('base64url') !== token) throw new S3Error('InvalidArgument', 'The continuation token provided is incorrect')
       } else {
         after = r.query.get('start-after') ?? undefined
       }
@@ -375,9 +375,20 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     checkKey(r.key)
     await store.bucket(r.bucket)
     const { meta, headers } = metadataOf(r.headers)
+    // a conditional write (If-Match, If-None-Match) is checked before the body is stored, and
+    // again in the write that records it
+    const condition = (old: ObjectRecord | undefined): void => {
+      const ifMatch = r.headers['if-match']
+      const ifNoneMatch = r.headers['if-none-match']
+      const listed = (list: string, etag: string): boolean => list.split(',').some(e => unquote(e) === '*' || unquote(e) === etag)
+      if (ifMatch != null && old == null) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: r.key })
+      if (ifMatch != null && old != null && !listed(ifMatch, old.etag)) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' })
+      if (ifNoneMatch != null && old != null && listed(ifNoneMatch, old.etag)) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' })
+    }
+    if (r.headers['if-match'] != null || r.headers['if-none-match'] != null) condition(await store.object(r.bucket, r.key).catch(err => { if (err instanceof S3Error && err.code === 'NoSuchKey') return undefined; throw err }))
     const stored = await storeBody(r, `${r.bucket}/${r.key}`)
     const rec: ObjectRecord = { size: stored.size, etag: stored.md5, modified: Date.now(), meta, headers, parts: stored.fileId != null ? [{ fileId: stored.fileId, size: stored.size }] : [] }
-    await store.putObject(r.bucket, r.key, rec)
+    await store.putObject(r.bucket, r.key, rec, [], condition)
     send(r, 200, undefined, { etag: quote(rec.etag) })
   }
 
@@ -537,10 +548,20 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
 
   const completeUpload = async (r: Request): Promise<void> => {
     const uploadId = r.query.get('uploadId') as string
-    const u = await store.upload(r.bucket, uploadId)
-    if (u.value.key !== r.key) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.', { UploadId: uploadId })
     const doc = await readXml(r, 'CompleteMultipartUpload')
     const asked = ((doc.Part ?? []) as Array<{ PartNumber?: unknown, ETag?: unknown }>).map(p => ({ n: Number(p.PartNumber), etag: unquote(String(p.ETag ?? '')) }))
+    const etagOf = (md5s: string[]): string => createHash('md5').update(Buffer.concat(md5s.map(m => Buffer.from(m, 'hex')))).digest('hex') + `-${md5s.length}`
+    const result = (etag: string): void => { send(r, 200, toXml('CompleteMultipartUploadResult', { Location: `/${r.bucket}/${encodeURIComponent(r.key)}`, Bucket: r.bucket, Key: r.key, ETag: quote(etag) })) }
+    let u
+    try {
+      u = await store.upload(r.bucket, uploadId)
+      if (u.value.key !== r.key) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.', { UploadId: uploadId })
+    } catch (err) {
+      // completing again what was completed (a retry whose reply was lost) answers as the first time
+      const done = err instanceof S3Error && err.code === 'NoSuchUpload' ? await store.object(r.bucket, r.key).catch(() => undefined) : undefined
+      if (done != null && asked.length > 0 && done.etag === etagOf(asked.map(a => a.etag))) { result(done.etag); return }
+      throw err
+    }
     if (asked.length === 0) throw new S3Error('MalformedXML', 'You must specify at least one part')
     if (asked.length > MAX_OBJECT_PARTS) throw new S3Error('InvalidRequest', `this gateway joins at most ${MAX_OBJECT_PARTS} parts into one object`)
     for (let i = 1; i < asked.length; i++) if (asked[i].n <= asked[i - 1].n) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.')
@@ -552,7 +573,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       return p
     })
     chosen.forEach((p, i) => { if (i < chosen.length - 1 && p.size < MIN_PART_SIZE) throw new S3Error('EntityTooSmall', 'Your proposed upload is smaller than the minimum allowed object size.', { PartNumber: String(asked[i].n) }) })
-    const etag = createHash('md5').update(Buffer.concat(chosen.map(p => Buffer.from(p.etag, 'hex')))).digest('hex') + `-${chosen.length}`
+    const etag = etagOf(chosen.map(p => p.etag))
     const rec: ObjectRecord = {
       size: chosen.reduce((n, p) => n + p.size, 0),
       etag,
@@ -562,7 +583,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       parts: chosen.filter(p => p.size > 0).map(p => ({ fileId: p.fileId, size: p.size }))
     }
     await store.completeUpload(r.bucket, uploadId, rec, all)
-    send(r, 200, toXml('CompleteMultipartUploadResult', { Location: `/${r.bucket}/${encodeURIComponent(r.key)}`, Bucket: r.bucket, Key: r.key, ETag: quote(etag) }))
+    result(etag)
   }
 
   const listParts = async (r: Request): Promise<void> => {

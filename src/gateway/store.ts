@@ -88,9 +88,15 @@ export class GatewayStore {
    * Records an object whose files are stored, replacing any object of that key (whose files are
    * then released). `extra` writes go in the same atomic write (a completed upload's parts).
    */
-  async putObject (bucket: string, key: string, rec: ObjectRecord, extra: Array<{ scope: string, key: string }> = []): Promise<void> {
+  async putObject (bucket: string, key: string, rec: ObjectRecord, extra: Array<{ scope: string, key: string }> = [], condition?: (old: ObjectRecord | undefined) => void): Promise<void> {
     const b = await this.bucket(bucket)
     const old = (await this.user.records.get<ObjectRecord>(objects(bucket), [key])).get(key)
+    try {
+      condition?.(old?.value)
+    } catch (err) {
+      await this.releaseFiles(rec.parts.map(p => p.fileId))
+      throw err
+    }
     const ok = await this.user.records.write(
       [{ scope: objects(bucket), key, value: rec }, ...extra],
       [{ scope: BUCKETS, key: bucket, version: b.version }, { scope: objects(bucket), key, version: old?.version ?? null }]

@@ -1,7 +1,6 @@
 import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
 import { MAX_REPLICAS } from './ids.ts'
-import { RecordsOp } from './records.ts'
-import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields } from './messages.ts'
+import { Device, RecordsOp, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields } from './messages.ts'
 
 /**
  * The FAT replicas' own protocol (/stor/fat-sync/1.0.0): the ordered op log that every replica
@@ -64,14 +63,14 @@ export const Op = union('op', {
   release: obj({ op: t('release'), fileId, orders }),
   delivered: obj({ op: t('delivered'), vendor: peer, ids: arr(hex(16), 10_000) }),
   noop: obj({ op: t('noop') }),
-  /** a user's sealed records written (src/protocol/records.ts) */
-  records: RecordsOp,
   drain: obj({ op: t('drain'), vendor: peer }),
   transfer: obj({ op: t('transfer'), transfer: TransferRecord }),
   /** the target confirmed its copy: it replaces `replaces` in the file's table, with its receipt signature */
   'replace-replica': obj({ op: t('replace-replica'), transferId: hex(16), fileId, chunkId, replaces: peer, to: peer, sig: hex(64), orders }),
   /** a transfer that expired or is no longer wanted */
-  'transfer-end': obj({ op: t('transfer-end'), transferId: hex(16), orders })
+  'transfer-end': obj({ op: t('transfer-end'), transferId: hex(16), orders }),
+  /** a user's sealed records written (see the records messages in messages.ts) */
+  records: RecordsOp
 })
 export type Op = Infer<typeof Op>
 

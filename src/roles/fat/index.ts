@@ -5,7 +5,6 @@ import { encode } from '../../protocol/codec.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
-import * as R from '../../protocol/records.ts'
 import { call, serve } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
@@ -47,7 +46,7 @@ export interface Fat {
 /** Orders carried by one heartbeat reply; the rest follow on the next beats. */
 const ORDERS_PER_HEARTBEAT = 200
 
-const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, 'write-records': R.WriteRecords, 'get-records': R.GetRecords, 'list-records': R.ListRecords }
+const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, 'write-records': M.WriteRecords, 'get-records': M.GetRecords, 'list-records': M.ListRecords }
 
 /** Changes only the replica that orders writes makes; the others forward them to it, expecting these replies. */
 const WRITES: Record<string, Record<string, any>> = {
@@ -57,7 +56,7 @@ const WRITES: Record<string, Record<string, any>> = {
   release: { released: M.Released },
   copied: { ok: M.Ok },
   drain: { draining: M.Draining },
-  'write-records': { 'records-written': R.RecordsWritten }
+  'write-records': { 'records-written': M.RecordsWritten }
 }
 
 /** Bytes of tables one get-many reply carries (a message may be 16 MiB; the rest is asked for again). */
@@ -425,7 +424,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     },
 
     async 'list-records' (msg, remotePeer) {
-      const { records, more } = await table.records.list(remotePeer, msg.scope, msg.after, msg.limit ?? R.MAX_RECORDS_LISTED)
+      const { records, more } = await table.records.list(remotePeer, msg.scope, msg.after, msg.limit ?? M.MAX_RECORDS_LISTED)
       return { t: 'record-list', records, more }
     },
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { DB } from '../../store/db.ts'
 import { LimitError } from '../../errors.ts'
-import { MAX_RECORDS_PER_OWNER, type RecordEntry, type RecordExpect, type RecordWrite, type RecordsOp } from '../../protocol/records.ts'
+import { MAX_RECORDS_PER_OWNER, type RecordEntry, type RecordExpect, type RecordWrite, type RecordsOp } from '../../protocol/messages.ts'
 
 type Batch = Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>
 

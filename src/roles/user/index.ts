@@ -19,7 +19,6 @@ import { upload, type ByteSource, type UploadResult } from './upload.ts'
 import { streamSource } from './source.ts'
 import { copyInto, streamRange, type RangeWriter } from './range.ts'
 import { createRecordStore, type RecordStore } from './records.ts'
-import * as R from '../../protocol/records.ts'
 import { unpack } from './pack.ts'
 import type { Progress } from './types.ts'
 
@@ -289,8 +288,8 @@ export async function createUser (opts: UserOptions): Promise<User> {
   }
 
   const records = createRecordStore(keystore, {
-    written: async msg => (await ask(msg, { 'records-written': R.RecordsWritten })).applied,
-    listed: async msg => await ask(msg, { 'record-list': R.RecordList })
+    written: async msg => (await ask(msg, { 'records-written': M.RecordsWritten })).applied,
+    listed: async msg => await ask(msg, { 'record-list': M.RecordList })
   })
 
   return {

@@ -1,6 +1,6 @@
 import { createHash, createHmac } from 'node:crypto'
 import { IntegrityError, InvalidArgumentError } from '../../errors.ts'
-import { MAX_RECORD_VALUE, MAX_RECORD_WRITES, MAX_RECORDS_LISTED, type RecordEntry, type RecordExpect, type RecordWrite } from '../../protocol/records.ts'
+import { MAX_RECORD_VALUE, MAX_RECORD_WRITES, MAX_RECORDS_LISTED, type RecordEntry, type RecordExpect, type RecordWrite } from '../../protocol/messages.ts'
 import { open, seal } from './cipher.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
 import type { Keystore } from './keystore.ts'
