@@ -697,7 +697,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       const query = new Map<string, string>()
       for (const [k, v] of rawQuery === '' ? [] : rawQuery.split('&').map(p => { const i = p.indexOf('='); return i < 0 ? [p, ''] : [p.slice(0, i), p.slice(i + 1)] })) {
         const name = decodeURIComponent(k)
-        if (!name.startsWith('X-Amz-') && name !== 'x-id') query.set(name, decodeURIComponent(v.replace(/\+/g, '%20')))
+        if (!name.toLowerCase().startsWith('x-amz-') && name !== 'x-id') query.set(name, decodeURIComponent(v.replace(/\+/g, '%20')))
       }
       await route({ req, res, method, bucket, key: rest.join('/'), query, headers, signing, id })
     } catch (err: any) {

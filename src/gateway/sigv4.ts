@@ -187,7 +187,7 @@ export async function verifyRequest (req: SignableRequest, secretOf: (accessKey:
     if (Number.isNaN(time)) throw new S3Error('AuthorizationQueryParametersError', 'X-Amz-Date must be YYYYMMDDTHHMMSSZ')
     if (now > time + expires * 1000) throw new S3Error('AccessDenied', 'Request has expired')
     if (time - now > MAX_SKEW_MS) throw new S3Error('AccessDenied', 'Request is not valid yet')
-    payload = req.headers['x-amz-content-sha256'] ?? UNSIGNED_PAYLOAD
+    payload = q.get('X-Amz-Content-Sha256') ?? req.headers['x-amz-content-sha256'] ?? UNSIGNED_PAYLOAD
     queryParams = params.filter(([k]) => k !== 'X-Amz-Signature')
   }
   if (!amzDate.startsWith(cred.date)) throw new S3Error('AuthorizationHeaderMalformed', `the credential's date ${cred.date} is not the request's ${amzDate.slice(0, 8)}`)
