@@ -460,6 +460,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   }
 
   const getObject = async (r: Request, head: boolean): Promise<void> => {
+    // without versioning an object's one version is "null"
+    if ((r.query.get('versionId') ?? 'null') !== 'null') throw new S3Error('NoSuchVersion', 'The specified version does not exist.')
     const o = await store.object(r.bucket, r.key)
     if (preconditions(r, o)) { send(r, 304, undefined, { etag: quote(o.etag), 'last-modified': httpDate(o.modified) }); return }
     const h = objectHeaders(o)
