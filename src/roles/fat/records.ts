@@ -31,6 +31,9 @@ export class UserRecords {
     }
   }
 
+  /** Records `owner` keeps. */
+  count (owner: string): number { return this.counts.get(owner) ?? 0 }
+
   async get (owner: string, scope: string, id: string): Promise<string | undefined> {
     const v = await this.db.get(keyOf(owner, scope, id))
     return v == null ? undefined : dec.decode(v)
