@@ -70,6 +70,7 @@ const program = new Command('stordaemon')
   .option('--high-water <pct|size>', 'vendor: above this share of its capacity (or size) it moves chunks elsewhere', '90%')
   .option('--scrub-rate <size>', 'vendor: bytes per second the background scrub reads at most', '8MiB')
   .option('--scrub-interval <duration>', 'vendor: time between full scrubs of every stored piece', '24h')
+  .option('--http-listen <addr>', 'serve /metrics (Prometheus), /health and, on a FAT, the status page at / over HTTP: PORT or HOST:PORT (a bare port is on 127.0.0.1; 0 picks a free one)')
   .action(async (opts) => {
     if (opts.role == null) { program.help(); return }
     if (opts.dataDir == null) throw new InvalidArgumentError('--data-dir: a daemon needs a data directory for its identity and tables')
@@ -85,9 +86,10 @@ const program = new Command('stordaemon')
       highWater: parseHighWater(opts.highWater),
       scrubRate: parseSize(opts.scrubRate, '--scrub-rate'),
       scrubIntervalMs: parseDuration(opts.scrubInterval, '--scrub-interval'),
+      httpListen: opts.httpListen,
       onWarning: m => { process.stderr.write(`stordaemon: warning: ${m}\n`) }
     })
-    process.stdout.write(`peer ${daemon.peerId}\n${daemon.addrs.map(a => `listen ${a}\n`).join('')}ready\n`)
+    process.stdout.write(`peer ${daemon.peerId}\n${daemon.addrs.map(a => `listen ${a}\n`).join('')}${daemon.http != null ? `http ${daemon.http}\n` : ''}ready\n`)
     // one peer's bad luck must not take the daemon down for everyone else: log it and go on
     const survive = (err: any): void => { process.stderr.write(`stordaemon: error: ${err?.stack ?? err}\n`) }
     process.on('unhandledRejection', survive)

@@ -17,6 +17,8 @@ export interface DaemonProcess {
   readonly peerId: string
   readonly addrs: string[]
   readonly dataDir: string
+  /** Where it serves /metrics and /health (started with --http-listen), e.g. http://127.0.0.1:9100 */
+  readonly http?: string
   readonly child: ChildProcess
   /** Everything the process wrote to stderr so far. */
   stderr: () => string
@@ -32,16 +34,19 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
   const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
   const { child, stderr, exited } = startChild(['--role', role, '--data-dir', dataDir, ...listen, ...args], env)
   let peerId = ''
+  let http: string | undefined
   const addrs: string[] = []
   await awaitReady(child, exited, role, timeoutMs, stderr, (word, value) => {
     if (word === 'peer') peerId = value
     if (word === 'listen') addrs.push(value)
+    if (word === 'http') http = value
   })
   return {
     role,
     peerId,
     addrs,
     dataDir,
+    ...(http != null ? { http } : {}),
     child,
     stderr,
     async kill (signal = 'SIGTERM') { await stopChild(child, exited, signal) },

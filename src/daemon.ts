@@ -17,6 +17,7 @@ import { Devices, type DeviceSpec } from './store/devices.ts'
 import { createFat } from './roles/fat/index.ts'
 import { createVendor, type HighWater } from './roles/vendor/index.ts'
 import { createUser, type User, type Progress } from './roles/user/index.ts'
+import { fatMonitoring, parseHttpListen, vendorMonitoring, type HttpServer } from './http/index.ts'
 
 export type Role = 'fat' | 'vendor'
 
@@ -35,11 +36,15 @@ export interface DaemonOptions {
   highWater?: HighWater
   scrubRate?: number
   scrubIntervalMs?: number
+  /** Serve /metrics and /health (and a FAT's status page) over HTTP here: PORT, HOST:PORT or [IPv6]:PORT; a bare port is on 127.0.0.1. */
+  httpListen?: string
 }
 
 export interface Daemon {
   readonly peerId: string
   readonly addrs: string[]
+  /** The HTTP address of /metrics, /health and the status page (with httpListen), e.g. http://127.0.0.1:9100 */
+  readonly http?: string
   readonly node: StorNode
   stop: () => Promise<void>
 }
@@ -93,32 +98,54 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   if (opts.scrubRate != null && opts.scrubRate < 1) throw new InvalidArgumentError('--scrub-rate: must be at least 1 byte per second')
   if (opts.scrubIntervalMs != null && opts.scrubIntervalMs < 100) throw new InvalidArgumentError('--scrub-interval: must be at least 100ms')
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
+  const httpAddr = opts.httpListen != null ? parseHttpListen(opts.httpListen) : undefined
   const log = logger(`stor:${opts.role}`)
   const devices = opts.role === 'vendor' ? await Devices.open(opts.devices ?? [], log) : undefined
   const newIdentity = !hasKey(opts.dataDir)
   const db: DB = await openDb(join(opts.dataDir, 'db'))
   let node: StorNode | undefined
+  let role: { stop: () => Promise<void> } | undefined
+  let http: HttpServer | undefined
+  const fatMonitor = opts.role === 'fat' && httpAddr != null ? fatMonitoring(httpAddr, logger('stor:fat:http')) : undefined
+  const vendorMonitor = opts.role === 'vendor' && httpAddr != null ? vendorMonitoring(httpAddr, logger('stor:vendor:http')) : undefined
   try {
     const opened = await openNode(opts.dataDir, listen, true)
     node = opened.node
     const heartbeatMs = opts.heartbeatMs ?? 2000
-    const role = opts.role === 'fat'
-      ? await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity })
-      : await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs })
+    let announced: Promise<void> | undefined
+    if (opts.role === 'fat') {
+      const fat = await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, metrics: fatMonitor?.metrics })
+      role = fat
+      http = await fatMonitor?.start(fat)
+    } else {
+      const vendor = await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs, metrics: vendorMonitor?.metrics })
+      role = vendor
+      announced = vendor.announced
+      // served while the vendor waits for a FAT: /health then says why it does not serve yet
+      http = await vendorMonitor?.start(vendor)
+    }
     for (const b of bootstrap) void node.dial(b).catch(err => { log('bootstrap %s: %s', b.toString(), err.message) })
-    if ('announced' in role) await role.announced
+    await announced
     const n = node
+    const running = role
+    const server = http
     return {
       peerId: n.peerId.toString(),
       addrs: fullAddrs(n),
+      ...(server != null ? { http: server.url } : {}),
       node: n,
       async stop () {
-        await role.stop()
+        fatMonitor?.stop()
+        await server?.close()
+        await running.stop()
         await n.stop()
         await db.close()
       }
     }
   } catch (err) {
+    fatMonitor?.stop()
+    await http?.close()
+    await role?.stop().catch(() => {})
     await node?.stop()
     await db.close()
     throw err

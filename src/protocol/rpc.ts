@@ -70,7 +70,12 @@ export interface ServeOptions<C> {
   ratePerSecond?: number
   /** Peers the rate limit does not apply to (e.g. replicas relaying many users' requests). */
   unlimited?: (peer: string) => boolean
+  /** Told of every request once answered: its type (or `malformed`), `ok` or the error code, and how long it took. */
+  onServed?: Served
 }
+
+/** A served request, for metrics: protocol, request type, `ok` or the error code, seconds. */
+export type Served = (protocol: string, request: string, outcome: string, seconds: number) => void
 
 /**
  * Handles a protocol: reads one request, decodes it strictly, and sends the handler's reply, or an
@@ -80,15 +85,20 @@ export async function serve<C extends Check<any>> (node: Libp2p, protocol: strin
   const rate = new RateLimiter(opts.ratePerSecond ?? 500, 2 * (opts.ratePerSecond ?? 500))
   await node.handle(protocol, async (stream, connection) => {
     const signal = AbortSignal.timeout(opts.timeoutMs)
+    const started = performance.now()
+    let request = 'malformed'
+    let outcome = 'ok'
     const remotePeer = connection.remotePeer.toString()
     const fs = frames(stream, opts.maxMessage, opts.maxBuffer)
     let reply: object | undefined
     try {
       if (opts.unlimited?.(remotePeer) !== true && !rate.take(remotePeer)) throw new LimitError(`too many requests on ${protocol}; slow down and try again`)
       const msg = decode(await fs.read({ signal }), opts.checks, opts.maxMessage)
+      request = msg.t
       reply = await handler({ msg, remotePeer, connection, fs, signal })
     } catch (err: any) {
       const code = codeOf(err)
+      outcome = code
       if (code === 'ERR_INTERNAL' && !(err instanceof MalformedMessageError)) opts.log.error('%s from %s failed: %s', protocol, remotePeer, err.stack ?? err)
       else opts.log('%s from %s refused: %s', protocol, remotePeer, err.message)
       reply = { t: 'error', code: code === 'ERR_INTERNAL' ? 'ERR_INTERNAL' : code, message: code === 'ERR_INTERNAL' ? `internal error: ${String(err.message ?? err).slice(0, 900)}` : String(err.message).slice(0, 1000) }
@@ -100,5 +110,6 @@ export async function serve<C extends Check<any>> (node: Libp2p, protocol: strin
       opts.log('%s to %s: reply not delivered: %s', protocol, remotePeer, err.message)
       stream.abort(err)
     }
+    opts.onServed?.(protocol, request, outcome, (performance.now() - started) / 1000)
   }, { maxInboundStreams: opts.maxInboundStreams, runOnLimitedConnection: false })
 }

@@ -5,7 +5,7 @@ import { encode } from '../../protocol/codec.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
-import { call, serve } from '../../protocol/rpc.ts'
+import { call, serve, type Served } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
@@ -18,6 +18,7 @@ import { FatTable, bytesPerVendor, newOrder, type AllocationRecord, type Pending
 import { createReplication, type Replication } from './replication.ts'
 import { planMoves, type VendorLoad } from './moves.ts'
 import { Liveness } from './liveness.ts'
+import { overviewOf, type FatOverview } from './overview.ts'
 
 export interface FatOptions {
   node: StorNode
@@ -35,11 +36,32 @@ export interface FatOptions {
   electionMs?: [number, number]
   /** A new identity may found a network; an old one whose log is gone must rejoin instead. */
   mayFound: boolean
+  /** Told of requests and of the work they did, for metrics. */
+  metrics?: FatMetrics
 }
+
+/** What the FAT reports as it works (the daemon counts it); each call is cheap and never throws. */
+export interface FatMetrics {
+  served: Served
+  /** an allocation granted, and the time from request to grant (on the replica that orders writes) */
+  allocated: (seconds: number) => void
+  /** a commit logged, and the time from request until a majority held it (on the replica that orders writes) */
+  committed: (seconds: number) => void
+  /** a commit applied here: the bytes its chunks take on vendors, replicas included (every replica counts it) */
+  stored: (bytes: number) => void
+  /** a confirmed copy (repair, migration or drain) applied here, and the chunk's bytes (every replica counts it) */
+  transferred: (reason: TransferRecord['reason'], bytes: number) => void
+}
+
+/** Whether the replica serves: it knows a replica that orders writes. */
+export interface Health { ok: boolean, reason: string }
 
 export interface Fat {
   readonly table: FatTable
   readonly replication: Replication
+  /** The network as this replica sees it, without users' file names or keys. */
+  overview: () => Promise<FatOverview>
+  health: () => Health
   stop: () => Promise<void>
 }
 
@@ -71,6 +93,19 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const self = node.peerId.toString()
   const table = new FatTable(opts.db)
   await table.load()
+  /**
+   * What an op about to be applied did, told to the metrics once it is: counted from the log, so
+   * every replica counts the same (read before, as applying a copy's op ends its transfer).
+   */
+  const appliedWork = (op: S.Op): (() => void) | undefined => {
+    const metrics = opts.metrics as FatMetrics
+    if (op.op === 'commit') {
+      const bytes = op.tables.reduce((n, t) => n + t.chunks.reduce((m, c) => m + c.size * c.replicas.length, 0), 0)
+      return () => { metrics.stored(bytes) }
+    }
+    const x = op.op === 'replace-replica' ? table.transfer(op.transferId) : undefined
+    return x != null ? () => { metrics.transferred(x.reason, x.size) } : undefined
+  }
   const replication = await createReplication({
     node,
     db: opts.db,
@@ -80,7 +115,11 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     mayFound: opts.mayFound,
     applied: table.position,
     electionMs: opts.electionMs,
-    apply: async entry => { await table.apply(entry.index, entry.op) },
+    apply: async entry => {
+      const counted = opts.metrics != null ? appliedWork(entry.op) : undefined
+      await table.apply(entry.index, entry.op)
+      counted?.()
+    },
     digest: async () => await table.digest()
   })
   const serial = new Serial()
@@ -232,6 +271,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     },
 
     async allocate (msg, remotePeer) {
+      const started = performance.now()
       if (msg.sizes.length === 0) throw new InvalidArgumentError('an allocation needs at least one file')
       const bytes = msg.sizes.reduce((a, b) => a + b, 0)
       const leaseMs = opts.leaseMs + Math.ceil(bytes / 1048576) * (opts.leaseMsPerMiB ?? 1000)
@@ -241,6 +281,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         return planned
       })
       log('allocated %s: %d files, %d bytes x%d for %s on %d candidates', a.allocationId, a.sizes.length, bytes, a.replicas, remotePeer, Object.keys(a.grants).length)
+      opts.metrics?.allocated((performance.now() - started) / 1000)
       return await allocated(a)
     },
 
@@ -258,6 +299,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     },
 
     async commit (msg, remotePeer) {
+      const started = performance.now()
       await serial.run(async () => {
         const a = table.checkCommit(remotePeer, msg.allocationId, msg.tables)
         for (const t of msg.tables) {
@@ -273,6 +315,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         push(orders)
       })
       log('committed %s (%d files) for %s', msg.allocationId, msg.tables.length, remotePeer)
+      opts.metrics?.committed((performance.now() - started) / 1000)
       return { t: 'ok' }
     },
 
@@ -436,7 +479,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const handle = async (msg: M.Message<typeof REQUESTS[keyof typeof REQUESTS]>, requester: string): Promise<object> =>
     await (handlers[msg.t] as (m: typeof msg, p: string) => Promise<object>)(msg, requester)
 
-  await serve(node, FAT_PROTOCOL, { checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 60_000, log, unlimited: isReplica }, async ({ msg, remotePeer }) => {
+  await serve(node, FAT_PROTOCOL, { checks: REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 60_000, log, unlimited: isReplica, onServed: opts.metrics?.served }, async ({ msg, remotePeer }) => {
     let requester = remotePeer
     if ('auth' in msg) {
       // requests on a user's files are signed by that user, fresh and never seen before; another
@@ -459,9 +502,14 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     return await handle(msg, requester)
   })
 
+  const overview = overviewOf({ self, table, replication, loads: liveness, availability: peer => beats.availability(peer), alive, offered })
   return {
     table,
     replication,
+    overview,
+    health: () => replication.leader() != null
+      ? { ok: true, reason: replication.isLeader() ? 'this replica orders writes' : `replica ${replication.leader()?.peer ?? ''} orders writes` }
+      : { ok: false, reason: 'no replica orders writes: an election is under way, or a majority of the replicas is unreachable' },
     async stop () {
       clearInterval(timer)
       clearInterval(rebalanceTimer)

@@ -122,6 +122,14 @@ export class FatTable {
     return this.owners.has(fileId) ? await this.fileRecs.get(fileId) : undefined
   }
 
+  /** Packs of small files: files of the table that no user named. */
+  packCount (): number { return this.packMembers.size }
+
+  /** Every committed file's table (packs included), for the status of the whole network. */
+  async * fileTables (): AsyncGenerator<FileTable> {
+    for await (const [, t] of this.fileRecs.entries()) yield t
+  }
+
   /** Committed files with a replica on `vendor`. */
   async * filesOn (vendor: string): AsyncGenerator<FileTable> {
     for await (const [, t] of this.fileRecs.entries()) {

@@ -4,18 +4,18 @@ import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.t
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
-import { call, serve, type Target } from '../../protocol/rpc.ts'
+import { call, serve, type Served, type Target } from '../../protocol/rpc.ts'
 import { sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
 import { copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
-import type { Devices } from '../../store/devices.ts'
+import type { DeviceInfo, Devices } from '../../store/devices.ts'
 import { sha256 } from '../../store/devices.ts'
 import { Records } from '../../store/db.ts'
 import { ChunkStore } from './chunks.ts'
-import { startScrubber } from './scrub.ts'
+import { startScrubber, type ScrubMetrics } from './scrub.ts'
 import { Transfers } from './transfers.ts'
 import { createBufferPool } from '../../buffer-pool.ts'
 
@@ -47,6 +47,34 @@ export interface VendorOptions {
   /** Background scrubbing: bytes per second and the time between full passes. */
   scrubRate?: number
   scrubIntervalMs?: number
+  /** Told of requests, chunk bytes in and out, and scrubbing, for metrics. */
+  metrics?: VendorMetrics
+}
+
+/** What a vendor reports as it works (the daemon counts it); each call is cheap and never throws. */
+export interface VendorMetrics {
+  served: Served
+  /** a chunk received and stored (`store`: from a user or the previous hop; `copy`: a transfer's copy) */
+  received: (kind: 'store' | 'copy', bytes: number, seconds: number) => void
+  /** chunk bytes sent (`relay`: to the next hop; `fetch`: to a user; `copy`: to a transfer's target) */
+  sent: (kind: 'relay' | 'fetch' | 'copy', bytes: number, seconds: number) => void
+  scrub: ScrubMetrics
+}
+
+/** Whether the vendor serves: every device healthy, and a FAT replica answered recently. */
+export interface Health { ok: boolean, reason: string }
+
+/** The vendor's state for an operator, read at scrape time. */
+export interface VendorOverview {
+  devices: DeviceInfo[]
+  chunks: number
+  damaged: number
+  /** stores and copies in progress */
+  inflight: number
+  /** share of the stored bytes the scrub pass under way has checked */
+  scrubProgress: number
+  /** when a FAT replica last answered a heartbeat (0: never) */
+  lastHeard: number
 }
 
 /** Pieces a copied chunk is cut into (the original header's count is not known to the copy's target). */
@@ -56,6 +84,8 @@ export interface Vendor {
   readonly store: ChunkStore
   /** Resolves after the first successful announcement. */
   readonly announced: Promise<void>
+  health: () => Health
+  overview: () => VendorOverview
   heartbeat: () => Promise<void>
   stop: () => Promise<void>
 }
@@ -112,7 +142,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.scope, erased)
   }
 
-  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
     const { header, hop } = msg
     const me = header.route[hop]
     if (me == null || me.vendor !== self) throw new AccessDeniedError(`hop ${hop} of the route is not this vendor`)
@@ -120,6 +150,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     if (remotePeer !== sender) throw new AccessDeniedError(`hop ${hop} must come from ${sender}`)
     await verify(header.owner, 'header', header)
     await checkGrant(me.grant, header.owner, header.allocationId)
+    const started = performance.now()
     inflight++
     try {
       // the sender waits for a go-ahead, so refused chunks cost it no bytes
@@ -143,6 +174,9 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       }
       const [, passed] = await Promise.all([store.put(header, bytes, header.pieces, me.grant), downstream])
       if (passed.failed.length === 0) buffers.give(bytes)
+      const seconds = (performance.now() - started) / 1000
+      opts.metrics?.received('store', header.size, seconds)
+      if (next != null && passed.failed.length === 0) opts.metrics?.sent('relay', header.size, seconds)
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: header.fileId, chunkId: header.chunkId, size: header.size })
       return { t: 'stored', receipts: [receipt, ...passed.receipts], failed: passed.failed }
     } finally {
@@ -166,9 +200,11 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     copy: async t => {
       const have = await store.get(t.fileId, t.chunkId)
       if (have != null && have.damaged == null) return
+      const started = performance.now()
       const bytes = await copyChunk(node, t, AbortSignal.timeout(120_000))
       if (sha256(bytes) !== t.chunkId) throw new IntegrityError(`chunk ${t.chunkId} from ${t.from} does not match its hash`)
       await store.putCopy({ owner: t.owner, allocationId: t.id, fileId: t.fileId, chunkId: t.chunkId }, bytes, COPY_PIECES)
+      opts.metrics?.received('copy', bytes.byteLength, (performance.now() - started) / 1000)
     },
     confirm: async t => {
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: t.fileId, chunkId: t.chunkId, size: t.size })
@@ -187,7 +223,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   })
 
   const guard = new ReplayGuard()
-  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
+    const started = performance.now()
     let rec
     if (msg.t === 'copy') {
       // another vendor copies a chunk on a FAT's order: it must be the order's target
@@ -213,25 +250,29 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       throw err
     })
     await delay()
-    await fs.write(encode({ t: 'chunk', size: parts.reduce((n, p) => n + p.byteLength, 0) }), { signal })
+    const size = parts.reduce((n, p) => n + p.byteLength, 0)
+    await fs.write(encode({ t: 'chunk', size }), { signal })
     for (const part of parts) await fs.writeData(part, { signal })
+    opts.metrics?.sent(msg.t, size, (performance.now() - started) / 1000)
     return undefined
   })
 
   await serveEcho(node, { log, delayMs })
 
-  await serve(node, ORDER_PROTOCOL, { checks: { order: M.OrderMsg, transfer: M.TransferMsg }, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 8, timeoutMs: 60_000, log }, async ({ msg }) => {
+  await serve(node, ORDER_PROTOCOL, { checks: { order: M.OrderMsg, transfer: M.TransferMsg }, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 8, timeoutMs: 60_000, log, onServed: opts.metrics?.served }, async ({ msg }) => {
     if (msg.t === 'transfer') await transfers.accept(msg.transfer)
     else await applyOrder(msg.order)
     return { t: 'ok' }
   })
 
-  const scrubber = startScrubber(store, devices, { rate: opts.scrubRate ?? DEFAULT_SCRUB_RATE, intervalMs: opts.scrubIntervalMs ?? DEFAULT_SCRUB_INTERVAL_MS, log })
+  const scrubber = startScrubber(store, devices, { rate: opts.scrubRate ?? DEFAULT_SCRUB_RATE, intervalMs: opts.scrubIntervalMs ?? DEFAULT_SCRUB_INTERVAL_MS, log, metrics: opts.metrics?.scrub })
 
   let done: string[] = []
   let timer: NodeJS.Timeout | undefined
   let stopped = false
   let heartbeatMs = 2000
+  /** When a FAT replica last answered a heartbeat. */
+  let lastHeard = 0
   let firstAnnounce: () => void
   const announced = new Promise<void>(resolve => { firstAnnounce = resolve })
 
@@ -259,6 +300,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       try {
         const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(Math.max(1000, heartbeatMs)) })
         reached = true
+        lastHeard = Date.now()
         for (const r of reply.fats) if (!fats.has(r.peer)) fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
         heartbeatMs = reply.heartbeatMs
         for (const order of reply.orders) {
@@ -291,9 +333,27 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   }
   loop()
 
+  const health = (): Health => {
+    const failed = devices.info().filter(d => d.failed).map(d => d.path)
+    if (failed.length > 0) return { ok: false, reason: `device ${failed.join(', ')} failed: replace it, or restart without it` }
+    // the same allowance the FAT gives a vendor before it counts it silent
+    const silentMs = Math.max(3 * heartbeatMs, 5000)
+    if (Date.now() - lastHeard > silentMs) return { ok: false, reason: lastHeard === 0 ? 'no FAT replica has answered yet' : `no FAT replica answered for ${Math.round((Date.now() - lastHeard) / 1000)} s` }
+    return { ok: true, reason: `${devices.info().length} devices healthy; a FAT replica answered ${Math.round((Date.now() - lastHeard) / 1000)} s ago` }
+  }
+
   return {
     store,
     announced,
+    health,
+    overview: () => ({
+      devices: devices.info(),
+      chunks: store.size(),
+      damaged: store.damaged(Number.MAX_SAFE_INTEGER).length,
+      inflight: inflight + transfers.running,
+      scrubProgress: scrubber.progress,
+      lastHeard
+    }),
     heartbeat,
     async stop () {
       stopped = true

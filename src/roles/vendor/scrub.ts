@@ -8,11 +8,24 @@ export interface ScrubOptions {
   /** Time from the start of one full pass to the start of the next. */
   intervalMs: number
   log: Logger
+  metrics?: ScrubMetrics
+}
+
+/** What the scrubber reports as it reads, for metrics. */
+export interface ScrubMetrics {
+  /** bytes of pieces read back and checked */
+  checked: (bytes: number) => void
+  /** a chunk found corrupt or missing */
+  damaged: () => void
+  /** a full pass finished */
+  passed: () => void
 }
 
 export interface Scrubber {
   /** Full passes finished since start. */
   readonly passes: number
+  /** Share of the stored bytes the pass under way has checked (1 between passes). */
+  readonly progress: number
   stop: () => Promise<void>
 }
 
@@ -23,6 +36,7 @@ export interface Scrubber {
 export function startScrubber (store: ChunkStore, devices: Devices, opts: ScrubOptions): Scrubber {
   const stopper = new AbortController()
   let passes = 0
+  let progress = 1
   let timer: NodeJS.Timeout | undefined
 
   const pause = async (ms: number): Promise<void> => {
@@ -37,7 +51,10 @@ export function startScrubber (store: ChunkStore, devices: Devices, opts: ScrubO
     const started = Date.now()
     let bytes = 0
     let found = 0
-    for (const c of await store.list()) {
+    const chunks = await store.list()
+    const total = chunks.reduce((n, c) => n + (c.damaged != null ? 0 : c.pieces.reduce((m, p) => m + p.size, 0)), 0)
+    progress = total === 0 ? 1 : 0
+    for (const c of chunks) {
       if (stopper.signal.aborted) return
       if (c.damaged != null) continue
       for (const p of c.pieces) {
@@ -48,10 +65,12 @@ export function startScrubber (store: ChunkStore, devices: Devices, opts: ScrubO
           problem = err.code === 'ENOENT' ? `piece ${p.name} is gone from ${p.device}` : err.message
         }
         bytes += p.size
+        progress = Math.min(1, bytes / total)
+        opts.metrics?.checked(p.size)
         if (problem != null) {
           // an erase or a replacement that ran meanwhile is not damage
           const marked = await store.markDamaged(c.fileId, c.chunkId, `scrub: ${problem}`, now => now.stored !== c.stored)
-          if (marked) { found++; opts.log.error('scrub: chunk %s of file %s is damaged: %s', c.chunkId, c.fileId, problem) }
+          if (marked) { found++; opts.metrics?.damaged(); opts.log.error('scrub: chunk %s of file %s is damaged: %s', c.chunkId, c.fileId, problem) }
           break
         }
         // stay under the rate: bytes read so far may take no less than bytes / rate seconds
@@ -59,6 +78,8 @@ export function startScrubber (store: ChunkStore, devices: Devices, opts: ScrubO
       }
     }
     passes++
+    progress = 1
+    opts.metrics?.passed()
     opts.log('scrub pass %d: %d bytes checked in %d ms, %d damaged chunks found', passes, bytes, Date.now() - started, found)
   }
 
@@ -74,6 +95,7 @@ export function startScrubber (store: ChunkStore, devices: Devices, opts: ScrubO
 
   return {
     get passes () { return passes },
+    get progress () { return progress },
     async stop () {
       stopper.abort()
       clearTimeout(timer)
