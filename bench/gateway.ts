@@ -8,8 +8,10 @@ import { join } from 'node:path'
 import { S3Client, CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { addKey, openClient, spawnGateway, type Cluster } from '../src/index.ts'
+import { peakRss } from './transfer.ts'
 
-export interface GatewayRun { upSeconds: number, downSeconds: number }
+/** Times, and the gateway process's peak RSS after the upload and after the download (VmHWM). */
+export interface GatewayRun { upSeconds: number, downSeconds: number, upPeakRss: number, downPeakRss: number }
 
 export async function measureGateway (cluster: Cluster, dir: string, src: string, total: number, srcHash: string, replicas: number): Promise<GatewayRun> {
   const userDir = join(dir, 'gateway-user')
@@ -22,6 +24,7 @@ export async function measureGateway (cluster: Cluster, dir: string, src: string
     let t = performance.now()
     await new Upload({ client: s3, params: { Bucket: 'bench', Key: 'input.bin', Body: createReadStream(src, { highWaterMark: 1024 * 1024 }) }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
     const upSeconds = (performance.now() - t) / 1000
+    const upPeakRss = peakRss(gw.child.pid)
     t = performance.now()
     const got = await s3.send(new GetObjectCommand({ Bucket: 'bench', Key: 'input.bin' }))
     const h = createHash('sha256')
@@ -29,7 +32,7 @@ export async function measureGateway (cluster: Cluster, dir: string, src: string
     for await (const part of got.Body as AsyncIterable<Uint8Array>) { h.update(part); bytes += part.byteLength }
     const downSeconds = (performance.now() - t) / 1000
     if (bytes !== total || h.digest('hex') !== srcHash) throw new Error(`gateway: the object read back (${bytes} bytes) does not match the uploaded file`)
-    return { upSeconds, downSeconds }
+    return { upSeconds, downSeconds, upPeakRss, downPeakRss: peakRss(gw.child.pid) }
   } catch (err) {
     const e = gw.stderr()
     if (e !== '') process.stderr.write(`gateway stderr:\n${e.slice(-3000)}\n`)

@@ -229,8 +229,8 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
       await command('release', ['release', up.out.fileId, ...user], 60_000)
     }
     const g = await measureGateway(c, dir, src, total, srcHash, 2)
-    result.gateway = { up: { seconds: g.upSeconds, MBs: mbs(total, g.upSeconds), peakRss: 0 }, down: { seconds: g.downSeconds, MBs: mbs(total, g.downSeconds), peakRss: 0 } }
-    log(`gateway x2: SDK upload ${g.upSeconds.toFixed(2)} s (${result.gateway.up.MBs.toFixed(1)} MB/s), GetObject ${g.downSeconds.toFixed(2)} s (${result.gateway.down.MBs.toFixed(1)} MB/s)`)
+    result.gateway = { up: { seconds: g.upSeconds, MBs: mbs(total, g.upSeconds), peakRss: g.upPeakRss }, down: { seconds: g.downSeconds, MBs: mbs(total, g.downSeconds), peakRss: g.downPeakRss } }
+    log(`gateway x2: SDK upload ${g.upSeconds.toFixed(2)} s (${result.gateway.up.MBs.toFixed(1)} MB/s), GetObject ${g.downSeconds.toFixed(2)} s (${result.gateway.down.MBs.toFixed(1)} MB/s); gateway peak RSS ${(g.upPeakRss / MiB).toFixed(0)} MiB after the upload, ${(g.downPeakRss / MiB).toFixed(0)} MiB after the download`)
 
     const smallDir = join(dir, 'small')
     await mkdir(smallDir, { recursive: true })
@@ -277,7 +277,8 @@ function report (sizeMiB: number, raw: RawResult[], tcpMBs: number, t: Transfer)
     ...(t.gateway != null
       ? [
           ['S3 gateway upload x2 (SDK multipart)', `${t.gateway.up.MBs.toFixed(1)} MB/s`, `${(t.gateway.up.MBs / up2.MBs).toFixed(2)} of upload x2`, `>= 0.7: ${ok(t.gateway.up.MBs / up2.MBs >= 0.7)}`] as Row,
-          ['S3 gateway GetObject x2 (SDK)', `${t.gateway.down.MBs.toFixed(1)} MB/s`, `${(t.gateway.down.MBs / down2.MBs).toFixed(2)} of download x2`, ''] as Row
+          ['S3 gateway GetObject x2 (SDK)', `${t.gateway.down.MBs.toFixed(1)} MB/s`, `${(t.gateway.down.MBs / down2.MBs).toFixed(2)} of download x2`, ''] as Row,
+          ['peak RSS, gateway process (after up / down)', `${(t.gateway.up.peakRss / MB).toFixed(0)} / ${(t.gateway.down.peakRss / MB).toFixed(0)} MB`, 'bounded: does not grow with the file', ''] as Row
         ]
       : []),
     [`${t.files} files of 4 KiB up (one command)`, `${t.smallUp.seconds.toFixed(2)} s`, `${(t.files / t.smallUp.seconds).toFixed(0)} files/s, ${(t.smallUp.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallUp.seconds < 2)}`],
@@ -310,7 +311,7 @@ function report (sizeMiB: number, raw: RawResult[], tcpMBs: number, t: Transfer)
     smallDownSeconds: round(t.smallDown.seconds, 2),
     uploadPeakRssMB: round(Math.max(up1.peakRss, up2.peakRss) / MB, 0),
     downloadPeakRssMB: round(Math.max(down1.peakRss, down2.peakRss) / MB, 0),
-    ...(t.gateway != null ? { gatewayUploadMBs: round(t.gateway.up.MBs, 1), gatewayUploadRatio: r3(t.gateway.up.MBs / up2.MBs), gatewayDownloadMBs: round(t.gateway.down.MBs, 1) } : {})
+    ...(t.gateway != null ? { gatewayUploadMBs: round(t.gateway.up.MBs, 1), gatewayUploadRatio: r3(t.gateway.up.MBs / up2.MBs), gatewayDownloadMBs: round(t.gateway.down.MBs, 1), gatewayPeakRssMB: round(t.gateway.down.peakRss / MB, 0) } : {})
   }) + '\n')
 }
 

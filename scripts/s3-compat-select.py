@@ -48,6 +48,9 @@ def main():
             # ACL=..., GrantRead=...: access control lists are not served
             if isinstance(node, ast.keyword) and node.arg is not None and (node.arg == 'ACL' or node.arg.startswith('Grant')):
                 ops.add('acl')
+            # ObjectLockEnabledForBucket=..., ChecksumAlgorithm=...: object lock, checksums
+            if isinstance(node, ast.keyword) and node.arg in ('ObjectLockEnabledForBucket', 'ChecksumAlgorithm'):
+                ops.add('object_lock' if node.arg.startswith('ObjectLock') else 'checksum')
             # requests.post(...) to a bucket: POST Object, the HTML form upload
             if isinstance(node, ast.Attribute) and node.attr == 'post' and getattr(node.value, 'id', '') == 'requests':
                 ops.add('post_object')

@@ -321,7 +321,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       ...(!v2 || r.query.get('fetch-owner') === 'true' ? { Owner: owner } : {})
     }))
     const common = page.prefixes.map(p => ({ Prefix: enc(p) }))
-    const body: Record<string, unknown> = { Name: r.bucket, Prefix: enc(prefix) }
+    // ListObjects (v1) sends the prefix as asked, encoded or not; v2 encodes it (clients decode accordingly)
+    const body: Record<string, unknown> = { Name: r.bucket, Prefix: v2 ? enc(prefix) : prefix }
     if (v2) {
       if (token != null) body.ContinuationToken = token
       if (r.query.has('start-after')) body.StartAfter = enc(r.query.get('start-after') as string)
@@ -649,7 +650,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       if (method === 'PUT' && query.size === 0) {
         checkBucketName(bucket)
         // a CreateBucketConfiguration (location) body is read and accepted: there is one location
-        for await (const _ of bodyOf(r).body) { /* drained */ }
+        if (r.headers['content-length'] != null || r.headers['transfer-encoding'] != null) for await (const _ of bodyOf(r).body) { /* drained */ }
         // creating a bucket one owns already succeeds, as in S3's us-east-1
         await store.createBucket(bucket).catch(err => { if (!(err instanceof S3Error && err.code === 'BucketAlreadyOwnedByYou')) throw err })
         send(r, 200, undefined, { location: `/${bucket}` })

@@ -58,7 +58,7 @@ export interface DownloadResult {
 
 /**
  * Where plaintext goes instead of a file: each verified chunk's bytes with their offset in the
- * file, in any order; the chunk's window slot is held until `write` resolves (see sink.ts).
+ * file, in any order; the chunk's window slot is held until `write` resolves (see range.ts).
  */
 export interface ByteSink { write: (bytes: Buffer, offset: number) => Promise<void> }
 
