@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
 import { homedir } from 'node:os'
-import { mkdir, readFile } from 'node:fs/promises'
+import { mkdir, readFile, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, drainVendor, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, startGateway, addKey, listAccessKeys, removeKey, StorError, InvalidArgumentError, type Client } from '../src/index.ts'
+import { openClient, startDaemon, drainVendor, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, startGateway, addKey, listAccessKeys, removeKey, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
+import { inspectQuarantine, type QuarantineReport } from '../src/store/device-files.ts'
 import { progressBar } from './progress.ts'
 import { expandPaths } from './paths.ts'
 
@@ -43,12 +44,20 @@ function safeJoin (dir: string, name: string): string {
   return join(dir, ...(parts.length > 0 ? parts : ['unnamed']))
 }
 
+/** A vendor's failed devices, for `status`: where and why. */
+function failedDevices (devices: Array<{ path: string, failed: boolean }>): string {
+  const failed = devices.filter(d => d.failed)
+  return failed.length === 0 ? '' : ` (${failed.length} failed: ${failed.map(d => d.path).join(', ')})`
+}
+
 function print (json: boolean, value: object, human: () => string): void {
   process.stdout.write(json ? `${JSON.stringify(value)}\n` : `${human()}\n`)
 }
 
-async function withClient<T> (opts: { bootstrap?: string[], dataDir?: string }, fn: (c: Client) => Promise<T>): Promise<T> {
-  const client = await openClient({ dataDir: opts.dataDir ?? defaultDataDir, bootstrap: opts.bootstrap ?? [] })
+/** `identity`: whether the command may create the user's identity, needs it, or needs none (see ClientOptions). */
+async function withClient<T> (opts: { bootstrap?: string[], dataDir?: string }, fn: (c: Client) => Promise<T>, identity: 'create' | 'require' | 'ephemeral' = 'require'): Promise<T> {
+  const client = await openClient({ dataDir: opts.dataDir ?? defaultDataDir, bootstrap: opts.bootstrap ?? [], identity })
+  if (client.created && process.stderr.isTTY) process.stderr.write(`stordaemon: created a new identity in ${opts.dataDir ?? defaultDataDir}; back it up with \`stordaemon key export FILE\`: without it your files cannot be read\n`)
   try {
     return await fn(client)
   } finally {
@@ -64,6 +73,8 @@ const program = new Command('stordaemon')
   .option('--listen <multiaddr>', 'address to listen on (repeatable)', collect)
   .option('--bootstrap <multiaddr>', 'a FAT server to join, with /p2p/ (repeatable)', collect)
   .option('--device <path[:size]>', 'vendor: a directory to offer, with an optional quota like 20GiB (repeatable)', collect)
+  .option('--create-device', 'vendor: create --device folders that do not exist (by default a missing folder is refused: it may be an unmounted disk)')
+  .option('--adopt-device <path[:size]>', 'vendor: offer a device another vendor marked as its own, taking it over: its pieces are re-registered, not deleted (repeatable)', collect)
   .option('--lease <duration>', 'fat: how long an uncommitted allocation stays locked', '10m')
   .option('--heartbeat <duration>', 'fat: how often vendors report', '2s')
   .option('--join-secret <secret>', 'fat: replicas prove they know it to join the replica set (default: $STOR_JOIN_SECRET)')
@@ -79,7 +90,9 @@ const program = new Command('stordaemon')
       dataDir: resolve(opts.dataDir),
       listen: opts.listen ?? [],
       bootstrap: opts.bootstrap ?? [],
-      devices: (opts.device ?? []).map(parseDeviceSpec),
+      devices: [...(opts.device ?? []), ...(opts.adoptDevice ?? [])].map(parseDeviceSpec),
+      createDevices: opts.createDevice === true,
+      adoptDevices: (opts.adoptDevice ?? []).map((d: string) => parseDeviceSpec(d).path),
       leaseMs: parseDuration(opts.lease, '--lease'),
       heartbeatMs: parseDuration(opts.heartbeat, '--heartbeat'),
       joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET,
@@ -123,17 +136,31 @@ userOpts(program.command('upload <FILE...>').description('store files (a folder:
     const concurrency = wholeNumber(opts.concurrency, '--concurrency')
     const chunkSize = parseSize(opts.chunkSize, '--chunk-size')
     const bar = progressBar(opts.json !== true)
-    const { paths, names } = await expandPaths(files)
-    const r = await withClient(opts, async c => await c.uploadMany(paths, { replicas, chunkSize, names, concurrency, resume: opts.resume !== false, onProgress: bar.update, signal: interrupted() }))
+    const { paths, names, skipped } = await expandPaths(files)
+    // a link in a folder is not followed: say which were left out, so nothing is missed silently
+    if (skipped.length > 0) process.stderr.write(`stordaemon: warning: skipped ${skipped.length} entries that are not regular files (symlinks are not followed): ${skipped.slice(0, 20).join(', ')}${skipped.length > 20 ? ', ...' : ''}\n`)
+    let r
+    try {
+      r = await withClient(opts, async c => await c.uploadMany(paths, { replicas, chunkSize, names, concurrency, resume: opts.resume !== false, onProgress: bar.update, signal: interrupted() }), 'create')
+    } catch (err) {
+      bar.done()
+      // the files that did not change were stored: print them, then fail for the others
+      if (err instanceof FileChangedError && err.stored.length > 0) {
+        const stored = err.stored as UploadResult[]
+        print(opts.json === true, { files: stored, failed: err.paths, skipped }, () => stored.map(f => `${f.fileId}  ${f.path}`).join('\n'))
+      }
+      throw err
+    }
     bar.done()
     const sent = r.reduce((n, f) => n + f.sent, 0)
     const reused = r.reduce((n, f) => n + f.reused, 0)
     if (r.length === 1 && files.length === 1 && paths[0] === resolve(files[0])) print(opts.json === true, r[0], () => r[0].fileId)
-    else print(opts.json === true, { files: r, sent, reused }, () => r.map(f => `${f.fileId}  ${f.path}`).join('\n'))
+    else print(opts.json === true, { files: r, sent, reused, skipped }, () => r.map(f => `${f.fileId}  ${f.path}`).join('\n'))
   })
 
-userOpts(program.command('download <ID> <OUT...>').description('fetch a file by id into OUT; or several: ID... DIR, each saved under its recorded name'))
+userOpts(program.command('download <ID> <OUT...>').description('fetch a file by id into OUT (a folder: under its recorded name); or several: ID... DIR, each saved under its recorded name'))
   .option('--release', 'release the files from the network once fetched')
+  .option('--force', 'overwrite files that exist already')
   .option('--concurrency <n>', 'most chunks in flight (the window adapts below it)', '32')
   .option('--no-resume', 'start afresh instead of resuming an interrupted download into OUT')
   .action(async (first: string, rest: string[], opts) => {
@@ -143,10 +170,18 @@ userOpts(program.command('download <ID> <OUT...>').description('fetch a file by 
     const bar = progressBar(opts.json !== true)
     const results = await withClient(opts, async c => {
       let files = [{ fileId: ids[0], out: target }]
-      if (ids.length > 1) {
-        const names = new Map((await c.list()).map(f => [f.fileId, f.name]))
+      const intoFolder = (await stat(target).catch(() => undefined))?.isDirectory() === true
+      if (ids.length > 1 || intoFolder) {
+        const names = ids.length > 1 ? new Map((await c.list()).map(f => [f.fileId, f.name])) : new Map([[ids[0], (await c.table(ids[0])).table.name]])
         files = ids.map(id => ({ fileId: id, out: safeJoin(target, names.get(id) ?? id) }))
         await Promise.all(files.map(async f => { await mkdir(dirname(f.out), { recursive: true }) }))
+      }
+      if (opts.force !== true) {
+        for (const f of files) {
+          const there = await stat(f.out).catch(() => undefined)
+          if (there?.isDirectory() === true) throw new InvalidArgumentError(`OUT: ${f.out} is a folder; name a file, or a folder to save into`)
+          if (there != null) throw new InvalidArgumentError(`OUT: ${f.out} exists already; pass --force to overwrite it, or choose another name`)
+        }
       }
       return await c.downloadMany(files, { release: opts.release === true, concurrency, resume: opts.resume !== false, onProgress: bar.update, signal: interrupted() })
     })
@@ -162,7 +197,7 @@ userOpts(program.command('download <ID> <OUT...>').description('fetch a file by 
 userOpts(program.command('paths').description('measure every vendor the FAT knows: round trip, hops, availability, space, load and the score that ranks them'))
   .option('--fresh', 'measure again even if a recent measure is cached')
   .action(async (opts) => {
-    const rows = await withClient(opts, async c => await c.paths({ fresh: opts.fresh === true }))
+    const rows = await withClient(opts, async c => await c.paths({ fresh: opts.fresh === true }), 'ephemeral')
     print(opts.json === true, { paths: rows }, () => rows.length === 0
       ? 'no live vendors'
       : [
@@ -187,13 +222,29 @@ userOpts(program.command('release <ID>').description('erase a file from the netw
 
 userOpts(program.command('status').description('the FAT server\'s view of the network'))
   .action(async (opts) => {
-    const s = await withClient(opts, async c => await c.status())
+    const s = await withClient(opts, async c => await c.status(), 'ephemeral')
     const agreed = new Set(s.replicas.filter(r => r.reachable).map(r => `${r.applied}/${r.digest}`)).size === 1
     print(opts.json === true, s, () => [
       `FAT ${s.fat}: ${s.files} files, ${s.allocations} open allocations; replicas ${agreed ? 'agree' : 'differ'}`,
       ...s.replicas.map(r => `replica ${r.peer} ${r.reachable ? 'up' : 'unreachable'}${r.leader ? ' (orders writes)' : ''}  term ${r.term}  position ${r.applied}  digest ${r.digest.slice(0, 12)}`),
-      ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}`)
+      ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}${failedDevices(v.devices)}`)
     ].join('\n'))
+  })
+
+program.command('quarantine <DEVICE...>')
+  .description('list the files a vendor moved aside on its devices (pieces no chunk of its table names); --purge removes them')
+  .option('--purge', 'delete the quarantined files (they cannot be recovered afterwards)')
+  .option('--json', 'print one JSON object')
+  .action(async (paths: string[], opts) => {
+    const reports: QuarantineReport[] = []
+    for (const p of paths) {
+      const info = await stat(resolve(p)).catch(() => undefined)
+      if (info?.isDirectory() !== true) throw new InvalidArgumentError(`DEVICE: ${resolve(p)} is not a device folder`)
+      reports.push(await inspectQuarantine(resolve(p), opts.purge === true))
+    }
+    print(opts.json === true, { devices: reports }, () => reports.map(r => r.files.length === 0
+      ? `${r.device}: nothing in quarantine`
+      : `${r.device}: ${r.files.length} files, ${formatSize(r.bytes)}${r.removed ? ' removed' : ' in quarantine (--purge removes them)'}${r.removed ? '' : r.files.map(f => `\n  ${f.name}  ${formatSize(f.size)}`).join('')}`).join('\n'))
   })
 
 program.command('drain')

@@ -1,7 +1,9 @@
 import { join } from 'node:path'
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
-import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { parallel } from './parallel.ts'
 import { parseSize } from './units.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE } from './protocol/ids.ts'
 import * as M from './protocol/messages.ts'
@@ -27,6 +29,10 @@ export interface DaemonOptions {
   listen: string[]
   bootstrap: string[]
   devices?: DeviceSpec[]
+  /** Vendor: create device folders that do not exist (else refused: a missing folder may be an unmounted disk). */
+  createDevices?: boolean
+  /** Vendor: devices (paths, among `devices`) marked by another vendor, to take over on purpose; their pieces are re-registered. */
+  adoptDevices?: string[]
   leaseMs?: number
   heartbeatMs?: number
   /** fat: replicas must present it to join the replica set (keep it secret); unset lets any FAT join. */
@@ -80,6 +86,17 @@ async function openNode (dataDir: string, listen: string[], server: boolean): Pr
   return { node, key }
 }
 
+/** Dials a vendor at its logged addresses; failures are only logged (it may be gone). */
+async function dialKnown (node: StorNode, v: { peer: string, addrs: string[] }, log: ReturnType<typeof logger>): Promise<void> {
+  try {
+    const id = peerIdFromString(v.peer)
+    await node.peerStore.merge(id, { multiaddrs: v.addrs.map(a => multiaddr(a)) })
+    await node.dial(id, { signal: AbortSignal.timeout(10_000) })
+  } catch (err: any) {
+    log('vendor %s not reached at start: %s', v.peer, err.message)
+  }
+}
+
 /** STOR_TEST_DELAY_MS: a vendor delays its answers (tests of a slow vendor); unset in production. */
 function testDelayMs (): number | undefined {
   const v = process.env.STOR_TEST_DELAY_MS
@@ -100,8 +117,16 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   if (opts.role === 'vendor' && bootstrap.length === 0) throw new InvalidArgumentError('--bootstrap: a vendor needs the multiaddr of a FAT server')
   const httpAddr = opts.httpListen != null ? parseHttpListen(opts.httpListen) : undefined
   const log = logger(`stor:${opts.role}`)
-  const devices = opts.role === 'vendor' ? await Devices.open(opts.devices ?? [], log) : undefined
   const newIdentity = !hasKey(opts.dataDir)
+  // a vendor marks its devices with its peer id, and refuses those marked by another vendor
+  const devices = opts.role === 'vendor'
+    ? await Devices.open(opts.devices ?? [], logger('stor:vendor:devices'), {
+      owner: peerIdFromPrivateKey(await loadOrCreateKey(opts.dataDir)).toString(),
+      create: opts.createDevices,
+      adopt: new Set(opts.adoptDevices ?? []),
+      warn: opts.onWarning
+    })
+    : undefined
   const db: DB = await openDb(join(opts.dataDir, 'db'))
   let node: StorNode | undefined
   let role: { stop: () => Promise<void> } | undefined
@@ -117,6 +142,11 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
       const fat = await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, metrics: fatMonitor?.metrics })
       role = fat
       http = await fatMonitor?.start(fat)
+      // a FAT that restarted at new addresses tells the vendors it knows (identify carries them, and
+      // puts it in their DHT), so they find it by its peer id
+      const known = fat.table.listVendors()
+      const n = node
+      void parallel(8, known.length, async i => { await dialKnown(n, known[i], log) })
     } else {
       const vendor = await createVendor({ node, db, key: opened.key, log, devices: devices as Devices, fats: bootstrap, onWarning: opts.onWarning, testDelayMs: testDelayMs(), highWater: opts.highWater, scrubRate: opts.scrubRate, scrubIntervalMs: opts.scrubIntervalMs, metrics: vendorMonitor?.metrics })
       role = vendor
@@ -147,6 +177,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     await http?.close()
     await role?.stop().catch(() => {})
     await node?.stop()
+    await devices?.close()
     await db.close()
     throw err
   }
@@ -155,9 +186,17 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
 export interface ClientOptions {
   dataDir: string
   bootstrap: string[]
+  /**
+   * When the data directory holds no identity: `create` one (the default; a first upload), or
+   * `require` one (an error saying how to restore it: commands on existing files), or use a
+   * throwaway one (`ephemeral`: commands that need no identity, like status).
+   */
+  identity?: 'create' | 'require' | 'ephemeral'
 }
 
 export interface Client extends User {
+  /** The identity was created by this call (back it up with `stordaemon key export`). */
+  readonly created: boolean
   close: () => Promise<void>
 }
 
@@ -166,12 +205,23 @@ export async function openClient (opts: ClientOptions): Promise<Client> {
   const fats = parseBootstrap(opts.bootstrap)
   if (fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
   const newIdentity = !hasKey(opts.dataDir)
-  const { node, key } = await openNode(opts.dataDir, [], false)
-  try {
-    const user = await createUser({ node, key, dataDir: opts.dataDir, fats, newIdentity, log: logger('stor:user') })
-    return { ...user, close: async () => { await node.stop() } }
-  } catch (err) {
+  const mode = opts.identity ?? 'create'
+  if (newIdentity && mode === 'require') {
+    throw new InvalidArgumentError(`--data-dir: ${opts.dataDir} holds no user identity (${KEY_FILE} is missing); if you stored files before, restore it with \`stordaemon key import FILE\` from your \`stordaemon key export\` backup (a new identity cannot open the old files); a first \`stordaemon upload\` creates one`)
+  }
+  // a command that needs no identity leaves a data directory without one untouched
+  const scratch = newIdentity && mode === 'ephemeral' ? await mkdtemp(join(tmpdir(), 'stor-user-')) : undefined
+  const dataDir = scratch ?? opts.dataDir
+  const { node, key } = await openNode(dataDir, [], false)
+  const close = async (): Promise<void> => {
     await node.stop()
+    if (scratch != null) await rm(scratch, { recursive: true, force: true })
+  }
+  try {
+    const user = await createUser({ node, key, dataDir, fats, newIdentity, log: logger('stor:user') })
+    return { ...user, created: newIdentity && scratch == null, close }
+  } catch (err) {
+    await close()
     throw err
   }
 }

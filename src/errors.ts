@@ -34,6 +34,8 @@ export const IntegrityError = named('IntegrityError', 'ERR_INTEGRITY')
 export const LimitError = named('LimitError', 'ERR_LIMIT')
 /** The service cannot do it now (no FAT replica orders writes, or none reaches a majority); try again. */
 export const UnavailableError = named('UnavailableError', 'ERR_UNAVAILABLE')
+/** The local disk failed a write (full, read-only, I/O error): the fault is here, not on the network. */
+export const LocalDiskError = named('LocalDiskError', 'ERR_LOCAL_DISK')
 /** Another process already uses this data directory. */
 export const LockedError = named('LockedError', 'ERR_LOCKED')
 
@@ -47,6 +49,7 @@ const byCode = new Map<string, new (message: string) => StorError>([
   ['ERR_INTEGRITY', IntegrityError],
   ['ERR_LIMIT', LimitError],
   ['ERR_LOCKED', LockedError],
+  ['ERR_LOCAL_DISK', LocalDiskError],
   ['ERR_UNAVAILABLE', UnavailableError]
 ])
 
@@ -59,4 +62,20 @@ export function errorFromCode (code: string, message: string): StorError {
 /** The wire code of any error: ours keep theirs, anything else is internal. */
 export function codeOf (err: unknown): string {
   return err instanceof StorError ? err.code : 'ERR_INTERNAL'
+}
+
+const DISK_CODES: Record<string, string> = {
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  EROFS: 'read-only file system',
+  EIO: 'input/output error',
+  EFBIG: 'file too large for the file system',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted'
+}
+
+/** A failed local write, named as the local disk's fault with what to do. */
+export function localDiskError (path: string, err: any): StorError {
+  const what = DISK_CODES[err?.code] ?? err?.message ?? String(err)
+  return new LocalDiskError(`cannot write ${path} on the local disk: ${what}${err?.code != null ? ` (${err.code})` : ''}; the file's replicas are fine: make room there (or fix the disk) and run the same command again to resume`)
 }

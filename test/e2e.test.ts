@@ -11,9 +11,10 @@ describe('end to end: one FAT and three vendors as processes, users as separate 
   const alice = (): Client => net.user('alice')
   const bob = (): Client => net.user('bob')
 
+  /** Bytes of piece files (the device's index and owner marker are not pieces). */
   const allDisks = async (): Promise<number> => {
     let n = 0
-    for (let v = 0; v < net.cluster.vendors.length; v++) for (const d of net.cluster.deviceDirs(v)) n += await diskUsage(d)
+    for (let v = 0; v < net.cluster.vendors.length; v++) for (const d of net.cluster.deviceDirs(v)) n += await diskUsage(join(d, 'stor-pieces'))
     return n
   }
   const fatTaken = async (): Promise<{ used: number, locked: number }> => {

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { createReadStream } from 'node:fs'
@@ -59,6 +60,16 @@ export async function eventually (what: string, check: () => Promise<boolean>, t
 }
 
 export interface CliResult { code: number | null, stdout: string, stderr: string }
+
+/** A user mistake: one line on stderr naming the problem, exit code 1, no stack trace. */
+export function assertOneLineError (r: CliResult, pattern: RegExp): void {
+  assert.equal(r.code, 1, `exit code 1 expected, got ${r.code}: ${r.stderr}`)
+  const lines = r.stderr.trim().split('\n')
+  assert.equal(lines.length, 1, `one line expected:\n${r.stderr}`)
+  assert.match(lines[0], /^stordaemon: /)
+  assert.match(lines[0], pattern)
+  assert.doesNotMatch(r.stderr, /\n\s+at /)
+}
 
 /** Runs the built CLI as a user would, with no terminal. */
 export async function cli (args: string[], timeoutMs = 120_000): Promise<CliResult> {

@@ -183,7 +183,7 @@ const ex = <C extends Check<any>>(check: C, msg: M.Message<C>): Example => ({ ch
 
 /** One valid instance of every message with a `t` field, keyed by its export name in messages.ts. */
 const EXAMPLES: Record<string, Example> = {
-  Announce: ex(M.Announce, { t: 'announce', addrs: [addrOf(VENDOR, 4001)], capacity: 100 * GiB, free: 60 * GiB, devices: [device], inflight: 3, done: [hexOf('done', 16)], held: 1200, room: 30 * GiB, over: 0, lost: [{ fileId: FILE_ID, chunkId: CHUNK_ID }] }),
+  Announce: ex(M.Announce, { t: 'announce', addrs: [addrOf(VENDOR, 4001)], capacity: 100 * GiB, free: 60 * GiB, devices: [device], inflight: 3, done: [hexOf('done', 16)], held: 1200, room: 30 * GiB, over: 0, lost: [{ fileId: FILE_ID, chunkId: CHUNK_ID }], restore: [{ fileId: FILE_ID, chunkId: CHUNK_ID }] }),
   Announced: ex(M.Announced, { t: 'announced', heartbeatMs: 2000, orders: [order], fats: REPLICAS, transfers: [transfer] }),
   Copied: ex(M.Copied, { t: 'copied', transfer, receipt: receipt2 }),
   Drain: ex(M.Drain, await signRequest(vendorKey, VENDOR, { t: 'drain' as const, vendor: VENDOR })),
@@ -247,6 +247,7 @@ function optionalField (path: Array<string | number>): boolean {
   const key = path[path.length - 1]
   const parent = path[path.length - 2]
   if (key === 'packed') return true
+  if (key === 'restore') return path.length === 1
   // a record write without a value deletes; a condition names a version or absence; a list may start anywhere
   if (['expect', 'absent', 'sha256', 'after', 'limit'].includes(String(key))) return true
   if (key === 'value') return path.includes('writes')
@@ -443,7 +444,7 @@ function listLimit (name: string, path: Path): number {
   const limits: Record<string, number> = {
     addrs: 16, devices: 256, done: 10_000, candidates: MAX_CANDIDATES, route: MAX_REPLICAS, receipts: MAX_REPLICAS,
     failed: MAX_REPLICAS, replicas: MAX_REPLICAS, keep: 1_000_000, chunks: 1_000_000, files: 100_000,
-    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, ids: 10_000, transfers: 1000, lost: 1000, fromAddrs: 16, writes: M.MAX_RECORD_WRITES, records: M.MAX_RECORDS_LISTED, expect: 16
+    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16, writes: M.MAX_RECORD_WRITES, records: M.MAX_RECORDS_LISTED, expect: 16
   }
   const limit = limits[key]
   assert.ok(limit != null, `no list limit known for ${name}${fmt(path)}: add it to listLimit`)

@@ -158,7 +158,12 @@ export const Announce = obj({
   /** bytes above its high-water mark it asks the FAT to move elsewhere */
   over: int(0, MAX_BYTES),
   /** chunks found corrupt or missing (first ones, if many) */
-  lost: arr(ChunkRef, 1000)
+  lost: arr(ChunkRef, 1000),
+  /**
+   * of those, chunks lost with a failed device that the vendor has room to take back on its other
+   * devices: the FAT copies a healthy replica back to it, and its table does not change
+   */
+  restore: opt(arr(ChunkRef, 1000))
 })
 /** A FAT replica: its peer id and addresses. */
 export const Replica = obj({ peer, addrs })

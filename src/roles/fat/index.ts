@@ -254,7 +254,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const handlers: { [K in keyof typeof REQUESTS]: (msg: M.Message<typeof REQUESTS[K]>, remotePeer: string) => Promise<object> } = {
     async announce (msg, remotePeer) {
       const used = msg.devices.reduce((n, d) => d.failed ? n : n + Math.max(0, d.capacity - d.free), 0)
-      liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight, held: msg.held, room: msg.room, over: msg.over, mark: Math.max(0, used + msg.room - msg.over), lost: msg.lost })
+      liveness.set(remotePeer, { lastSeen: Date.now(), free: msg.free, inflight: msg.inflight, held: msg.held, room: msg.room, over: msg.over, mark: Math.max(0, used + msg.room - msg.over), lost: msg.lost, restore: msg.restore })
       beats.beat(remotePeer, msg.free, msg.inflight)
       // every replica hears every vendor; the one that orders writes logs what changed and owes the orders
       if (!replication.isLeader()) return { t: 'announced', heartbeatMs: opts.heartbeatMs, orders: [], fats: members(), transfers: [] }
@@ -382,6 +382,13 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         }
         const file = await table.fileTable(x.fileId)
         const chunk = file?.chunks.find(c => c.id === x.chunkId)
+        if (x.to === x.replaces && chunk?.replicas.some(r => r.vendor === x.to) === true) {
+          // a replica restored onto its own vendor's other devices: replacing it by itself leaves
+          // the table as it is, ends the transfer, and counts as a repair done
+          await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders: [] })
+          log('transfer %s done: chunk %s of %s restored on %s', x.id, x.chunkId, x.fileId, x.to)
+          return
+        }
         if (chunk == null || !chunk.replicas.some(r => r.vendor === x.replaces) || chunk.replicas.some(r => r.vendor === x.to)) {
           const orders = await unwantedCopy(x)
           await propose({ op: 'transfer-end', transferId: x.id, orders })

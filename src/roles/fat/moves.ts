@@ -16,6 +16,8 @@ export interface VendorLoad {
   mark: number
   /** chunks it found corrupt or missing */
   lost: ChunkRef[]
+  /** of those, chunks it can take back itself (lost with a failed device, with room on its other devices) */
+  restore?: ChunkRef[]
 }
 
 export interface PlanContext {
@@ -68,8 +70,8 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
     return fits[0]?.v
   }
 
-  /** Plans one copy of `chunk` replacing `replaces`, from `source` (or any healthy replica). */
-  const plan = (file: FileTable, chunk: ChunkEntry, replaces: string, reason: TransferRecord['reason'], source?: string): boolean => {
+  /** Plans one copy of `chunk` replacing `replaces`, from `source` (or any healthy replica), to `onto` (or the best target). */
+  const plan = (file: FileTable, chunk: ChunkEntry, replaces: string, reason: TransferRecord['reason'], source?: string, onto?: string): boolean => {
     const key = `${file.fileId}/${chunk.id}`
     if (moving.has(key) || out.length >= MAX_TRANSFERS_PER_ROUND) return false
     const holders = chunk.replicas.map(r => r.vendor)
@@ -78,7 +80,7 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
       : holders.filter(v => v !== replaces && ctx.alive(v) && !lostBy(v, file.fileId, chunk.id) && free(v))
     const from = sources[Math.floor(Math.random() * sources.length)]
     if (from == null || !free(from)) return false
-    const to = target(chunk.size, new Set([...holders, replaces]))
+    const to = onto ?? target(chunk.size, new Set([...holders, replaces]))
     if (to == null) return false
     out.push({ id: randomBytes(16).toString('hex'), reason, owner: file.owner, fileId: file.fileId, chunkId: chunk.id, size: chunk.size, from, to, replaces, issued: ctx.now, expires: ctx.now + transferLifetime(chunk.size) })
     moving.add(key)
@@ -91,10 +93,14 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
 
   // repair: each lost replica is replaced by a copy of a healthy one
   for (const [v, load] of loads) {
+    const restore = new Set((load.restore ?? []).map(r => `${r.fileId}/${r.chunkId}`))
     for (const ref of load.lost) {
       const file = await table.fileTable(ref.fileId)
       const chunk = file?.chunks.find(c => c.id === ref.chunkId && c.replicas.some(r => r.vendor === v))
-      if (file != null && chunk != null) plan(file, chunk, v, 'repair')
+      // a vendor that lost it with a failed device and has room elsewhere takes the copy itself:
+      // the file's table does not change
+      const back = restore.has(`${ref.fileId}/${ref.chunkId}`) && ctx.alive(v) && free(v)
+      if (file != null && chunk != null) plan(file, chunk, v, 'repair', undefined, back ? v : undefined)
     }
   }
 

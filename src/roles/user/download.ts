@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import { open as openFile, rename, rm } from 'node:fs/promises'
 import type { PrivateKey } from '@libp2p/interface'
-import { IntegrityError, UnreachableError, InvalidArgumentError } from '../../errors.ts'
+import { IntegrityError, UnreachableError, InvalidArgumentError, LocalDiskError, localDiskError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { fetchChunk } from '../../protocol/chunk-transfer.ts'
 import type * as M from '../../protocol/messages.ts'
@@ -178,7 +178,7 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
     const finish = async (job: Job, m: VendorModel, plain: Buffer): Promise<void> => {
       const { reply, sink } = items[job.item]
       if (sink != null) await sink.write(plain, job.i * reply.table.chunkSize)
-      else await handles[job.item]?.write(plain, 0, plain.byteLength, job.i * reply.table.chunkSize)
+      else await handles[job.item]?.write(plain, 0, plain.byteLength, job.i * reply.table.chunkSize).catch(err => { throw localDiskError(`${items[job.item].out}.stor-part`, err) })
       journals[job.item]?.record(job.i)
       job.done = true
       for (const [v, a] of job.attempts) if (v !== m.vendor) a.ctrl.abort(new Error('another replica was faster'))
@@ -218,6 +218,8 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
           ok = true
           if (!job.done) await finish(job, m, plain)
         } catch (err: any) {
+          // the local disk's failure is no replica's: stop, and say so
+          if (err instanceof LocalDiskError) { failure ??= err; return }
           if (job.done || opts.signal?.aborted === true || failure != null) return
           ctx.log('chunk %d of %s from %s failed: %s', job.i, table.fileId, m.vendor, err.message)
           results[job.item].fallbacks++
@@ -281,8 +283,12 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
 
     for (const [f, { reply }] of items.entries()) {
       const fh = handles[f]
-      await fh?.truncate(reply.table.size)
-      await fh?.sync()
+      try {
+        await fh?.truncate(reply.table.size)
+        await fh?.sync()
+      } catch (err) {
+        throw localDiskError(`${items[f].out}.stor-part`, err)
+      }
     }
   } catch (err) {
     await closeAll()
@@ -291,7 +297,7 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
   }
   await closeAll()
   for (const [f, { out, sink }] of items.entries()) {
-    if (sink == null) await rename(`${out}.stor-part`, out)
+    if (sink == null) await rename(`${out}.stor-part`, out).catch(err => { throw localDiskError(out, err) })
     await journals[f]?.remove()
     results[f].sources.sort((a, b) => a.chunk - b.chunk)
   }

@@ -20,6 +20,7 @@ import { streamSource } from './source.ts'
 import { copyInto, streamRange, type RangeWriter } from './range.ts'
 import { createRecordStore, type RecordStore } from './records.ts'
 import { unpack } from './pack.ts'
+import { PeerBook, peerOf, relocateReplicas, unreachableReplicas } from './peer-book.ts'
 import type { Progress } from './types.ts'
 
 export type { UploadResult, DownloadResult, Progress, PathScore, RangeWriter, RecordStore }
@@ -124,12 +125,17 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const self = node.peerId.toString()
   /** Asks the FAT servers in turn; requests on our files are signed, fresh for each try. */
   /** The FAT replicas: those given, then every member of their replica set once one answers. */
-  const replicas: Target[] = [...opts.fats]
+  // and the replicas met before (by peer id: a replica that moved is looked up, see peer-book.ts)
+  const book = await PeerBook.load(opts.dataDir)
   const known = new Set(opts.fats.map(a => a.getComponents().find(c => c.name === 'p2p')?.value))
+  const replicas: Target[] = [...opts.fats, ...book.replicas().filter(r => !known.has(r.peer))]
+  replicas.forEach(r => known.add(peerOf(r)))
   let learned = false
   const learn = async (from: Target): Promise<void> => {
     const r = await call(node, from, FAT_PROTOCOL, { t: 'members' }, { 'members-reply': M.MembersReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(5_000) })
     learned = true
+    r.members.forEach(m => { book.noteReplica(m.peer, m.addrs) })
+    await book.save().catch(() => {})
     for (const m of r.members) {
       if (known.has(m.peer)) continue
       known.add(m.peer)
@@ -145,11 +151,15 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>, signed = true): Promise<M.Message<C>> => {
     const deadline = Date.now() + FAILOVER_MS
     const errors: string[] = []
+    let relocated = false
     for (let round = 1; ; round++) {
       for (const fat of [...replicas]) {
         try {
           if (!learned) await learn(fat)
-          return await call(node, fat, FAT_PROTOCOL, signed ? await signRequest(opts.key, self, msg) : msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+          const reply = await call(node, fat, FAT_PROTOCOL, signed ? await signRequest(opts.key, self, msg) : msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+          book.harvest(reply)
+          await book.save().catch(() => {})
+          return reply
         } catch (err: any) {
           if (!(err instanceof UnreachableError) && !(err instanceof UnavailableError)) throw err
           errors.push(err.message)
@@ -157,10 +167,14 @@ export async function createUser (opts: UserOptions): Promise<User> {
       }
       // before any replica has answered, a few quick rounds only (a reset connection is worth a
       // retry; an address where nothing listens is not worth 20 s)
-      if ((!learned && round >= 3) || Date.now() > deadline) break
+      if ((!learned && round >= 3) || Date.now() > deadline) {
+        // before giving up: the replicas may have moved; look them up by peer id, once
+        if (!learned && !relocated && await relocateReplicas(node, replicas, book, log)) { relocated = true; continue }
+        break
+      }
       await new Promise(resolve => setTimeout(resolve, 250))
     }
-    throw new UnreachableError(`no FAT server answered: ${[...new Set(errors)].slice(-3).join('; ')}`)
+    throw new UnreachableError(`no FAT server answered: ${learned ? '' : `${unreachableReplicas(replicas)}; `}${[...new Set(errors)].slice(-3).join('; ')}`)
   }
 
   const allocate = async (sizes: number[], replicas: number, chunkSize = DEFAULT_CHUNK_SIZE, packed: number[] = []): Promise<Allocation> => {

@@ -12,9 +12,9 @@ interface KeyFile { format: string, peerId: string, peerKey: string, masterKey: 
 
 /** Writes the user's identity and master key to `file` (mode 0600): all it takes to reach its files. */
 export async function exportKeys (dataDir: string, file: string): Promise<{ peerId: string }> {
-  const existed = hasKey(dataDir)
+  if (!hasKey(dataDir)) throw new InvalidArgumentError(`--data-dir: ${dataDir} holds no user identity to export (${KEY_FILE} is missing)`)
   const key = await loadOrCreateKey(dataDir)
-  await Keystore.open(dataDir, !existed)
+  await Keystore.open(dataDir, false)
   const peerKey = await readFile(join(dataDir, KEY_FILE))
   const masterKey = await readFile(join(dataDir, MASTER_FILE))
   const peerId = peerIdFromPrivateKey(key).toString()

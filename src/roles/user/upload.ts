@@ -19,6 +19,7 @@ import { keepLease } from './lease.ts'
 import { planPacks, readRange } from './pack.ts'
 import { rank, score, type PathCache } from './rank.ts'
 import { UploadJournal, type UploadState } from './resume.ts'
+import { FileChangedError, ShortReadError, stampOf, unchanged } from './changes.ts'
 import type { Progress } from './types.ts'
 import { MAX_WINDOW_BYTES, Window } from './window.ts'
 
@@ -118,7 +119,7 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
   // every chunk in flight listens to the caller's signal
   if (opts.signal != null) setMaxListeners(0, opts.signal)
   const infos = await Promise.all(inputs.map(async input => {
-    if (typeof input !== 'string') return { size: input.size, mtimeMs: 0 }
+    if (typeof input !== 'string') return { size: input.size, mtimeMs: 0, ctimeMs: 0, ino: 0 }
     const info = await stat(input).catch(() => { throw new InvalidArgumentError(`FILE: ${input} does not exist or cannot be read`) })
     if (!info.isFile()) throw new InvalidArgumentError(`FILE: ${input} is not a regular file`)
     return info
@@ -126,13 +127,11 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
   // a byte source is read once, in order: nothing to resume from
   if (inputs.some(i => typeof i !== 'string')) opts = { ...opts, resume: false }
   const paths = inputs.map(i => typeof i === 'string' ? i : i.name)
-  /** reads `length` bytes of input `f` at `offset` into `into` at `at` */
-  const readInput = async (f: number, offset: number, length: number, into: Buffer, at = 0): Promise<void> => {
-    const input = inputs[f]
-    if (typeof input === 'string') await readRange(input, offset, length, into, at)
-    else await input.read(offset, length, into.subarray(at, at + length))
-  }
   const sizes = infos.map(i => i.size)
+  // a file written to while it is read is not stored: stamped now, checked after its last read
+  const stamps = infos.map(stampOf)
+  const isFile = inputs.map(i => typeof i === 'string')
+  const changed = new Set<number>()
   const owner = ctx.node.peerId.toString()
   const names = paths.map((p, f) => (opts.names?.[f] ?? basename(p)).slice(0, 255))
 
@@ -141,7 +140,7 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
   // the allocation's files: every path, then the packs
   const slots = [...sizes, ...packs.map(p => p.size)]
 
-  const journal = await UploadJournal.key(ctx.dataDir, { owner, paths, sizes, mtimes: infos.map(i => i.mtimeMs), names, replicas: opts.replicas, chunkSize: opts.chunkSize, pieces: opts.pieces, packs: packs.length })
+  const journal = await UploadJournal.key(ctx.dataDir, { owner, paths, sizes, mtimes: infos.map(i => i.mtimeMs), ctimes: infos.map(i => i.ctimeMs), inodes: infos.map(i => i.ino), names, replicas: opts.replicas, chunkSize: opts.chunkSize, pieces: opts.pieces, packs: packs.length })
   let state: UploadState | undefined = opts.resume !== false ? await journal.load() : undefined
   const resumed = state != null ? await renewed(ctx, state.allocation.allocationId) : undefined
   let alloc: M.Message<typeof M.Allocated>
@@ -157,13 +156,34 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
     if (opts.resume !== false) journal.start(alloc, fileKeys.map((k, f) => ctx.keystore.wrap(k, alloc.fileIds[f])))
   }
   const { allocationId } = alloc
+  /** Reads a range of file `f`; false (and `f` marked changed) if it is shorter than it was, or gone. */
+  const readChecked = async (f: number, offset: number, length: number, into: Buffer, at?: number): Promise<boolean> => {
+    if (changed.has(f)) return false
+    const input = inputs[f]
+    // a byte source's failure is its own (a network body that ended short): it fails the upload
+    if (typeof input !== 'string') { await input.read(offset, length, into.subarray(at ?? 0, (at ?? 0) + length)); return true }
+    try {
+      await readRange(input, offset, length, into, at)
+      return true
+    } catch (err: any) {
+      if (!(err instanceof InvalidArgumentError) && err.code !== 'ENOENT') throw err
+      changed.add(f)
+      return false
+    }
+  }
   const source = (slot: number, name: string, read: Source['read']): Source =>
     ({ slot, name, size: slots[slot], fileId: alloc.fileIds[slot], fileKey: fileKeys[slot], chunks: new Array(Math.ceil(slots[slot] / opts.chunkSize)), sent: 0, reused: 0, read })
   const sources: Source[] = [
-    ...paths.flatMap((path, f) => packOf.has(f) ? [] : [source(f, path, async (offset, length, into) => { await readInput(f, offset, length, into) })]),
+    ...paths.flatMap((path, f) => packOf.has(f) ? [] : [source(f, path, async (offset, length, into) => {
+      if (!await readChecked(f, offset, length, into)) throw new ShortReadError(path)
+    })]),
     ...packs.map((p, k) => source(paths.length + k, `pack of ${p.members.length} files`, async (offset, length, into) => {
-      // a pack is one chunk: read whole, each file at its place
-      await Promise.all(p.members.map(async (m, j) => { await readInput(m, 0, sizes[m], into, p.offsets[j] - offset) }))
+      // a pack is one chunk: read whole, each file at its place (a file that changed is left out of
+      // the commit, and its place in the pack zeroed)
+      await Promise.all(p.members.map(async (m, j) => {
+        const at = p.offsets[j] - offset
+        if (!await readChecked(m, 0, sizes[m], into, at)) into.fill(0, at, at + sizes[m])
+      }))
     }))
   ]
   const total = sources.reduce((a, s) => a + s.size, 0)
@@ -281,7 +301,15 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
         opts.signal?.throwIfAborted()
         // buffers go back to the pool only once nothing can touch them (a failed read or send may)
         const plain = ctx.buffers.take(plainSize)
-        await src.read(i * opts.chunkSize, plainSize, plain)
+        try {
+          await src.read(i * opts.chunkSize, plainSize, plain)
+        } catch (err) {
+          // a file that shrank or went away: its other chunks are not sent either, the others go on
+          if (!(err instanceof ShortReadError)) throw err
+          ctx.buffers.give(plain)
+          ok = true
+          return
+        }
         const sealed = ctx.buffers.take(plainSize + CHUNK_OVERHEAD)
         // a chunk an interrupted run had on its way is sealed again with the same nonce: if the
         // plaintext is unchanged it is the same chunk, and a vendor that stored it keeps one copy
@@ -314,7 +342,8 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
     await journal.close()
   }
 
-  ctx.log('upload %s: chunks placed, committing', allocationId)
+  for (const [f, path] of paths.entries()) if (isFile[f] && !changed.has(f) && !await unchanged(path, stamps[f])) changed.add(f)
+  ctx.log('upload %s: chunks placed, committing%s', allocationId, changed.size > 0 ? ` all but ${changed.size} files that changed as they were read` : '')
   const created = Date.now()
   const table = (slot: number, name: string, fileKey: Buffer, chunks: M.ChunkEntry[]): M.FileTable => ({
     fileId: alloc.fileIds[slot],
@@ -329,17 +358,19 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
   })
   const packSlot = (f: number): number => paths.length + (packOf.get(f)?.pack ?? 0)
   const bySlot = new Map(sources.map(s => [s.slot, s]))
+  const kept = new Set(paths.flatMap((_, f) => changed.has(f) ? [] : [f]))
   const tables: M.FileTable[] = [
-    ...paths.map((_, f) => {
+    ...paths.flatMap((_, f) => kept.has(f) ? [f] : []).map(f => {
       const p = packOf.get(f)
       if (p == null) return table(f, names[f], fileKeys[f], (bySlot.get(f) as Source).chunks)
       // a packed file is read with its pack's key
       return { ...table(f, names[f], fileKeys[packSlot(f)], []), packed: { pack: alloc.fileIds[packSlot(f)], offset: p.offset } }
     }),
-    ...packs.map((p, k) => ({ ...table(paths.length + k, `pack of ${p.members.length} files`, fileKeys[paths.length + k], (bySlot.get(paths.length + k) as Source).chunks), kind: 'pack' as const }))
+    ...packs.flatMap((p, k) => p.members.some(m => kept.has(m)) ? [k] : []).map(k => ({ ...table(paths.length + k, `pack of ${packs[k].members.length} files`, fileKeys[paths.length + k], (bySlot.get(paths.length + k) as Source).chunks), kind: 'pack' as const }))
   ]
   try {
-    await ctx.commit(allocationId, tables)
+    // nothing to commit when every file changed: the allocation's lease ends and its chunks are erased
+    if (tables.length > 0) await ctx.commit(allocationId, tables)
   } catch (err) {
     // the allocation is gone (its lease ended while the upload was stopped): its chunks were
     // erased by the FAT's settle order, so start over once with a new allocation
@@ -353,7 +384,8 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
   ctx.log('upload %s: committed', allocationId)
   await journal.remove()
   const placements = (s: Source): Placement[] => s.chunks.map(c => ({ chunk: c.i, chunkId: c.id, vendors: c.replicas.map(r => r.vendor) }))
-  return paths.map((path, f) => {
+  const results = [...kept].sort((a, b) => a - b).map((f): UploadResult => {
+    const path = paths[f]
     const own = bySlot.get(f)
     if (own != null) return { fileId: own.fileId, path, size: own.size, chunks: own.chunks.length, sent: own.sent, reused: own.reused, placements: placements(own) }
     // a packed file has no chunks of its own: its bytes are in the pack's, whose sends count with its first file
@@ -361,4 +393,6 @@ export async function upload (ctx: UploadContext, inputs: Array<string | ByteSou
     const first = packs[packSlot(f) - paths.length].members[0] === f
     return { fileId: alloc.fileIds[f], path, size: sizes[f], chunks: 0, sent: first ? pack.sent : 0, reused: first ? pack.reused : 0, placements: placements(pack), pack: pack.fileId }
   })
+  if (changed.size > 0) throw new FileChangedError([...changed].sort((a, b) => a - b).map(f => paths[f]), results)
+  return results
 }

@@ -1,6 +1,7 @@
 import { AccessDeniedError, IntegrityError, LimitError } from '../../errors.ts'
 import { Records, type DB } from '../../store/db.ts'
 import type { Devices, PieceRef } from '../../store/devices.ts'
+import type { IndexLine } from '../../store/device-files.ts'
 import { createHash } from 'node:crypto'
 import { Serial } from '../../serial.ts'
 
@@ -18,8 +19,15 @@ export interface ChunkRecord {
   damaged?: string
 }
 
+/** The damage mark of a chunk lost with a failed device (it may come back onto this vendor's other devices, or with the device). */
+const deviceFailed = (path: string): string => `device ${path} failed`
+const DEVICE_FAILED = /^device .* failed$/
+
 /** What the start-up check found. */
-export interface CheckReport { chunks: number, damaged: number, leftovers: number }
+export interface CheckReport { chunks: number, damaged: number, quarantined: string[] }
+
+/** What adopting devices re-registered. */
+export interface AdoptReport { chunks: number, incomplete: number }
 
 export interface ChunkPlace { owner: string, allocationId: string, fileId: string, chunkId: string }
 
@@ -40,6 +48,8 @@ export class ChunkStore {
   private readonly writing = new Map<string, Promise<void>>()
   /** fileId/chunkId of damaged chunks, reported to the FAT on every heartbeat until replaced. */
   private readonly damagedKeys = new Set<string>()
+  /** Of those, chunks lost with a failed device (size by key): a healthy replica may be copied back here. */
+  private readonly deviceLost = new Map<string, number>()
   private count = 0
 
   constructor (readonly db: DB, readonly devices: Devices) {
@@ -53,6 +63,7 @@ export class ChunkStore {
     for await (const [, c] of this.chunks.entries()) {
       c.pieces.forEach(p => { this.devices.account(p) })
       if (c.damaged != null) this.damagedKeys.add(`${c.fileId}/${c.chunkId}`)
+      if (c.damaged != null && DEVICE_FAILED.test(c.damaged)) this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
       n++
     }
     this.count = n
@@ -61,31 +72,170 @@ export class ChunkStore {
 
   /**
    * Start-up check of the table against the disks: a chunk with a piece missing or of the wrong
-   * size is marked damaged; a file in a piece folder that no chunk names (a write cut short by a
-   * crash, a temporary file) is removed, so nothing half-written is ever served or counted.
+   * size is marked damaged; a temporary file (a write cut short by a crash) is removed; any other
+   * file in a piece folder that no chunk names is never deleted: it is moved to the device's
+   * quarantine folder and reported (`stordaemon quarantine` removes it). Each device's piece index
+   * is then rewritten from the table.
    */
   async check (): Promise<CheckReport> {
     const named = new Set<string>()
     let chunks = 0
     let damaged = 0
+    await this.devices.rewriteIndexes(async add => {
+      for await (const [, c] of this.chunks.entries()) {
+        chunks++
+        for (const [i, p] of c.pieces.entries()) {
+          named.add(`${p.device}\0${p.name}`)
+          await add(p.device, indexLine(c, i, p))
+        }
+        if (c.damaged != null) { damaged++; continue }
+        const missing = []
+        for (const p of c.pieces) if (!await this.devices.present(p)) missing.push(p.name)
+        if (missing.length > 0) {
+          await this.markDamaged(c.fileId, c.chunkId, `piece ${missing.join(', ')} missing at start`)
+          damaged++
+        }
+      }
+    })
+    const quarantined = await this.sweep(named)
+    return { chunks, damaged, quarantined }
+  }
+
+  /** Moves the files of the piece folders (of one device, or all) that no chunk names into quarantine; temporary files are removed. */
+  private async sweep (named: Set<string>, only?: string): Promise<string[]> {
+    const moved: string[] = []
+    for (const f of await this.devices.files(only)) {
+      // a write in progress names its piece only once all pieces are down: leave those alone
+      if (named.has(`${f.device}\0${f.name}`) || this.writingPiece(f.name)) continue
+      if (f.name.endsWith('.tmp')) { await this.devices.removeTemporary(f.device, f.name); continue }
+      await this.devices.quarantine(f.device, f.name)
+      moved.push(`${f.device}/${f.name}`)
+    }
+    return moved
+  }
+
+  private writingPiece (name: string): boolean {
+    const [fileId, chunkId] = name.split('.')
+    return this.writing.has(`${fileId}/${chunkId}`)
+  }
+
+  /**
+   * Re-registers the pieces of devices taken over from another vendor (`--adopt-device`), from
+   * each device's piece index: a chunk whose every piece is there with its recorded size and hash
+   * goes into the table as it was; pieces of incomplete or unlisted chunks are left on disk for
+   * the start-up check to quarantine. Nothing is deleted.
+   */
+  async adopt (devices: string[]): Promise<AdoptReport> {
+    const report: AdoptReport = { chunks: 0, incomplete: 0 }
+    const found = new Map<string, { line: IndexLine, pieces: Map<number, PieceRef> }>()
+    for (const device of devices) {
+      for (const line of await this.devices.readIndex(device)) {
+        const key = `${line.f}/${line.c}`
+        // the latest line of a chunk wins: one stored again after an erase may be cut otherwise
+        const entry = found.get(key) ?? { line, pieces: new Map() }
+        entry.line = line
+        entry.pieces.set(line.i, { device, name: `${line.f}.${line.c}.${line.i}`, size: line.z, sha256: line.h })
+        found.set(key, entry)
+      }
+    }
+    for (const [key, { line, pieces }] of found) {
+      if (await this.chunks.get(key) != null) continue
+      const refs: PieceRef[] = []
+      for (let i = 0; i < line.n; i++) {
+        const p = pieces.get(i)
+        if (p == null) break
+        const ok = await this.devices.read(p).then(() => true, () => false)
+        if (!ok) break
+        refs.push(p)
+      }
+      if (refs.length !== line.n || refs.reduce((n, p) => n + p.size, 0) !== line.s) { report.incomplete++; continue }
+      const rec: ChunkRecord = { owner: line.o, allocationId: line.a, fileId: line.f, chunkId: line.c, size: line.s, pieces: refs, kept: line.k, stored: Date.now() }
+      await this.db.batch([this.chunks.put(key, rec), this.byAllocation.put(`${line.a}/${line.f}/${line.c}`, 1)], { sync: true })
+      refs.forEach(p => { this.devices.account(p) })
+      this.count++
+      report.chunks++
+    }
+    return report
+  }
+
+  /**
+   * A device failed: each chunk with a piece there is kept here if it can be, with no network
+   * traffic: a piece that still reads back with its hash is copied to another healthy device and
+   * the record follows. A chunk with a piece that cannot be read, or no room for it, is marked
+   * damaged, and the FAT has a healthy replica copied back.
+   */
+  async deviceFailed (path: string): Promise<{ moved: number, damaged: number }> {
+    let moved = 0
+    let damaged = 0
     for await (const [, c] of this.chunks.entries()) {
-      chunks++
-      for (const p of c.pieces) named.add(`${p.device}\0${p.name}`)
-      if (c.damaged != null) { damaged++; continue }
-      const missing = []
-      for (const p of c.pieces) if (!await this.devices.present(p)) missing.push(p.name)
-      if (missing.length > 0) {
-        await this.markDamaged(c.fileId, c.chunkId, `piece ${missing.join(', ')} missing at start`)
+      if (c.damaged != null || !c.pieces.some(p => p.device === path)) continue
+      if (await this.relocate(c, path)) moved++
+      else if (await this.markDamaged(c.fileId, c.chunkId, deviceFailed(path))) {
+        this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
         damaged++
       }
     }
-    let leftovers = 0
-    for (const f of await this.devices.files()) {
-      if (named.has(`${f.device}\0${f.name}`)) continue
-      await this.devices.removeLeftover(f.device, f.name)
-      leftovers++
+    return { moved, damaged }
+  }
+
+  /** Copies a chunk's pieces off a failed device onto healthy ones; false if any cannot be. */
+  private async relocate (c: ChunkRecord, failed: string): Promise<boolean> {
+    const written: PieceRef[] = []
+    const giveBack = async (): Promise<void> => { await Promise.all(written.map(async r => { await this.devices.remove(r).catch(() => {}) })) }
+    try {
+      const pieces: PieceRef[] = []
+      const avoid = new Set(c.pieces.filter(p => p.device !== failed).map(p => p.device))
+      for (const p of c.pieces) {
+        if (p.device !== failed) { pieces.push(p); continue }
+        const bytes = await this.devices.read(p)
+        const ref = await this.devices.write(p.name, bytes, avoid, undefined, p.sha256)
+        written.push(ref)
+        avoid.add(ref.device)
+        pieces.push(ref)
+      }
+      const swapped = await this.serial.run(async () => {
+        const now = await this.get(c.fileId, c.chunkId)
+        // erased, replaced or marked meanwhile: the copies are not wanted
+        if (now == null || now.stored !== c.stored || now.damaged != null) return false
+        await this.db.batch([this.chunks.put(`${c.fileId}/${c.chunkId}`, { ...now, pieces })], { sync: true })
+        return true
+      })
+      if (!swapped) { await giveBack(); return true }
+      this.devices.note(pieces.flatMap((p, i) => written.includes(p) ? [{ device: p.device, line: indexLine(c, i, p) }] : []))
+      await Promise.all(c.pieces.filter(p => p.device === failed).map(async p => { await this.devices.remove(p).catch(() => {}) }))
+      return true
+    } catch {
+      await giveBack()
+      return false
     }
-    return { chunks, damaged, leftovers }
+  }
+
+  /**
+   * A failed device is back: a chunk marked damaged only because the device failed is served
+   * again once all its pieces read back with their hashes (if the FAT replaced it meanwhile, its
+   * erase order follows); files that no chunk names any more (erased meanwhile) go to quarantine.
+   */
+  async deviceReturned (path: string): Promise<{ restored: number, quarantined: string[] }> {
+    const named = new Set<string>()
+    let restored = 0
+    for await (const [, c] of this.chunks.entries()) {
+      if (!c.pieces.some(p => p.device === path)) continue
+      for (const p of c.pieces) if (p.device === path) named.add(`${p.device}\0${p.name}`)
+      if (c.damaged !== deviceFailed(path)) continue
+      const whole = await this.read({ ...c, damaged: undefined }).then(() => true, () => false)
+      if (!whole) continue
+      const cleared = await this.serial.run(async () => {
+        const now = await this.get(c.fileId, c.chunkId)
+        if (now == null || now.stored !== c.stored || now.damaged !== c.damaged) return false
+        const { damaged: _gone, ...rest } = now
+        await this.db.batch([this.chunks.put(`${c.fileId}/${c.chunkId}`, rest)], { sync: true })
+        this.damagedKeys.delete(`${c.fileId}/${c.chunkId}`)
+        this.deviceLost.delete(`${c.fileId}/${c.chunkId}`)
+        return true
+      })
+      if (cleared) restored++
+    }
+    return { restored, quarantined: await this.sweep(named, path) }
   }
 
   /** Chunks in the table. */
@@ -102,6 +252,18 @@ export class ChunkStore {
     return out
   }
 
+  /** Chunks lost with a failed device that fit on the healthy devices, up to `max`, for the heartbeat. */
+  restorable (max: number): Array<{ fileId: string, chunkId: string }> {
+    const out = []
+    for (const [k, size] of this.deviceLost) {
+      if (out.length >= max) break
+      if (!this.damagedKeys.has(k) || this.devices.choose(size, new Set()) == null) continue
+      const [fileId, chunkId] = k.split('/')
+      out.push({ fileId, chunkId })
+    }
+    return out
+  }
+
   /** Marks a chunk unservable; the FAT is told on the next heartbeat and replaces this replica. */
   async markDamaged (fileId: string, chunkId: string, reason: string, unless?: (c: ChunkRecord) => boolean): Promise<boolean> {
     return await this.serial.run(async () => {
@@ -111,15 +273,6 @@ export class ChunkStore {
       this.damagedKeys.add(`${fileId}/${chunkId}`)
       return true
     })
-  }
-
-  /** Marks damaged every chunk with a piece on a failed device. */
-  async deviceFailed (path: string): Promise<number> {
-    let n = 0
-    for await (const [, c] of this.chunks.entries()) {
-      if (c.pieces.some(p => p.device === path) && await this.markDamaged(c.fileId, c.chunkId, `device ${path} failed`)) n++
-    }
-    return n
   }
 
   /**
@@ -200,6 +353,7 @@ export class ChunkStore {
       const rec: ChunkRecord = { owner, allocationId, fileId, chunkId, size: bytes.byteLength, pieces: refs, kept, stored: Date.now() }
       await this.db.batch([this.chunks.put(`${fileId}/${chunkId}`, rec), this.byAllocation.put(`${allocationId}/${fileId}/${chunkId}`, 1)], { sync: true })
       this.count++
+      this.devices.note(refs.map((p, i) => ({ device: p.device, line: indexLine(rec, i, p) })))
     } catch (err) {
       await Promise.all(refs.map(async r => { await this.devices.remove(r).catch(() => {}) }))
       throw err
@@ -280,6 +434,7 @@ export class ChunkStore {
       await this.db.batch([this.chunks.del(`${c.fileId}/${c.chunkId}`), this.byAllocation.del(`${c.allocationId}/${c.fileId}/${c.chunkId}`)], { sync: true })
       this.count--
       this.damagedKeys.delete(`${c.fileId}/${c.chunkId}`)
+      this.deviceLost.delete(`${c.fileId}/${c.chunkId}`)
       return false
     })
     if (gone) return
@@ -296,4 +451,9 @@ export class ChunkStore {
       await this.db.batch([this.grants.put(allocationId, { ...use, used: Math.max(0, use.used + delta) })])
     })
   }
+}
+
+/** A piece's line in its device's index. */
+function indexLine (c: ChunkRecord, i: number, p: PieceRef): IndexLine {
+  return { o: c.owner, a: c.allocationId, f: c.fileId, c: c.chunkId, s: c.size, n: c.pieces.length, i, z: p.size, h: p.sha256, k: c.kept }
 }

@@ -1,6 +1,7 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, IntegrityError, NotFoundError } from '../../errors.ts'
+import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError, UnreachableError } from '../../errors.ts'
+import { locatePeer } from '../../protocol/locate.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
@@ -99,9 +100,26 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
    * replicas report. Only their grants and orders count.
    */
   const fats = new Map<string, Target>()
+  // by peer id, so a replica that moved is reached wherever the node has learned it is now
   for (const a of opts.fats) {
     const id = a.getComponents().find(c => c.name === 'p2p')?.value
-    if (id != null) fats.set(id, a)
+    if (id != null) fats.set(id, { peer: id, addrs: [a.toString()] })
+  }
+  /** Every replica met, kept across restarts: one that moved is looked up by its peer id. */
+  const knownFats = new Records<string[]>(opts.db, 'fat-replica')
+  for await (const [peer, addrs] of knownFats.entries()) if (!fats.has(peer)) fats.set(peer, { peer, addrs })
+  const locating = new Set<string>()
+  /** Looks up a replica that did not answer (another replica's member list, then the DHT), in the background. */
+  const relocate = (peer: string): void => {
+    if (locating.has(peer)) return
+    locating.add(peer)
+    const others = [...fats.entries()].filter(([p]) => p !== peer).map(([, t]) => t)
+    const had = fats.get(peer)
+    locatePeer(node, peer, { replicas: others, stale: had != null && 'addrs' in had ? had.addrs : [], log }).then(async addrs => {
+      if (addrs == null) return
+      fats.set(peer, { peer, addrs })
+      await opts.db.batch([knownFats.put(peer, addrs)])
+    }).catch(err => { log('locating replica %s: %s', peer, err.message) }).finally(() => locating.delete(peer))
   }
   const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
@@ -109,10 +127,32 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const buffers = createBufferPool(64 * MiB)
   const doneOrders = new Records<number>(opts.db, 'order-done')
   await store.load()
+  const adopted = devices.adopted()
+  if (adopted.length > 0) {
+    const a = await store.adopt(adopted)
+    log('adopted %s: %d chunks re-registered, %d incomplete', adopted.join(', '), a.chunks, a.incomplete)
+    opts.onWarning?.(`adopted ${adopted.join(', ')}: ${a.chunks} chunks re-registered and verified${a.incomplete > 0 ? `, ${a.incomplete} incomplete (their pieces go to quarantine)` : ''}`)
+  }
+  devices.checkQuotas()
+  // an empty table over devices full of pieces is a new --data-dir on old disks: quarantining
+  // every piece would take the data away from the network, so ask for an adoption instead
+  if (store.size() === 0) {
+    const pieces = (await devices.files()).filter(f => !f.name.endsWith('.tmp'))
+    if (pieces.length > 0) {
+      const where = [...new Set(pieces.map(f => f.device))]
+      throw new InvalidArgumentError(`--device ${where[0]}: holds ${pieces.length} pieces${where.length > 1 ? ` (with ${where.slice(1).join(', ')})` : ''}, but this vendor's table is empty (a new --data-dir on old disks?); re-register them with --adopt-device ${where[0]}, or move them away`)
+    }
+  }
   const checked = await store.check()
-  log('vendor %s: %d chunks on %d devices; %d damaged, %d leftover files removed', self, checked.chunks, devices.info().length, checked.damaged, checked.leftovers)
+  log('vendor %s: %d chunks on %d devices; %d damaged, %d unknown files quarantined', self, checked.chunks, devices.info().length, checked.damaged, checked.quarantined.length)
+  if (checked.quarantined.length > 0) {
+    opts.onWarning?.(`${checked.quarantined.length} files no chunk names were moved to quarantine (not deleted), e.g. ${checked.quarantined[0]}; \`stordaemon quarantine DEVICE\` lists them, and with --purge removes them`)
+  }
   devices.onFail = path => {
-    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks to be replaced', path, n) }, err => { log.error('device %s: %s', path, err.message) })
+    store.deviceFailed(path).then(n => { log.error('device %s failed: %d chunks moved to other devices here, %d to be restored from other vendors', path, n.moved, n.damaged) }, err => { log.error('device %s: %s', path, err.message) })
+  }
+  devices.onReturn = path => {
+    store.deviceReturned(path).then(r => { log('device %s is back: %d chunks whole again, %d files no chunk names quarantined', path, r.restored, r.quarantined.length) }, err => { log.error('device %s: %s', path, err.message) })
   }
   let inflight = 0
   const highWater = opts.highWater ?? DEFAULT_HIGH_WATER
@@ -208,7 +248,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     },
     confirm: async t => {
       const receipt = await sign<M.Receipt>(key, 'receipt', { vendor: self, fileId: t.fileId, chunkId: t.chunkId, size: t.size })
-      const fat = opts.fats.find(a => a.getComponents().some(c => c.name === 'p2p' && c.value === t.fat)) ?? opts.fats[0]
+      // the order's signer, wherever it is now, else any replica
+      const fat = fats.get(t.fat) ?? [...fats.values()][0]
       try {
         await call(node, fat, FAT_PROTOCOL, { t: 'copied', transfer: t, receipt }, { ok: M.Ok }, { maxReply: MAX_VENDOR_MESSAGE, signal: AbortSignal.timeout(30_000) })
       } catch (err) {
@@ -290,7 +331,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       held: store.size(),
       room: Math.max(0, limit() - used),
       over: Math.max(0, used - limit()),
-      lost: store.damaged(LOST_PER_HEARTBEAT)
+      lost: store.damaged(LOST_PER_HEARTBEAT),
+      restore: store.restorable(LOST_PER_HEARTBEAT)
     }
     const errors: string[] = []
     const applied: string[] = []
@@ -301,7 +343,13 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
         const reply = await call(node, fat, FAT_PROTOCOL, msg, { announced: M.Announced }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(Math.max(1000, heartbeatMs)) })
         reached = true
         lastHeard = Date.now()
-        for (const r of reply.fats) if (!fats.has(r.peer)) fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
+        for (const r of reply.fats) {
+          const had = fats.get(r.peer)
+          if (had == null || ('addrs' in had && had.addrs.join() !== r.addrs.join())) {
+            fats.set(r.peer, { peer: r.peer, addrs: r.addrs })
+            await opts.db.batch([knownFats.put(r.peer, r.addrs)])
+          }
+        }
         heartbeatMs = reply.heartbeatMs
         for (const order of reply.orders) {
           try {
@@ -314,6 +362,8 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
         for (const t of reply.transfers) await transfers.accept(t).catch(err => { log.error('transfer %s refused: %s', t.id, err.message) })
       } catch (err: any) {
         errors.push(err.message)
+        const peer = 'peer' in fat ? fat.peer : undefined
+        if (err instanceof UnreachableError && peer != null) relocate(peer)
       }
     }))
     if (reached) {
@@ -361,6 +411,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       await scrubber.stop()
       transfers.stop()
       await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL, ECHO_PROTOCOL].map(async p => { await node.unhandle(p) }))
+      await devices.close()
     }
   }
 }
