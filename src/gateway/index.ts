@@ -297,6 +297,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     if (!Number.isInteger(maxKeys) || maxKeys < 0) throw new S3Error('InvalidArgument', 'max-keys must be a whole number of 0 or more')
     const prefix = r.query.get('prefix') ?? ''
     const delimiter = r.query.get('delimiter') ?? ''
+    // allow-unordered (a Ceph extension) is granted by listing in order anyway; it cannot go with a delimiter
+    if (r.query.get('allow-unordered') === 'true' && delimiter !== '') throw new S3Error('InvalidArgument', 'allow-unordered cannot be used with a delimiter')
     let after: string | undefined
     const token = r.query.get('continuation-token')
     if (v2) {
@@ -552,7 +554,10 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const completeUpload = async (r: Request): Promise<void> => {
     const uploadId = r.query.get('uploadId') as string
     const doc = await readXml(r, 'CompleteMultipartUpload')
-    const asked = ((doc.Part ?? []) as Array<{ PartNumber?: unknown, ETag?: unknown }>).map(p => ({ n: Number(p.PartNumber), etag: unquote(String(p.ETag ?? '')) }))
+    const listed = ((doc.Part ?? []) as Array<{ PartNumber?: unknown, ETag?: unknown }>).map(p => ({ n: Number(p.PartNumber), etag: unquote(String(p.ETag ?? '')) }))
+    for (let i = 1; i < listed.length; i++) if (listed[i].n < listed[i - 1].n) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.')
+    // a part number listed twice (a part sent again) counts once, with the ETag listed last
+    const asked = listed.filter((p, i) => i === listed.length - 1 || listed[i + 1].n !== p.n)
     const etagOf = (md5s: string[]): string => createHash('md5').update(Buffer.concat(md5s.map(m => Buffer.from(m, 'hex')))).digest('hex') + `-${md5s.length}`
     const result = (etag: string): void => { send(r, 200, toXml('CompleteMultipartUploadResult', { Location: `/${r.bucket}/${encodeURIComponent(r.key)}`, Bucket: r.bucket, Key: r.key, ETag: quote(etag) })) }
     let u
@@ -567,7 +572,6 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     }
     if (asked.length === 0) throw new S3Error('MalformedXML', 'You must specify at least one part')
     if (asked.length > MAX_OBJECT_PARTS) throw new S3Error('InvalidRequest', `this gateway joins at most ${MAX_OBJECT_PARTS} parts into one object`)
-    for (let i = 1; i < asked.length; i++) if (asked[i].n <= asked[i - 1].n) throw new S3Error('InvalidPartOrder', 'The list of parts was not in ascending order. Parts must be ordered by part number.')
     const all = await store.parts(uploadId)
     const byNumber = new Map(all.map(p => [p.n, p.part]))
     const chosen = asked.map(a => {
@@ -662,7 +666,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       if (method === 'GET' && query.has('versions')) return await listVersions(r)
       if (method === 'GET' && query.has('location')) { await store.bucket(bucket); send(r, 200, toXml('LocationConstraint', {})); return }
       if (method === 'GET' && query.has('versioning')) { await store.bucket(bucket); send(r, 200, toXml('VersioningConfiguration', {})); return }
-      if (method === 'GET' && [...query.keys()].every(k => ['list-type', 'prefix', 'delimiter', 'max-keys', 'marker', 'continuation-token', 'start-after', 'encoding-type', 'fetch-owner'].includes(k))) return await listObjects(r)
+      if (method === 'GET' && [...query.keys()].every(k => ['list-type', 'prefix', 'delimiter', 'max-keys', 'marker', 'continuation-token', 'start-after', 'encoding-type', 'fetch-owner', 'allow-unordered'].includes(k))) return await listObjects(r)
       if (method === 'POST' && query.has('delete')) return await deleteObjects(r)
       throw new S3Error('NotImplemented', `${method} on a bucket with ?${[...query.keys()].join('&')} is not supported by this gateway`)
     }
