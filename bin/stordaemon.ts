@@ -290,7 +290,7 @@ const gateway = userOpts(program.command('gateway').description('serve S3 (AWS S
     const tls = opts.tlsCert != null
       ? { cert: await readFile(opts.tlsCert).catch(() => { throw new InvalidArgumentError(`--tls-cert: cannot read ${opts.tlsCert as string}`) }), key: await readFile(opts.tlsKey).catch(() => { throw new InvalidArgumentError(`--tls-key: cannot read ${opts.tlsKey as string}`) }) }
       : undefined
-    const client = await openClient({ dataDir: opts.dataDir, bootstrap: opts.bootstrap ?? [] })
+    const client = await openClient({ dataDir: opts.dataDir, bootstrap: opts.bootstrap ?? [], identity: 'require' })
     let gw
     try {
       gw = await startGateway({
@@ -319,7 +319,8 @@ const gatewayKey = gateway.command('key').description('the access keys S3 client
 userOpts(gatewayKey.command('add <NAME>').description('make an access key; its secret is shown this once'))
   .action(async (name: string, opts) => {
     if (!/^[\x21-\x7e ]{1,64}$/.test(name)) throw new InvalidArgumentError(`NAME: "${name}" must be 1 to 64 printable characters`)
-    const k = await withClient(opts, async c => await addKey(c, name))
+    // the first key of a new data directory creates its identity, as a first upload does
+    const k = await withClient(opts, async c => await addKey(c, name), 'create')
     print(opts.json === true, k, () => `access key ${k.accessKey}\nsecret     ${k.secret}\n(the secret is shown only now; keep it safe)`)
   })
 userOpts(gatewayKey.command('ls').description('list the access keys (not their secrets)'))

@@ -203,7 +203,18 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     r.res.end(xml)
   }
 
-  /** Streams an object's bytes [start, end) across its parts' files, at the pace of the client. */
+  /** Sends an object's bytes [start, end) to `writer`, across its parts' files, fetching only the chunks that cover them. */
+  const sendTo = async (o: ObjectRecord, start: number, end: number, writer: { write: (b: Buffer) => Promise<void> }, signal?: AbortSignal): Promise<void> => {
+    let at = 0
+    for (const p of o.parts) {
+      const a = Math.max(start, at)
+      const b = Math.min(end, at + p.size)
+      if (a < b) await user.downloadRange(p.fileId, writer, { start: a - at, end: b - at, signal })
+      at += p.size
+    }
+  }
+
+  /** Streams an object's bytes [start, end) to the client, at its pace; a client that goes away stops the fetching. */
   const sendBytes = async (r: Request, o: ObjectRecord, start: number, end: number): Promise<void> => {
     const ctrl = new AbortController()
     const onClose = (): void => { if (!r.res.writableFinished) ctrl.abort(new Error('the client went away')) }
@@ -215,13 +226,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       }
     }
     try {
-      let at = 0
-      for (const p of o.parts) {
-        const a = Math.max(start, at)
-        const b = Math.min(end, at + p.size)
-        if (a < b) await user.downloadRange(p.fileId, writer, { start: a - at, end: b - at, signal: ctrl.signal })
-        at += p.size
-      }
+      await sendTo(o, start, end, writer, ctrl.signal)
     } finally {
       r.res.off('close', onClose)
     }
@@ -433,15 +438,6 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     return { fileId: stored.fileId, md5: md5.digest('hex') }
   }
 
-  const sendTo = async (o: ObjectRecord, start: number, end: number, writer: { write: (b: Buffer) => Promise<void> }): Promise<void> => {
-    let at = 0
-    for (const p of o.parts) {
-      const a = Math.max(start, at)
-      const b = Math.min(end, at + p.size)
-      if (a < b) await user.downloadRange(p.fileId, writer, { start: a - at, end: b - at })
-      at += p.size
-    }
-  }
 
   const copyObject = async (r: Request): Promise<void> => {
     checkKey(r.key)
