@@ -67,6 +67,11 @@ describe('S3 gateway', function () {
     await s3.send(new HeadBucketCommand({ Bucket: 'photos' }))
     const names = (await s3.send(new ListBucketsCommand({}))).Buckets?.map(b => b.Name)
     assert.deepEqual(names, ['docs', 'photos'])
+    // paged, one at a time
+    const first = await s3.send(new ListBucketsCommand({ MaxBuckets: 1 }))
+    assert.deepEqual(first.Buckets?.map(b => b.Name), ['docs'])
+    const second = await s3.send(new ListBucketsCommand({ MaxBuckets: 1, ContinuationToken: first.ContinuationToken }))
+    assert.deepEqual([second.Buckets?.map(b => b.Name), second.ContinuationToken], [['photos'], undefined])
     assert.deepEqual(await failsWith(s3.send(new CreateBucketCommand({ Bucket: 'Bad_Name' }))), { code: 'InvalidBucketName', status: 400 })
     assert.equal((await failsWith(s3.send(new HeadBucketCommand({ Bucket: 'nothere' })))).status, 404)
     assert.deepEqual(await failsWith(s3.send(new GetObjectCommand({ Bucket: 'nothere', Key: 'x' }))), { code: 'NoSuchBucket', status: 404 })

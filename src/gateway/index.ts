@@ -40,6 +40,12 @@ const MAX_PARTS = 10_000
 /** Parts one object may have: its record lists their files, and a record holds 64 KiB. */
 const MAX_OBJECT_PARTS = 800
 const MAX_LIST_KEYS = 1000
+/**
+ * The names objects' files get in their tables: the FAT sees a file's name, so it is not the
+ * bucket or the key (those are sealed in the records).
+ */
+const OBJECT_FILE = 's3 object'
+const PART_FILE = 's3 object part'
 /** A secret looked up is remembered this long (a removed key stops working within it). */
 const KEY_CACHE_MS = 10_000
 
@@ -394,7 +400,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       if (ifNoneMatch != null && old != null && listed(ifNoneMatch, old.etag)) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' })
     }
     if (r.headers['if-match'] != null || r.headers['if-none-match'] != null) condition(await store.object(r.bucket, r.key).catch(err => { if (err instanceof S3Error && err.code === 'NoSuchKey') return undefined; throw err }))
-    const stored = await storeBody(r, `${r.bucket}/${r.key}`)
+    const stored = await storeBody(r, OBJECT_FILE)
     const rec: ObjectRecord = { size: stored.size, etag: stored.md5, modified: Date.now(), meta, headers, parts: stored.fileId != null ? [{ fileId: stored.fileId, size: stored.size }] : [] }
     await store.putObject(r.bucket, r.key, rec, [], condition)
     send(r, 200, undefined, { etag: quote(rec.etag) })
@@ -451,7 +457,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     }
     const { meta, headers } = directive === 'REPLACE' ? metadataOf(r.headers) : { meta: src.o.meta, headers: src.o.headers }
     // a multipart object keeps its ETag when copied whole, as in S3
-    const copied = await copyBytes(src.o, 0, src.o.size, `${r.bucket}/${r.key}`)
+    const copied = await copyBytes(src.o, 0, src.o.size, OBJECT_FILE)
     const etag = src.o.parts.length > 1 ? src.o.etag : copied.md5
     const rec: ObjectRecord = { size: src.o.size, etag, modified: Date.now(), meta, headers, parts: copied.fileId != null ? [{ fileId: copied.fileId, size: src.o.size }] : [] }
     await store.putObject(r.bucket, r.key, rec)
@@ -536,10 +542,10 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         start = Number(m[1])
         end = Number(m[2]) + 1
       }
-      const copied = await copyBytes(src.o, start, end, `${r.bucket}/${r.key} part ${n}`)
+      const copied = await copyBytes(src.o, start, end, PART_FILE)
       stored = { fileId: copied.fileId, size: end - start, md5: copied.md5 }
     } else {
-      stored = await storeBody(r, `${r.bucket}/${r.key} part ${n}`)
+      stored = await storeBody(r, PART_FILE)
     }
     const rec: PartRecord = { fileId: stored.fileId ?? '', size: stored.size, etag: stored.md5, modified: Date.now() }
     await store.putPart(r.bucket, uploadId, n, rec)
