@@ -3,6 +3,8 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { connect } from 'node:net'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -22,15 +24,33 @@ export function peakRss (pid: number | undefined): number {
   }
 }
 
-export interface CliRun { code: number | null, stdout: string, stderr: string, seconds: number, peakRss: number }
+export interface CliRun {
+  code: number | null
+  stdout: string
+  stderr: string
+  seconds: number
+  peakRss: number
+  /** CPU seconds (user + system, all threads) the command used, start-up included. */
+  cpuSeconds: number
+}
+
+/** Node options for every process the benchmark starts from the bundle (e.g. --cpu-prof). */
+export function benchNodeArgs (): string[] {
+  const dir = process.env.BENCH_CPU_PROF
+  return dir != null && dir !== '' ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : []
+}
 
 /**
  * Runs the built CLI with no terminal; its peak RSS is read from /proc every 50 ms (VmHWM only
- * grows, so the last reading is the peak up to the last 50 ms).
+ * grows, so the last reading is the peak up to the last 50 ms); its CPU time is written by
+ * cpu-at-exit.js as it exits.
  */
 export async function runCli (args: string[], timeoutMs: number): Promise<CliRun> {
   const t0 = performance.now()
-  const child = spawn(process.execPath, [binPath(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const tmp = await mkdtemp(join(tmpdir(), 'stor-bench-cpu-'))
+  const cpuFile = join(tmp, 'cpu')
+  const atExit = join(dirname(fileURLToPath(import.meta.url)), 'cpu-at-exit.js')
+  const child = spawn(process.execPath, [...benchNodeArgs(), '--import', atExit, binPath(), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, BENCH_CPU_FILE: cpuFile } })
   let stdout = ''
   let stderr = ''
   let peak = 0
@@ -41,7 +61,11 @@ export async function runCli (args: string[], timeoutMs: number): Promise<CliRun
   const code = await new Promise<number | null>((resolve, reject) => { child.on('error', reject); child.on('exit', c => { resolve(c) }) })
   clearInterval(poll)
   clearTimeout(timer)
-  return { code, stdout, stderr, seconds: (performance.now() - t0) / 1000, peakRss: peak }
+  const seconds = (performance.now() - t0) / 1000
+  const cpu = await readFile(cpuFile, 'utf8').catch(() => '')
+  await rm(tmp, { recursive: true, force: true })
+  const [user, system] = cpu.trim().split(' ').map(Number)
+  return { code, stdout, stderr, seconds, peakRss: peak, cpuSeconds: cpu === '' ? NaN : (user + system) / 1e6 }
 }
 
 /** Sends `total` bytes over one plain TCP socket to a receiver process; MB/s from first byte to its answer. */

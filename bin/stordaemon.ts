@@ -9,6 +9,7 @@ import { parseDeviceSpec } from '../src/store/devices.ts'
 import { inspectQuarantine, type QuarantineReport } from '../src/store/device-files.ts'
 import { progressBar } from './progress.ts'
 import { expandPaths } from './paths.ts'
+import { heapForTransfers } from './heap.ts'
 
 /** How long a daemon may take to stop on SIGTERM or SIGINT before it exits anyway. */
 const STOP_DEADLINE_MS = 15_000
@@ -56,6 +57,7 @@ function print (json: boolean, value: object, human: () => string): void {
 
 /** `identity`: whether the command may create the user's identity, needs it, or needs none (see ClientOptions). */
 async function withClient<T> (opts: { bootstrap?: string[], dataDir?: string }, fn: (c: Client) => Promise<T>, identity: 'create' | 'require' | 'ephemeral' = 'require'): Promise<T> {
+  heapForTransfers()
   const client = await openClient({ dataDir: opts.dataDir ?? defaultDataDir, bootstrap: opts.bootstrap ?? [], identity })
   if (client.created && process.stderr.isTTY) process.stderr.write(`stordaemon: created a new identity in ${opts.dataDir ?? defaultDataDir}; back it up with \`stordaemon key export FILE\`: without it your files cannot be read\n`)
   try {
@@ -85,6 +87,7 @@ const program = new Command('stordaemon')
   .action(async (opts) => {
     if (opts.role == null) { program.help(); return }
     if (opts.dataDir == null) throw new InvalidArgumentError('--data-dir: a daemon needs a data directory for its identity and tables')
+    if (opts.role === 'vendor') heapForTransfers()
     const daemon = await startDaemon({
       role: opts.role,
       dataDir: resolve(opts.dataDir),

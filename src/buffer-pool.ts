@@ -17,8 +17,30 @@ const GRAIN = 64 * 1024
 /** Below this a fresh buffer is cheap (Node's slab or malloc's heap serves it). */
 const MIN_POOLED = 256 * 1024
 
+/** Memory pages are at least this large and aligned: what direct (O_DIRECT) file writes need. */
+export const PAGE_ALIGN = 4096
+
+/**
+ * Memory whose first byte sits on a page boundary. WebAssembly memory is the one page-aligned
+ * allocation JavaScript can ask for (an ArrayBuffer's address is the allocator's choice and cannot
+ * be read); `capacity` is a multiple of GRAIN, i.e. whole 64 KiB WebAssembly pages.
+ */
+function pageAligned (capacity: number): ArrayBuffer {
+  const pages = capacity / GRAIN
+  return new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer
+}
+
+export interface BufferPoolOptions {
+  /**
+   * Pooled buffers start on a page boundary (PAGE_ALIGN), so a vendor can write a chunk's pieces
+   * to disk with O_DIRECT straight from the buffer it received them into.
+   */
+  aligned?: boolean
+}
+
 /** A pool that keeps at most `maxIdleBytes` of buffers not in use. */
-export function createBufferPool (maxIdleBytes: number): BufferPool {
+export function createBufferPool (maxIdleBytes: number, opts: BufferPoolOptions = {}): BufferPool {
+  const fresh = opts.aligned === true ? pageAligned : (capacity: number) => new ArrayBuffer(capacity)
   const idle = new Map<number, ArrayBuffer[]>()
   let idleBytes = 0
   return {
@@ -31,7 +53,7 @@ export function createBufferPool (maxIdleBytes: number): BufferPool {
         idleBytes -= capacity
         return Buffer.from(ab, 0, size)
       }
-      return Buffer.from(new ArrayBuffer(capacity), 0, size)
+      return Buffer.from(fresh(capacity), 0, size)
     },
     give (buf) {
       const ab = buf.buffer

@@ -28,11 +28,14 @@ export interface DaemonProcess {
   restart: () => Promise<DaemonProcess>
 }
 
-/** Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`. */
-export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
+/**
+ * Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`.
+ * `nodeArgs` go to node itself (e.g. `--cpu-prof`).
+ */
+export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<DaemonProcess> {
   await mkdir(dataDir, { recursive: true })
   const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
-  const { child, stderr, exited } = startChild(['--role', role, '--data-dir', dataDir, ...listen, ...args], env)
+  const { child, stderr, exited } = startChild(['--role', role, '--data-dir', dataDir, ...listen, ...args], env, nodeArgs)
   let peerId = ''
   let http: string | undefined
   const addrs: string[] = []
@@ -53,14 +56,14 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
     async restart () {
       const port = /\/tcp\/(\d+)/.exec(addrs[0] ?? '')?.[1] ?? '0'
       const rest = args.filter((a, i) => a !== '--listen' && args[i - 1] !== '--listen')
-      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs, env)
+      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs, env, nodeArgs)
     }
   }
 }
 
 /** Runs the CLI with `args` as a child process; its stderr is kept. */
-function startChild (args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess, stderr: () => string, exited: Promise<void> } {
-  const child = spawn(process.execPath, [binPath(), ...args], {
+function startChild (args: string[], env: NodeJS.ProcessEnv, nodeArgs: string[] = []): { child: ChildProcess, stderr: () => string, exited: Promise<void> } {
+  const child = spawn(process.execPath, [...nodeArgs, binPath(), ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FORCE_COLOR: '0', ...env }
   })
@@ -114,6 +117,8 @@ export interface ClusterOptions {
   deviceSizeFor?: (vendor: number) => string | undefined
   /** Extra environment of vendor `i` (e.g. STOR_TEST_DELAY_MS to make one slow). */
   vendorEnv?: (i: number) => NodeJS.ProcessEnv
+  /** Options for node itself in every process (e.g. `--cpu-prof`, as the benchmark's BENCH_CPU_PROF sets). */
+  nodeArgs?: string[]
 }
 
 export interface Cluster {
@@ -131,7 +136,8 @@ export interface Cluster {
 
 /** A local network as separate processes: one FAT and `vendors` vendors with their own devices. */
 export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
-  const fat = await spawnDaemon('fat', join(opts.dir, 'fat'), opts.fatArgs ?? [])
+  const nodeArgs = opts.nodeArgs ?? []
+  const fat = await spawnDaemon('fat', join(opts.dir, 'fat'), opts.fatArgs ?? [], 60_000, {}, nodeArgs)
   const bootstrap = loopbackAddr(fat)
   const fats = [fat]
   const deviceDirs = (v: number): string[] => Array.from({ length: opts.devicesPerVendor ?? 2 }, (_, d) => join(opts.dir, `vendor${v}`, `disk${d}`))
@@ -143,11 +149,11 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
   }
   try {
     for (let f = 1; f < (opts.fats ?? 1); f++) {
-      fats.push(await spawnDaemon('fat', join(opts.dir, `fat${f}`), ['--bootstrap', bootstrap, ...(opts.fatArgs ?? [])]))
+      fats.push(await spawnDaemon('fat', join(opts.dir, `fat${f}`), ['--bootstrap', bootstrap, ...(opts.fatArgs ?? [])], 60_000, {}, nodeArgs))
     }
     for (let v = 0; v < (opts.vendors ?? 3); v++) {
       await Promise.all(deviceDirs(v).map(async d => await mkdir(d, { recursive: true })))
-      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}))
+      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}, nodeArgs))
     }
   } catch (err) {
     await Promise.all([...fats, ...vendors].map(async p => { await p.kill('SIGKILL') }))
@@ -161,7 +167,7 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
     deviceDirs,
     async restartVendor (v) {
       await vendors[v].kill('SIGKILL')
-      vendors[v] = await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v))
+      vendors[v] = await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}, nodeArgs)
       return vendors[v]
     },
     async stop () {

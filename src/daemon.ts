@@ -20,6 +20,7 @@ import { createFat } from './roles/fat/index.ts'
 import { createVendor, type HighWater } from './roles/vendor/index.ts'
 import { createUser, type User, type Progress } from './roles/user/index.ts'
 import { fatMonitoring, parseHttpListen, vendorMonitoring, type HttpServer } from './http/index.ts'
+import { closeChunkStreams } from './protocol/chunk-transfer.ts'
 
 export type Role = 'fat' | 'vendor'
 
@@ -214,6 +215,8 @@ export async function openClient (opts: ClientOptions): Promise<Client> {
   const dataDir = scratch ?? opts.dataDir
   const { node, key } = await openNode(dataDir, [], false)
   const close = async (): Promise<void> => {
+    // kept chunk streams end cleanly first, so vendors know every chunk they sent arrived
+    await closeChunkStreams(node)
     await node.stop()
     if (scratch != null) await rm(scratch, { recursive: true, force: true })
   }

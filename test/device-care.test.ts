@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { crc32 } from 'node:zlib'
 import { join } from 'node:path'
 import type { Cluster, Client, UploadResult } from '../src/index.ts'
 import { openDb } from '../src/store/db.ts'
 import { Records } from '../src/store/db.ts'
 import type { ChunkRecord } from '../src/roles/vendor/chunks.ts'
+import type { PieceRef } from '../src/store/devices.ts'
 import { cli, eventually, randomFile, sha256File, useCluster } from './helpers.ts'
 
 const MiB = 1024 * 1024
@@ -246,14 +248,20 @@ describe('a vendor killed with kill -9 mid-write and restarted', function () {
     await net.cluster.vendors[victim].kill('SIGTERM')
     const db = await openDb(join(net.cluster.vendors[victim].dataDir, 'db'))
     try {
-      const named = new Map<string, string>()
+      const named = new Map<string, PieceRef>()
       for await (const [, c] of new Records<ChunkRecord>(db, 'chunk').entries()) {
         assert.equal(c.damaged, undefined, `chunk ${c.chunkId} is not damaged`)
-        for (const p of c.pieces) named.set(p.name, p.sha256)
+        for (const p of c.pieces) named.set(p.name, p)
       }
       const disk = await pieceFiles(net.cluster, victim)
       assert.deepEqual([...disk.keys()].sort(), [...named.keys()].sort(), 'the disks hold exactly the pieces the table names (no leftovers, nothing missing)')
-      for (const [name, path] of disk) assert.equal(sha(await readFile(path)), named.get(name), `piece ${name} has its recorded hash`)
+      for (const [name, path] of disk) {
+        const bytes = await readFile(path)
+        const p = named.get(name) as PieceRef
+        // a piece that is a whole chunk records its SHA-256 (the chunk id), the others their CRC-32
+        if (p.crc32 != null) assert.equal(crc32(bytes), p.crc32, `piece ${name} has its recorded CRC-32`)
+        else assert.equal(sha(bytes), p.sha256, `piece ${name} has its recorded hash`)
+      }
     } finally {
       await db.close()
     }

@@ -1,22 +1,39 @@
 import type { AbortOptions } from '@libp2p/interface'
 import { StorError, UnreachableError, MalformedMessageError } from '../errors.ts'
 import { decodeReply, encode } from './codec.ts'
-import { FETCH_PROTOCOL, MAX_DATA_BUFFER, MAX_VENDOR_MESSAGE, STORE_PROTOCOL } from './ids.ts'
+import { CHUNK_STREAM_REUSE, FETCH_PROTOCOL, MAX_DATA_BUFFER, MAX_IDLE_CHUNK_STREAMS, MAX_VENDOR_MESSAGE, SEND_BLOCK, STORE_PROTOCOL } from './ids.ts'
 import * as M from './messages.ts'
-import { openStream, type Target } from './rpc.ts'
-import { frames, type FrameStream } from './stream.ts'
+import type { Target } from './rpc.ts'
+import { StreamPool } from './stream-pool.ts'
+import type { FrameStream } from './stream.ts'
 import type { Libp2p } from '@libp2p/interface'
 
 export type StoredReply = M.Message<typeof M.Stored>
 
-async function withStream<T> (node: Libp2p, target: Target, protocol: string, maxBuffer: number, opts: AbortOptions, fn: (fs: ReturnType<typeof frames>) => Promise<T>): Promise<T> {
-  const stream = await openStream(node, target, protocol, opts)
+/** Each node's kept store and fetch streams. */
+const pools = new WeakMap<Libp2p, StreamPool>()
+
+function poolOf (node: Libp2p): StreamPool {
+  let pool = pools.get(node)
+  if (pool == null) {
+    pool = new StreamPool(node, CHUNK_STREAM_REUSE, MAX_IDLE_CHUNK_STREAMS)
+    pools.set(node, pool)
+  }
+  return pool
+}
+
+/** Closes the store and fetch streams a node keeps open (before it stops, so vendors see a clean end). */
+export async function closeChunkStreams (node: Libp2p): Promise<void> {
+  const pool = pools.get(node)
+  pools.delete(node)
+  await pool?.close()
+}
+
+/** One request on a kept (or new) stream to `target`; any failure but a vendor's error reply is UnreachableError. */
+async function withStream<T> (node: Libp2p, target: Target, protocol: string, maxBuffer: number, opts: AbortOptions, fn: (fs: FrameStream) => Promise<T>): Promise<T> {
   try {
-    const result = await fn(frames(stream, MAX_VENDOR_MESSAGE, maxBuffer))
-    await stream.close(opts).catch(() => {})
-    return result
+    return await poolOf(node).use(target, protocol, MAX_VENDOR_MESSAGE, maxBuffer, opts, fn)
   } catch (err: any) {
-    stream.abort(err)
     if (err instanceof StorError) throw err
     throw new UnreachableError(`transfer with ${'peer' in target ? target.peer : target.toString()} failed: ${err.message ?? err}`)
   }
@@ -55,6 +72,10 @@ export function relayChunk (node: Libp2p, to: M.Hop, header: M.ChunkHeader, hop:
   const early: Uint8Array[] = []
   let open: FrameStream | undefined
   let pushed = 0
+  // pushed bytes not yet handed to the stream: runs that follow each other in one buffer (as a
+  // chunk's bytes land in its receive buffer) are joined, so the next hop gets SEND_BLOCK-sized
+  // frames instead of one per incoming network message (~64 KiB), and a window update for each
+  let pending: Uint8Array | undefined
   let stopped: Error | undefined
   let allPushed: () => void = () => {}
   let failed: (err: Error) => void = () => {}
@@ -74,18 +95,30 @@ export function relayChunk (node: Libp2p, to: M.Hop, header: M.ChunkHeader, hop:
     await whole
     return decodeReply(await fs.read({ signal }), { stored: M.Stored }, MAX_VENDOR_MESSAGE)
   })
+  const flush = (): void => {
+    if (pending == null) return
+    if (open != null) send(open, pending)
+    else early.push(pending)
+    pending = undefined
+  }
   return {
     push (bytes) {
       if (stopped != null || bytes.byteLength === 0) return
       pushed += bytes.byteLength
-      if (open != null) send(open, bytes)
-      else early.push(bytes)
+      if (pending != null && pending.buffer === bytes.buffer && pending.byteOffset + pending.byteLength === bytes.byteOffset) {
+        pending = new Uint8Array(pending.buffer, pending.byteOffset, pending.byteLength + bytes.byteLength)
+      } else {
+        flush()
+        pending = bytes
+      }
+      if (pending.byteLength >= SEND_BLOCK || pushed >= header.size) flush()
       if (pushed >= header.size) allPushed()
     },
     reply,
     abort (err) {
       stopped ??= err
       early.length = 0
+      pending = undefined
       failed(err)
       open?.stream.abort(err)
     }

@@ -16,7 +16,18 @@ export interface FrameStream {
    * given, sees each run of bytes as it lands there (a view of the buffer, not a copy).
    */
   readData: (size: number, opts?: ReadDataOptions) => Promise<Uint8Array>
+  /** Bytes received and not read yet. */
+  pending: () => number
   stream: Stream
+}
+
+export interface FramesOptions {
+  /**
+   * A signal given to a read or write aborts the whole stream when it fires (default). A stream
+   * kept for many requests turns this off and links each request's signal for that request only,
+   * since a request's timeout must not abort the stream after the request is over.
+   */
+  linkSignals?: boolean
 }
 
 export interface ReadDataOptions extends AbortOptions {
@@ -103,6 +114,9 @@ class Reader {
       this.notify()
     })
   }
+
+  /** Bytes received and not read yet. */
+  get pending (): number { return this.queued }
 
   private take (data: Uint8Array | Iterable<Uint8Array>): void {
     if (this.failure != null) return
@@ -229,13 +243,13 @@ class Reader {
   }
 }
 
-export function frames (stream: Stream, maxFrame: number, maxBuffer = MAX_STREAM_BUFFER): FrameStream {
+export function frames (stream: Stream, maxFrame: number, maxBuffer = MAX_STREAM_BUFFER, opts: FramesOptions = {}): FrameStream {
   const reader = new Reader(stream, Math.max(maxBuffer, maxFrame + 64))
   // each signal aborts the whole stream once, and lets go of it when the stream closes (a
   // listener per wait for drain would pile up on a long-lived signal)
   const linked = new Set<AbortSignal>()
   const link = (signal?: AbortSignal): void => {
-    if (signal == null || linked.has(signal)) return
+    if (signal == null || linked.has(signal) || opts.linkSignals === false) return
     signal.throwIfAborted()
     linked.add(signal)
     const onAbort = (): void => { stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }
@@ -261,6 +275,7 @@ export function frames (stream: Stream, maxFrame: number, maxBuffer = MAX_STREAM
         await send(bytes.subarray(off, off + SEND_BLOCK), opts)
       }
     },
-    readData: async (size, opts) => await reader.data(size, opts)
+    readData: async (size, opts) => await reader.data(size, opts),
+    pending: () => reader.pending
   }
 }

@@ -2,6 +2,7 @@ import { createWriteStream, type WriteStream } from 'node:fs'
 import { once } from 'node:events'
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
+import { openDirect, writeAt } from './direct.ts'
 
 /**
  * The files a vendor keeps on each device besides its pieces: the owner marker (which vendor the
@@ -40,12 +41,23 @@ export async function writeMarker (device: string, vendor: string): Promise<void
   await writeDurably(join(device, MARKER_FILE), Buffer.from(`${JSON.stringify(body)}\n`))
 }
 
-/** Writes a file through `.tmp`, fsync and rename, then fsyncs its folder: all or nothing after a crash. */
-export async function writeDurably (path: string, bytes: Uint8Array): Promise<void> {
+/**
+ * Writes a file through `.tmp`, fsync and rename, then fsyncs its folder: all or nothing after a
+ * crash. Given a `device` whose `direct` is set, the page-aligned head of the bytes bypasses the
+ * page cache (O_DIRECT, see direct.ts); a file system that refuses it is not asked again.
+ */
+export async function writeDurably (path: string, bytes: Uint8Array, device?: { direct: boolean }): Promise<void> {
   const tmp = `${path}.tmp`
   const fh = await open(tmp, 'w')
   try {
-    await fh.write(bytes)
+    const direct = device?.direct === true ? await openDirect(tmp, 'write') : undefined
+    if (device != null && direct == null) device.direct = false
+    try {
+      await writeAt(fh, direct, bytes, 0)
+    } finally {
+      await direct?.close()
+    }
+    // flushes what went either way: the page-cache tail, the direct head out of the disk's cache, the size
     await fh.sync()
   } finally {
     await fh.close()
@@ -63,8 +75,8 @@ export async function writeDurably (path: string, bytes: Uint8Array): Promise<vo
 export interface IndexLine {
   /** owner, allocation (or transfer) id, file id, chunk id, chunk size, pieces in the chunk */
   o: string, a: string, f: string, c: string, s: number, n: number
-  /** this piece: index, size, SHA-256 */
-  i: number, z: number, h: string
+  /** this piece: index, size, and its checksum (SHA-256 `h` or CRC-32 `r`, as in its PieceRef) */
+  i: number, z: number, h?: string, r?: number
   /** kept (part of a committed file) */
   k: boolean
 }
@@ -136,7 +148,7 @@ export async function readIndex (device: string): Promise<IndexLine[]> {
     try {
       const l = JSON.parse(line)
       if (typeof l?.o === 'string' && typeof l.a === 'string' && typeof l.f === 'string' && typeof l.c === 'string' &&
-        Number.isSafeInteger(l.s) && Number.isSafeInteger(l.n) && Number.isSafeInteger(l.i) && Number.isSafeInteger(l.z) && typeof l.h === 'string') {
+        Number.isSafeInteger(l.s) && Number.isSafeInteger(l.n) && Number.isSafeInteger(l.i) && Number.isSafeInteger(l.z) && (typeof l.h === 'string' || Number.isSafeInteger(l.r))) {
         out.push({ ...l, k: l.k === true })
       }
     } catch {}

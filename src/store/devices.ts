@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto'
+import { crc32 } from 'node:zlib'
 import { access, constants, mkdir, open, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { InvalidArgumentError, IntegrityError, NoSpaceError } from '../errors.ts'
 import { formatSize, parseSize } from '../units.ts'
+import { DIRECT_FLAG, openDirect, readAt } from './direct.ts'
 import type { Logger } from '../logger.ts'
 import { IndexRewrite, IndexWriter, MARKER_FILE, PIECES_DIR, quarantine, readIndex, readMarker, writeDurably, writeMarker, type IndexLine } from './device-files.ts'
 
@@ -10,7 +12,13 @@ export interface DeviceSpec { path: string, quota?: number }
 
 export interface DeviceInfo { path: string, capacity: number, used: number, free: number, failed: boolean, reason?: string }
 
-export interface PieceRef { device: string, name: string, size: number, sha256: string }
+/**
+ * Where a piece is, and its checksum: the SHA-256 when the piece is a whole chunk (its id) or was
+ * written before CRC-32s were used, else the CRC-32. A piece's checksum only finds disk damage and
+ * names the bad piece; a chunk is always checked whole against its SHA-256 id when it is served,
+ * so a piece needs no second cryptographic hash (CRC-32: 0.14 ms of CPU per MB here, SHA-256: 0.49).
+ */
+export interface PieceRef { device: string, name: string, size: number, sha256?: string, crc32?: number }
 
 /**
  * Parses --device PATH[:SIZE]. The text after the last colon is a quota unless it holds a slash
@@ -55,6 +63,17 @@ export interface OpenDevicesOptions {
   warn?: (message: string) => void
 }
 
+/** A piece's checksum: its SHA-256 if the caller has it (a piece that is a whole chunk), else its CRC-32. */
+function checksum (bytes: Uint8Array, sha?: string): Pick<PieceRef, 'sha256' | 'crc32'> {
+  return sha != null ? { sha256: sha } : { crc32: crc32(bytes) }
+}
+
+/** Does `bytes` match the piece's recorded checksum? */
+function matches (piece: PieceRef, bytes: Uint8Array): boolean {
+  if (piece.crc32 != null) return crc32(bytes) === piece.crc32
+  return sha256(bytes) === piece.sha256
+}
+
 interface Device extends DeviceInfo {
   dir: string
   /** bytes given by --device PATH:SIZE; undefined offers the file system's space */
@@ -68,6 +87,8 @@ interface Device extends DeviceInfo {
   /** taken over on purpose (--adopt-device): its pieces are to be re-registered from its index */
   adopted: boolean
   index: IndexWriter
+  /** Writes may bypass the page cache (O_DIRECT); false once the file system refused it. */
+  direct: boolean
 }
 
 /** The disks a vendor offers: directories with quotas, where pieces are written durably and checked. */
@@ -112,7 +133,7 @@ export class Devices {
       } catch (err: any) {
         throw new InvalidArgumentError(`--device ${spec.path}: not a writable directory (${err.code ?? err.message}); create it or fix its permissions`)
       }
-      devices.push({ path: spec.path, dir, quota: spec.quota, capacity: spec.quota ?? available, used: 0, free: Math.min(spec.quota ?? available, available), failed: false, blockSize: fsInfo.bsize > 0 ? fsInfo.bsize : 4096, available, fresh, adopted: adopt, index: new IndexWriter(spec.path) })
+      devices.push({ path: spec.path, dir, quota: spec.quota, capacity: spec.quota ?? available, used: 0, free: Math.min(spec.quota ?? available, available), failed: false, blockSize: fsInfo.bsize > 0 ? fsInfo.bsize : 4096, available, fresh, adopted: adopt, index: new IndexWriter(spec.path), direct: DIRECT_FLAG != null })
     }
     // marked only once every device passed its checks, so a refused start marks nothing
     for (const d of devices) if (d.fresh || d.adopted || await readMarker(d.path) == null) await writeMarker(d.path, opts.owner)
@@ -334,20 +355,22 @@ export class Devices {
   /**
    * Writes a piece to `first` if given, else to the healthy device with the most room, preferring
    * those not in `avoid`; a write counts once it and its folder are flushed. (It is not read back:
-   * that would read the page cache, not the disk; reads and the scrubber check the hash.) A full
-   * disk (ENOSPC) is counted as full until the next probe measures it again; any other failure
-   * marks the device failed; the piece then goes to the next device. `hash` is the bytes' SHA-256
-   * if the caller has it already.
+   * that would read the page cache, not the disk; reads and the scrubber check the checksum.) A
+   * full disk (ENOSPC) is counted as full until the next probe measures it again; any other
+   * failure marks the device failed; the piece then goes to the next device. `hash` is the bytes'
+   * SHA-256 if the caller has it already (a piece that is a whole chunk); otherwise the piece's
+   * checksum is its CRC-32.
    */
-  async write (name: string, bytes: Uint8Array, avoid: Set<string>, first?: string, hash = sha256(bytes)): Promise<PieceRef> {
+  async write (name: string, bytes: Uint8Array, avoid: Set<string>, first?: string, hash?: string): Promise<PieceRef> {
+    const sum = checksum(bytes, hash)
     for (const d of this.order(bytes.byteLength, avoid, first)) {
       // the room is taken before the write starts, so pieces written at once do not overbook a device
       const takes = this.footprint(d.path, bytes.byteLength)
       d.used += takes
       this.refresh(d)
       try {
-        await writeDurably(join(d.dir, name), bytes)
-        return { device: d.path, name, size: bytes.byteLength, sha256: hash }
+        await writeDurably(join(d.dir, name), bytes, d)
+        return { device: d.path, name, size: bytes.byteLength, ...sum }
       } catch (err: any) {
         d.used -= takes
         await Promise.all([name, `${name}.tmp`].map(async n => { await rm(join(d.dir, n), { force: true }).catch(() => {}) }))
@@ -364,13 +387,37 @@ export class Devices {
     throw new NoSpaceError(`no healthy device has room for ${bytes.byteLength} bytes`)
   }
 
-  /** Reads a piece and checks its size, and its hash unless `hash` is false (the caller checks the whole chunk). */
+  /** Reads a piece and checks its size, and its checksum unless `hash` is false (the caller checks the whole chunk). */
   async read (piece: PieceRef, hash = true): Promise<Uint8Array> {
     const d = this.byPath(piece.device)
     if (d == null) throw new IntegrityError(`device ${piece.device} is no longer configured`)
     const bytes = await readFile(join(d.dir, piece.name))
-    if (bytes.byteLength !== piece.size || (hash && sha256(bytes) !== piece.sha256)) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt`)
+    if (bytes.byteLength !== piece.size || (hash && !matches(piece, bytes))) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt`)
     return bytes
+  }
+
+  /**
+   * Reads a piece into `into` (exactly its size), the aligned part with O_DIRECT where the device
+   * allows it, and checks its size; the caller checks the bytes (the whole chunk's hash).
+   */
+  async readInto (piece: PieceRef, into: Uint8Array): Promise<void> {
+    const d = this.byPath(piece.device)
+    if (d == null) throw new IntegrityError(`device ${piece.device} is no longer configured`)
+    if (into.byteLength !== piece.size) throw new RangeError(`readInto: the buffer holds ${into.byteLength} bytes, piece ${piece.name} ${piece.size}`)
+    const path = join(d.dir, piece.name)
+    const fh = await open(path, 'r')
+    try {
+      const direct = d.direct ? await openDirect(path, 'read') : undefined
+      try {
+        const got = await readAt(fh, direct, into, 0)
+        const { size } = await fh.stat()
+        if (got !== piece.size || size !== piece.size) throw new IntegrityError(`piece ${piece.name} on ${piece.device} is corrupt (${size} bytes, ${piece.size} recorded)`)
+      } finally {
+        await direct?.close()
+      }
+    } finally {
+      await fh.close()
+    }
   }
 
   async remove (piece: PieceRef): Promise<void> {

@@ -7,9 +7,12 @@ const TAG = 16
 /**
  * Bytes handed to the cipher at a time. One update over a whole chunk makes the cipher allocate
  * a fresh chunk-sized output (page faults, 10x the cost of the cipher itself here); pieces of this
- * size come from memory the allocator reuses, and are copied into the caller's buffer.
+ * size come from memory the allocator reuses, and are copied into the caller's buffer. 64 KiB
+ * outputs stay below malloc's mmap threshold (256 KiB ones did not always): a 256 MiB upload's
+ * page faults fell from 48-54 thousand to 38-42 thousand (perf stat), and AES-GCM alone ran at
+ * 0.22 ms/MB against 0.23-0.25 for 256 KiB.
  */
-const PIECE = 256 * 1024
+const PIECE = 64 * 1024
 
 /** Binds a chunk to its file and position, so a vendor cannot swap chunks unnoticed. */
 function aad (fileId: string, index: number): Buffer {

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events'
-import { open as openFile, rename, rm } from 'node:fs/promises'
+import { open as openFile, rename, rm, type FileHandle } from 'node:fs/promises'
 import type { PrivateKey } from '@libp2p/interface'
 import { IntegrityError, UnreachableError, InvalidArgumentError, LocalDiskError, localDiskError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
@@ -8,6 +8,7 @@ import type * as M from '../../protocol/messages.ts'
 import { signRequest } from '../../protocol/auth.ts'
 import type { StorNode } from '../../node/index.ts'
 import { sha256 } from '../../store/devices.ts'
+import { openDirect, writeAt } from '../../store/direct.ts'
 import type { BufferPool } from '../../buffer-pool.ts'
 import { decryptChunk } from './cipher.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
@@ -130,13 +131,15 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
   const results: DownloadResult[] = []
   const journals: Array<DownloadJournal | undefined> = []
   const handles: Array<Awaited<ReturnType<typeof openFile>> | undefined> = []
+  // the same files opened for direct writes where the system allows it (see store/direct.ts)
+  const directs: Array<Awaited<ReturnType<typeof openDirect>>> = []
   const jobs: Job[] = []
   let total = 0
   let bytesDone = 0
   let chunksDone = 0
   let chunksTotal = 0
   const closeAll = async (): Promise<void> => {
-    await Promise.all(handles.map(async fh => { await fh?.close().catch(() => {}) }))
+    await Promise.all([...handles, ...directs].map(async fh => { await fh?.close().catch(() => {}) }))
     await Promise.all(journals.map(async j => { await j?.close() }))
   }
   try {
@@ -148,6 +151,7 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
       journals.push(journal)
       const fh = journal == null ? undefined : await openFile(part, journal.reused.size > 0 ? 'r+' : 'w').catch((err: any) => { throw new InvalidArgumentError(`OUT: cannot write ${out} (${err.code ?? err.message})`) })
       handles.push(fh)
+      directs.push(fh == null ? undefined : await openDirect(part, 'write'))
       const chunks = wanted == null ? table.chunks : table.chunks.filter(c => c.i >= wanted.from && c.i < wanted.to)
       total += chunks.reduce((n, c) => n + Math.min(table.chunkSize, table.size - c.i * table.chunkSize), 0)
       chunksTotal += chunks.length
@@ -178,7 +182,9 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
     const finish = async (job: Job, m: VendorModel, plain: Buffer): Promise<void> => {
       const { reply, sink } = items[job.item]
       if (sink != null) await sink.write(plain, job.i * reply.table.chunkSize)
-      else await handles[job.item]?.write(plain, 0, plain.byteLength, job.i * reply.table.chunkSize).catch(err => { throw localDiskError(`${items[job.item].out}.stor-part`, err) })
+      // chunks start on page boundaries of the file (for the usual chunk sizes) and of their pooled
+      // buffers, so they go to disk direct, without a copy through the page cache
+      else await writeAt(handles[job.item] as FileHandle, directs[job.item], plain, job.i * reply.table.chunkSize).catch(err => { throw localDiskError(`${items[job.item].out}.stor-part`, err) })
       journals[job.item]?.record(job.i)
       job.done = true
       for (const [v, a] of job.attempts) if (v !== m.vendor) a.ctrl.abort(new Error('another replica was faster'))

@@ -119,7 +119,8 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const keystore = await Keystore.open(opts.dataDir, opts.newIdentity)
   const paths = new PathCache(opts.dataDir)
   // enough idle buffers for a full window of chunks, sealed and plain
-  const buffers = createBufferPool(MAX_WINDOW_BYTES * 2)
+  // page-aligned, so downloaded chunks go to disk direct (store/direct.ts)
+  const buffers = createBufferPool(MAX_WINDOW_BYTES * 2, { aligned: true })
   if (opts.fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT server')
 
   const self = node.peerId.toString()

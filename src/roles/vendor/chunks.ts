@@ -4,6 +4,7 @@ import type { Devices, PieceRef } from '../../store/devices.ts'
 import type { IndexLine } from '../../store/device-files.ts'
 import { createHash } from 'node:crypto'
 import { Serial } from '../../serial.ts'
+import { PAGE_ALIGN } from '../../buffer-pool.ts'
 
 export interface ChunkRecord {
   owner: string
@@ -134,7 +135,7 @@ export class ChunkStore {
         // the latest line of a chunk wins: one stored again after an erase may be cut otherwise
         const entry = found.get(key) ?? { line, pieces: new Map() }
         entry.line = line
-        entry.pieces.set(line.i, { device, name: `${line.f}.${line.c}.${line.i}`, size: line.z, sha256: line.h })
+        entry.pieces.set(line.i, { device, name: `${line.f}.${line.c}.${line.i}`, size: line.z, sha256: line.h, crc32: line.r })
         found.set(key, entry)
       }
     }
@@ -222,7 +223,7 @@ export class ChunkStore {
       if (!c.pieces.some(p => p.device === path)) continue
       for (const p of c.pieces) if (p.device === path) named.add(`${p.device}\0${p.name}`)
       if (c.damaged !== deviceFailed(path)) continue
-      const whole = await this.read({ ...c, damaged: undefined }).then(() => true, () => false)
+      const whole = await Promise.all(c.pieces.map(async p => await this.devices.read(p))).then(() => true, () => false)
       if (!whole) continue
       const cleared = await this.serial.run(async () => {
         const now = await this.get(c.fileId, c.chunkId)
@@ -335,7 +336,9 @@ export class ChunkStore {
   private async writePieces ({ owner, allocationId, fileId, chunkId }: ChunkPlace, bytes: Uint8Array, pieces: number, kept: boolean): Promise<void> {
     const refs: PieceRef[] = []
     try {
-      const pieceSize = Math.max(1, Math.ceil(bytes.byteLength / pieces))
+      // pieces start on page boundaries of the chunk's buffer, so each can be written to its
+      // device with O_DIRECT (see Devices.write)
+      const pieceSize = Math.max(1, Math.ceil(Math.ceil(bytes.byteLength / pieces) / PAGE_ALIGN) * PAGE_ALIGN)
       const count = Math.max(1, Math.ceil(bytes.byteLength / pieceSize))
       // the pieces go to their devices at once: each device chosen before any write starts
       const used = new Set<string>()
@@ -360,19 +363,28 @@ export class ChunkStore {
     }
   }
 
-  /** Reads a chunk's pieces, in order, and checks them together against the chunk id. */
-  async read (rec: ChunkRecord): Promise<Uint8Array[]> {
+  /**
+   * Reads a chunk's pieces, in order, into `into` (exactly the chunk's size, e.g. a pooled
+   * page-aligned buffer, so the pieces come straight from disk with O_DIRECT), and checks the
+   * whole against the chunk id.
+   */
+  async read (rec: ChunkRecord, into: Uint8Array): Promise<Uint8Array> {
     if (rec.damaged != null) throw new IntegrityError(`chunk ${rec.chunkId} is damaged here (${rec.damaged}); fetch another replica`)
-    // one hash over the whole chunk (without joining the pieces); only when it fails are the
-    // pieces checked, to name the bad one
-    const parts = await Promise.all(rec.pieces.map(async p => await this.devices.read(p, false)))
-    const hash = createHash('sha256')
-    for (const part of parts) hash.update(part)
-    if (hash.digest('hex') !== rec.chunkId) {
+    if (into.byteLength !== rec.size) throw new RangeError(`read: the buffer holds ${into.byteLength} bytes, chunk ${rec.chunkId} ${rec.size}`)
+    let offset = 0
+    const reads = rec.pieces.map(p => {
+      const part = into.subarray(offset, offset + p.size)
+      offset += p.size
+      return this.devices.readInto(p, part)
+    })
+    await Promise.all(reads)
+    if (offset !== rec.size) throw new IntegrityError(`chunk ${rec.chunkId}: its pieces hold ${offset} bytes, not ${rec.size}`)
+    // one hash over the whole chunk; only when it fails are the pieces checked, to name the bad one
+    if (createHash('sha256').update(into).digest('hex') !== rec.chunkId) {
       await Promise.all(rec.pieces.map(async p => await this.devices.read(p)))
       throw new IntegrityError(`chunk ${rec.chunkId} does not match its hash`)
     }
-    return parts
+    return into
   }
 
   /** Of the chunks stored under an allocation, keeps the listed ones (now committed) and erases the rest. */
@@ -455,5 +467,5 @@ export class ChunkStore {
 
 /** A piece's line in its device's index. */
 function indexLine (c: ChunkRecord, i: number, p: PieceRef): IndexLine {
-  return { o: c.owner, a: c.allocationId, f: c.fileId, c: c.chunkId, s: c.size, n: c.pieces.length, i, z: p.size, h: p.sha256, k: c.kept }
+  return { o: c.owner, a: c.allocationId, f: c.fileId, c: c.chunkId, s: c.size, n: c.pieces.length, i, z: p.size, ...(p.crc32 != null ? { r: p.crc32 } : { h: p.sha256 }), k: c.kept }
 }

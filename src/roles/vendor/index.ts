@@ -3,13 +3,13 @@ import type { Multiaddr } from '@multiformats/multiaddr'
 import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError, UnreachableError } from '../../errors.ts'
 import { locatePeer } from '../../protocol/locate.ts'
 import type { Logger } from '../../logger.ts'
-import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB } from '../../protocol/ids.ts'
+import { FAT_PROTOCOL, FETCH_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL, STORE_PROTOCOL, MAX_DATA_BUFFER, ECHO_PROTOCOL, MiB, CHUNK_STREAM_REUSE } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
 import { call, serve, type Served, type Target } from '../../protocol/rpc.ts'
-import { sign, verify } from '../../protocol/sign.ts'
+import { canonical, sign, verify } from '../../protocol/sign.ts'
 import { ReplayGuard } from '../../protocol/auth.ts'
 import { encode } from '../../protocol/codec.ts'
-import { copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
+import { closeChunkStreams, copyChunk, relayChunk } from '../../protocol/chunk-transfer.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import type { DeviceInfo, Devices } from '../../store/devices.ts'
@@ -27,6 +27,8 @@ export const DEFAULT_HIGH_WATER: HighWater = { fraction: 0.9 }
 /** Scrub defaults: a full pass a day, reading at most 8 MiB/s. */
 export const DEFAULT_SCRUB_RATE = 8 * 1024 * 1024
 export const DEFAULT_SCRUB_INTERVAL_MS = 24 * 3_600_000
+/** Grants whose signatures a vendor remembers as checked (then it forgets them all and starts again). */
+const MAX_VERIFIED_GRANTS = 4096
 /** Damaged chunks one heartbeat reports. */
 const LOST_PER_HEARTBEAT = 1000
 import { serveEcho } from '../../protocol/echo.ts'
@@ -123,8 +125,9 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   }
   const fatIds = { has: (peer: string): boolean => fats.has(peer) }
   const store = new ChunkStore(opts.db, devices)
-  // room for the chunks of a few uploads at once, kept between them
-  const buffers = createBufferPool(64 * MiB)
+  // room for the chunks of a few uploads at once, kept between them; page-aligned, so pieces go
+  // to disk straight from them (O_DIRECT)
+  const buffers = createBufferPool(64 * MiB, { aligned: true })
   const doneOrders = new Records<number>(opts.db, 'order-done')
   await store.load()
   const adopted = devices.adopted()
@@ -160,9 +163,17 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   const delayMs = opts.testDelayMs ?? 0
   const delay = async (): Promise<void> => { if (delayMs > 0) await new Promise(resolve => setTimeout(resolve, delayMs)) }
 
+  // every chunk of an allocation comes with the same grant: its signature is checked once (the
+  // whole signed record is the key, so a changed field is checked again)
+  const verifiedGrants = new Set<string>()
   const checkGrant = async (grant: M.Grant, owner: string, allocationId: string): Promise<void> => {
     if (!fatIds.has(grant.fat)) throw new AccessDeniedError(`the grant is signed by ${grant.fat}, which is not a FAT server of this network`)
-    await verify(grant.fat, 'grant', grant)
+    const signed = canonical(grant)
+    if (!verifiedGrants.has(signed)) {
+      await verify(grant.fat, 'grant', grant)
+      if (verifiedGrants.size >= MAX_VERIFIED_GRANTS) verifiedGrants.clear()
+      verifiedGrants.add(signed)
+    }
     if (grant.vendor !== self) throw new AccessDeniedError('the grant is for another vendor')
     if (grant.owner !== owner || grant.allocationId !== allocationId) throw new AccessDeniedError('the grant is for another owner or allocation')
     if (grant.expires < Date.now()) throw new AccessDeniedError('the grant has expired; ask the FAT for a new allocation')
@@ -182,7 +193,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
     log('order %s: %s %s, %d chunks erased', order.id, order.kind, order.scope, erased)
   }
 
-  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, STORE_PROTOCOL, { checks: { store: M.Store }, maxMessage: MAX_VENDOR_MESSAGE, maxBuffer: MAX_DATA_BUFFER, maxInboundStreams: 64, timeoutMs: 300_000, log, reuse: CHUNK_STREAM_REUSE, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
     const { header, hop } = msg
     const me = header.route[hop]
     if (me == null || me.vendor !== self) throw new AccessDeniedError(`hop ${hop} of the route is not this vendor`)
@@ -264,7 +275,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
   })
 
   const guard = new ReplayGuard()
-  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal }) => {
+  await serve(node, FETCH_PROTOCOL, { checks: { fetch: M.Fetch, copy: M.Copy }, maxMessage: MAX_VENDOR_MESSAGE, maxInboundStreams: 64, timeoutMs: 300_000, log, reuse: CHUNK_STREAM_REUSE, onServed: opts.metrics?.served }, async ({ msg, remotePeer, fs, signal, delivered }) => {
     const started = performance.now()
     let rec
     if (msg.t === 'copy') {
@@ -282,19 +293,29 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       if (rec == null) throw new NotFoundError(`this vendor holds no chunk ${msg.chunkId} of file ${msg.fileId}`)
       if (rec.owner !== remotePeer) throw new AccessDeniedError('only the owner may fetch this chunk')
     }
-    const parts = await store.read(rec).catch(async err => {
-      // a piece that no longer reads back is damage: stop serving it and report it
-      if (err.code === 'ENOENT' || err instanceof IntegrityError) {
-        await store.markDamaged(rec.fileId, rec.chunkId, `read: ${err.message}`, now => now.stored !== rec.stored)
-        throw new IntegrityError(`chunk ${rec.chunkId} is damaged here: ${err.message}`)
-      }
-      throw err
-    })
-    await delay()
-    const size = parts.reduce((n, p) => n + p.byteLength, 0)
-    await fs.write(encode({ t: 'chunk', size }), { signal })
-    for (const part of parts) await fs.writeData(part, { signal })
-    opts.metrics?.sent(msg.t, size, (performance.now() - started) / 1000)
+    // the chunk is read into a pooled buffer (page-aligned, so the pieces come straight from disk);
+    // once bytes of it are handed to the stream, it goes back only when the fetcher provably has
+    // every byte (its next request, or a clean close), so nothing queued below the stream still views it
+    const bytes = buffers.take(rec.size)
+    let handed = false
+    try {
+      await store.read(rec, bytes).catch(async err => {
+        // a piece that no longer reads back is damage: stop serving it and report it
+        if (err.code === 'ENOENT' || err instanceof IntegrityError) {
+          await store.markDamaged(rec.fileId, rec.chunkId, `read: ${err.message}`, now => now.stored !== rec.stored)
+          throw new IntegrityError(`chunk ${rec.chunkId} is damaged here: ${err.message}`)
+        }
+        throw err
+      })
+      await delay()
+      await fs.write(encode({ t: 'chunk', size: bytes.byteLength }), { signal })
+      handed = true
+      void delivered.then(whole => { if (whole) buffers.give(bytes) })
+      await fs.writeData(bytes, { signal })
+      opts.metrics?.sent(msg.t, bytes.byteLength, (performance.now() - started) / 1000)
+    } finally {
+      if (!handed) buffers.give(bytes)
+    }
     return undefined
   })
 
@@ -412,6 +433,7 @@ export async function createVendor (opts: VendorOptions): Promise<Vendor> {
       transfers.stop()
       await Promise.all([STORE_PROTOCOL, FETCH_PROTOCOL, ORDER_PROTOCOL, ECHO_PROTOCOL].map(async p => { await node.unhandle(p) }))
       await devices.close()
+      await closeChunkStreams(node)
     }
   }
 }
