@@ -24,7 +24,9 @@ export class UserRecords {
 
   static readonly prefix = PREFIX
 
+  /** (Re)counts each owner's records from level, e.g. after a snapshot replaced the table. */
   async load (): Promise<void> {
+    this.counts.clear()
     for await (const k of this.db.keys({ gte: `${PREFIX}/`, lt: `${PREFIX}/\xff` })) {
       const owner = k.slice(PREFIX.length + 1, k.indexOf('/', PREFIX.length + 1))
       this.counts.set(owner, (this.counts.get(owner) ?? 0) + 1)
