@@ -4,7 +4,7 @@ import { homedir } from 'node:os'
 import { mkdir, readFile, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, drainVendor, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, startGateway, addKey, listAccessKeys, removeKey, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult } from '../src/index.ts'
+import { openClient, startDaemon, drainVendor, removeReplica, parseHighWater, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, startGateway, addKey, listAccessKeys, removeKey, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { inspectQuarantine, type QuarantineReport } from '../src/store/device-files.ts'
 import { progressBar } from './progress.ts'
@@ -35,6 +35,12 @@ function interrupted (): AbortSignal {
   process.once('SIGINT', () => {
     ctrl.abort(new StorError('interrupted; run the same command again to resume', 'ERR_INTERRUPTED'))
     process.once('SIGINT', () => process.exit(130))
+    // whatever the network does (a FAT that never answers, a dial that hangs), the command ends
+    // within a second: what it finished is recorded already, and a new run resumes from it
+    setTimeout(() => {
+      process.stderr.write('stordaemon: interrupted; run the same command again to resume\n')
+      process.exit(130)
+    }, 1000).unref()
   })
   return ctrl.signal
 }
@@ -79,6 +85,7 @@ const program = new Command('stordaemon')
   .option('--adopt-device <path[:size]>', 'vendor: offer a device another vendor marked as its own, taking it over: its pieces are re-registered, not deleted (repeatable)', collect)
   .option('--lease <duration>', 'fat: how long an uncommitted allocation stays locked', '10m')
   .option('--heartbeat <duration>', 'fat: how often vendors report', '2s')
+  .option('--snapshot-every <entries>', 'fat: snapshot the table and compact the log every this many entries', '10000')
   .option('--join-secret <secret>', 'fat: replicas prove they know it to join the replica set (default: $STOR_JOIN_SECRET)')
   .option('--high-water <pct|size>', 'vendor: above this share of its capacity (or size) it moves chunks elsewhere', '90%')
   .option('--scrub-rate <size>', 'vendor: bytes per second the background scrub reads at most', '8MiB')
@@ -99,6 +106,7 @@ const program = new Command('stordaemon')
       leaseMs: parseDuration(opts.lease, '--lease'),
       heartbeatMs: parseDuration(opts.heartbeat, '--heartbeat'),
       joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET,
+      snapshotEntries: /^\d+$/.test(opts.snapshotEvery) ? Number(opts.snapshotEvery) : Number.NaN,
       highWater: parseHighWater(opts.highWater),
       scrubRate: parseSize(opts.scrubRate, '--scrub-rate'),
       scrubIntervalMs: parseDuration(opts.scrubInterval, '--scrub-interval'),
@@ -232,6 +240,16 @@ userOpts(program.command('status').description('the FAT server\'s view of the ne
       ...s.replicas.map(r => `replica ${r.peer} ${r.reachable ? 'up' : 'unreachable'}${r.leader ? ' (orders writes)' : ''}  term ${r.term}  position ${r.applied}  digest ${r.digest.slice(0, 12)}`),
       ...s.vendors.map(v => `vendor ${v.vendor} ${v.alive ? 'alive' : 'silent'}  capacity ${formatSize(v.capacity)}  used ${formatSize(v.used)}  locked ${formatSize(v.locked)}  available ${formatSize(v.available)}  devices ${v.devices.length}${failedDevices(v.devices)}`)
     ].join('\n'))
+  })
+
+program.command('remove-replica <PEER>')
+  .description('fat: take a FAT replica out of the replica set (it may be dead), one at a time, through the replicated log')
+  .option('--bootstrap <multiaddr>', 'a running FAT replica, with /p2p/ (repeatable)', collect)
+  .option('--join-secret <secret>', 'the network\'s join secret (default: $STOR_JOIN_SECRET)')
+  .option('--json', 'print one JSON object')
+  .action(async (peer: string, opts) => {
+    const r = await removeReplica({ bootstrap: opts.bootstrap ?? [], peer, joinSecret: opts.joinSecret ?? process.env.STOR_JOIN_SECRET ?? '' })
+    print(opts.json === true, r, () => `removed ${peer}; the replica set is now:\n${r.members.map(m => `  ${m.peer}${m.peer === r.leader ? ' (orders writes)' : ''}`).join('\n')}`)
   })
 
 program.command('quarantine <DEVICE...>')

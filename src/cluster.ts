@@ -28,14 +28,14 @@ export interface DaemonProcess {
   restart: () => Promise<DaemonProcess>
 }
 
-/**
- * Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`.
- * `nodeArgs` go to node itself (e.g. `--cpu-prof`).
- */
-export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<DaemonProcess> {
+/** How a daemon is launched: `nodeArgs` go to node itself (e.g. `--cpu-prof`); `wrap` is a command that execs it (e.g. `ip netns exec NAME`). */
+export interface Launch { nodeArgs?: string[], wrap?: string[] }
+
+/** Starts `stordaemon` with `args` and waits for it to print its peer id, addresses and `ready`. */
+export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}, launch: Launch = {}): Promise<DaemonProcess> {
   await mkdir(dataDir, { recursive: true })
   const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
-  const { child, stderr, exited } = startChild(['--role', role, '--data-dir', dataDir, ...listen, ...args], env, nodeArgs)
+  const { child, stderr, exited } = startChild(['--role', role, '--data-dir', dataDir, ...listen, ...args], env, launch)
   let peerId = ''
   let http: string | undefined
   const addrs: string[] = []
@@ -56,14 +56,16 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
     async restart () {
       const port = /\/tcp\/(\d+)/.exec(addrs[0] ?? '')?.[1] ?? '0'
       const rest = args.filter((a, i) => a !== '--listen' && args[i - 1] !== '--listen')
-      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/127.0.0.1/tcp/${port}`, ...rest], timeoutMs, env, nodeArgs)
+      const host = /^\/ip4\/([\d.]+)\//.exec(addrs[0] ?? '')?.[1] ?? '127.0.0.1'
+      return await spawnDaemon(role, dataDir, ['--listen', `/ip4/${host}/tcp/${port}`, ...rest], timeoutMs, env, launch)
     }
   }
 }
 
 /** Runs the CLI with `args` as a child process; its stderr is kept. */
-function startChild (args: string[], env: NodeJS.ProcessEnv, nodeArgs: string[] = []): { child: ChildProcess, stderr: () => string, exited: Promise<void> } {
-  const child = spawn(process.execPath, [...nodeArgs, binPath(), ...args], {
+function startChild (args: string[], env: NodeJS.ProcessEnv, launch: Launch = {}): { child: ChildProcess, stderr: () => string, exited: Promise<void> } {
+  const command = [...(launch.wrap ?? []), process.execPath, ...(launch.nodeArgs ?? []), binPath(), ...args]
+  const child = spawn(command[0], command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, FORCE_COLOR: '0', ...env }
   })
@@ -137,7 +139,7 @@ export interface Cluster {
 /** A local network as separate processes: one FAT and `vendors` vendors with their own devices. */
 export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
   const nodeArgs = opts.nodeArgs ?? []
-  const fat = await spawnDaemon('fat', join(opts.dir, 'fat'), opts.fatArgs ?? [], 60_000, {}, nodeArgs)
+  const fat = await spawnDaemon('fat', join(opts.dir, 'fat'), opts.fatArgs ?? [], 60_000, {}, { nodeArgs })
   const bootstrap = loopbackAddr(fat)
   const fats = [fat]
   const deviceDirs = (v: number): string[] => Array.from({ length: opts.devicesPerVendor ?? 2 }, (_, d) => join(opts.dir, `vendor${v}`, `disk${d}`))
@@ -149,11 +151,11 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
   }
   try {
     for (let f = 1; f < (opts.fats ?? 1); f++) {
-      fats.push(await spawnDaemon('fat', join(opts.dir, `fat${f}`), ['--bootstrap', bootstrap, ...(opts.fatArgs ?? [])], 60_000, {}, nodeArgs))
+      fats.push(await spawnDaemon('fat', join(opts.dir, `fat${f}`), ['--bootstrap', bootstrap, ...(opts.fatArgs ?? [])], 60_000, {}, { nodeArgs }))
     }
     for (let v = 0; v < (opts.vendors ?? 3); v++) {
       await Promise.all(deviceDirs(v).map(async d => await mkdir(d, { recursive: true })))
-      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}, nodeArgs))
+      vendors.push(await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}, { nodeArgs }))
     }
   } catch (err) {
     await Promise.all([...fats, ...vendors].map(async p => { await p.kill('SIGKILL') }))
@@ -167,7 +169,7 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
     deviceDirs,
     async restartVendor (v) {
       await vendors[v].kill('SIGKILL')
-      vendors[v] = await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}, nodeArgs)
+      vendors[v] = await spawnDaemon('vendor', join(opts.dir, `vendor${v}`, 'data'), vendorArgs(v), 60_000, opts.vendorEnv?.(v) ?? {}, { nodeArgs })
       return vendors[v]
     },
     async stop () {

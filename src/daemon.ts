@@ -5,18 +5,20 @@ import { generateKeyPair, privateKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { parallel } from './parallel.ts'
 import { parseSize } from './units.ts'
-import { FAT_PROTOCOL, MAX_FAT_MESSAGE } from './protocol/ids.ts'
+import { FAT_PROTOCOL, FAT_SYNC_PROTOCOL, MAX_FAT_MESSAGE } from './protocol/ids.ts'
+import * as S from './protocol/fat-sync.ts'
 import * as M from './protocol/messages.ts'
 import { call } from './protocol/rpc.ts'
 import { signRequest } from './protocol/auth.ts'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { InvalidArgumentError, UnreachableError, StorError } from './errors.ts'
+import { InvalidArgumentError, UnreachableError, UnavailableError, StorError } from './errors.ts'
 import { logger } from './logger.ts'
 import { createNode, fullAddrs, type StorNode } from './node/index.ts'
 import { hasKey, loadOrCreateKey, KEY_FILE } from './node/identity.ts'
 import { openDb, type DB } from './store/db.ts'
 import { Devices, type DeviceSpec } from './store/devices.ts'
 import { createFat } from './roles/fat/index.ts'
+import { removeProof } from './roles/fat/replication.ts'
 import { createVendor, type HighWater } from './roles/vendor/index.ts'
 import { createUser, type User, type Progress } from './roles/user/index.ts'
 import { fatMonitoring, parseHttpListen, vendorMonitoring, type HttpServer } from './http/index.ts'
@@ -38,6 +40,8 @@ export interface DaemonOptions {
   heartbeatMs?: number
   /** fat: replicas must present it to join the replica set (keep it secret); unset lets any FAT join. */
   joinSecret?: string
+  /** fat: snapshot the table and compact the log every this many entries (default 10,000). */
+  snapshotEntries?: number
   onWarning?: (message: string) => void
   /** Vendor: the high-water mark, and scrubbing rate (bytes/s) and interval. */
   highWater?: HighWater
@@ -112,6 +116,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
   const bootstrap = parseBootstrap(opts.bootstrap)
   const listen = parseListen(opts.listen.length > 0 ? opts.listen : ['/ip4/0.0.0.0/tcp/0'])
   if (opts.heartbeatMs != null && (opts.heartbeatMs < 100 || opts.heartbeatMs > 3_600_000)) throw new InvalidArgumentError('--heartbeat: must be from 100ms to 1h')
+  if (opts.snapshotEntries != null && (!Number.isSafeInteger(opts.snapshotEntries) || opts.snapshotEntries < 1)) throw new InvalidArgumentError('--snapshot-every: give a whole number of log entries, at least 1 (default 10000)')
   if (opts.leaseMs != null && opts.leaseMs < 1000) throw new InvalidArgumentError('--lease: must be at least 1s')
   if (opts.scrubRate != null && opts.scrubRate < 1) throw new InvalidArgumentError('--scrub-rate: must be at least 1 byte per second')
   if (opts.scrubIntervalMs != null && opts.scrubIntervalMs < 100) throw new InvalidArgumentError('--scrub-interval: must be at least 100ms')
@@ -140,7 +145,7 @@ export async function startDaemon (opts: DaemonOptions): Promise<Daemon> {
     const heartbeatMs = opts.heartbeatMs ?? 2000
     let announced: Promise<void> | undefined
     if (opts.role === 'fat') {
-      const fat = await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, metrics: fatMonitor?.metrics })
+      const fat = await createFat({ node, db, key: opened.key, log, leaseMs: opts.leaseMs ?? 600_000, heartbeatMs, join: bootstrap, joinSecret: opts.joinSecret, mayFound: newIdentity, snapshotEntries: opts.snapshotEntries, metrics: fatMonitor?.metrics })
       role = fat
       http = await fatMonitor?.start(fat)
       // a FAT that restarted at new addresses tells the vendors it knows (identify carries them, and
@@ -297,6 +302,43 @@ export async function drainVendor (opts: DrainOptions): Promise<DrainResult> {
       if (Date.now() > until) throw new StorError(`vendor ${vendor} still holds ${v.held} chunks (${v.used} bytes in files) after the timeout; it keeps draining`, 'ERR_TIMEOUT')
       await new Promise(resolve => setTimeout(resolve, 500))
     }
+  } finally {
+    await node.stop()
+  }
+}
+
+export interface RemoveReplicaOptions {
+  /** Replicas to ask (any member takes the request to the leader). */
+  bootstrap: string[]
+  /** The peer id of the replica to remove; it may be dead. */
+  peer: string
+  /** The network's join secret: it proves the operator may change the replica set. */
+  joinSecret: string
+}
+
+/** Removes one FAT replica from the replica set, through its log; returns the set that remains. */
+export async function removeReplica (opts: RemoveReplicaOptions): Promise<{ leader: string, members: Array<{ peer: string, addrs: string[] }> }> {
+  const fats = parseBootstrap(opts.bootstrap)
+  if (fats.length === 0) throw new InvalidArgumentError('--bootstrap: give the multiaddr of a FAT replica')
+  try { peerIdFromString(opts.peer) } catch { throw new InvalidArgumentError(`peer: "${opts.peer}" is not a peer id (the replica's 12D3KooW... id, as \`stordaemon status\` lists it)`) }
+  if (opts.joinSecret === '') throw new InvalidArgumentError('--join-secret: removing a replica needs the network\'s join secret (or $STOR_JOIN_SECRET)')
+  const node = await createNode({ privateKey: await generateKeyPair('Ed25519'), listen: [], dhtServer: false })
+  try {
+    const errors: string[] = []
+    const deadline = Date.now() + 20_000
+    while (Date.now() < deadline) {
+      for (const fat of fats) {
+        try {
+          const r = await call(node, fat, FAT_SYNC_PROTOCOL, { t: 'remove', peer: opts.peer, proof: removeProof(opts.joinSecret, opts.peer) }, { removed: S.Removed }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+          return { leader: r.leader, members: r.members }
+        } catch (err: any) {
+          if (!(err instanceof UnreachableError) && !(err instanceof UnavailableError)) throw err
+          errors.push(err.message)
+        }
+      }
+      await new Promise(resolve => setTimeout(resolve, 500))
+    }
+    throw new UnreachableError(`no FAT replica took the removal: ${[...new Set(errors)].slice(-3).join('; ')}`)
   } finally {
     await node.stop()
   }

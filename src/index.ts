@@ -1,7 +1,7 @@
 import './polyfill.ts'
 
-export { startDaemon, openClient, parseBootstrap, parseHighWater, drainVendor } from './daemon.ts'
-export type { Daemon, DaemonOptions, Client, ClientOptions, Role, DrainOptions, DrainResult } from './daemon.ts'
+export { startDaemon, openClient, parseBootstrap, parseHighWater, drainVendor, removeReplica } from './daemon.ts'
+export type { Daemon, DaemonOptions, RemoveReplicaOptions, Client, ClientOptions, Role, DrainOptions, DrainResult } from './daemon.ts'
 export type { User, UploadOptions, UploadManyOptions, TransferOptions, UploadResult, DownloadResult, FileSummary, StatusReport, Allocation, Progress, PathScore, DownloadOptions, RangeWriter, RecordStore, UserRecord, RecordChange, RecordCondition } from './roles/user/index.ts'
 export { DEFAULT_CHUNK_SIZE, DEFAULT_REPLICAS } from './roles/user/index.ts'
 export { runDemo } from './demo.ts'

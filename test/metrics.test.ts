@@ -6,6 +6,7 @@ import { CHUNK_OVERHEAD } from '../src/protocol/ids.ts'
 import { PIECE_OVERHEAD } from '../src/store/devices.ts'
 import { DEFAULT_PIECES } from '../src/roles/user/index.ts'
 import { MIN_PIECE } from '../src/roles/user/upload.ts'
+import { pieceCut } from '../src/roles/vendor/chunks.ts'
 import { cli, eventually, randomFile, sha256File, useCluster } from './helpers.ts'
 import { health, scrape, wentDown, type Scrape } from './scrape.ts'
 
@@ -92,8 +93,7 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
     // on the devices, a piece takes whole blocks and its overhead (src/store/devices.ts footprint)
     const bs = (await statfs(net.cluster.deviceDirs(0)[0])).bsize
     const onDisk = sizes.reduce((n, s) => n + chunkBytes(s).reduce((a, c) => {
-      const pieceSize = Math.ceil(c / Math.max(1, Math.min(DEFAULT_PIECES, Math.ceil(c / MIN_PIECE))))
-      const count = Math.ceil(c / pieceSize)
+      const { pieceSize, count } = pieceCut(c, Math.max(1, Math.min(DEFAULT_PIECES, Math.ceil(c / MIN_PIECE))))
       const pieces = Array.from({ length: count }, (_, i) => Math.min(pieceSize, c - i * pieceSize))
       return a + pieces.reduce((m, p) => m + Math.ceil(p / bs) * bs + PIECE_OVERHEAD, 0)
     }, 0), 0)

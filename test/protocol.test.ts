@@ -1,6 +1,6 @@
 /**
  * Wire-protocol tests: every message of src/protocol/messages.ts and of the FAT replicas' protocol
- * src/protocol/fat-sync.ts (every Op variant travels inside an Append), the checkers of schema.ts,
+ * src/protocol/fat-sync.ts (every Op variant travels inside a Raft append), the checkers of schema.ts,
  * the codec (decode, decodeReply), signatures (sign.ts) and length-prefixed frames (stream.ts).
  *
  * The rule checked throughout: bytes from the network either decode to a valid message or are
@@ -171,9 +171,19 @@ const MORE_OPS: S.Op[] = [
 const entry = (index: number, term: number, op: S.Op): S.Entry => ({ index, term, at: T0 + index, op })
 /** Entries 121.. of the log, one of every Op variant in this order. */
 const ENTRIES: S.Entry[] = OP_TAGS.map((tag, i) => entry(121 + i, i < 2 ? 6 : 7, OPS[tag]))
-const appendOf = (entries: S.Entry[]): M.Message<typeof S.Append> => ({ t: 'append', term: 7, prevIndex: entries.length > 0 ? entries[0].index - 1 : 128, prevTerm: 6, entries, commit: 120 })
-/** Path of the op of variant `tag` in the Append example. */
-const opIn = (tag: string): Array<string | number> => ['entries', OP_TAGS.indexOf(tag), 'op']
+const appendOf = (entries: S.Entry[]): M.Message<typeof S.Raft> => ({ t: 'raft', msg: { type: 'app', term: 7, prevIndex: entries.length > 0 ? entries[0].index - 1 : 128, prevTerm: 6, entries, commit: 120 } })
+/** Path of the op of variant `tag` in the Raft (append) example. */
+const opIn = (tag: string): Array<string | number> => ['msg', 'entries', OP_TAGS.indexOf(tag), 'op']
+/** One Raft message of every other type, each valid inside a Raft request. */
+const RAFT_MESSAGES: S.RaftMessage[] = [
+  { type: 'vote', term: 8, lastIndex: 128, lastTerm: 7 },
+  { type: 'pre-vote', term: 8, lastIndex: 128, lastTerm: 7 },
+  { type: 'vote-resp', term: 8, reject: false },
+  { type: 'pre-vote-resp', term: 8, reject: true },
+  { type: 'app-resp', term: 7, index: 100, reject: true, hint: 90 },
+  { type: 'heartbeat', term: 7, commit: 120 },
+  { type: 'heartbeat-resp', term: 7 }
+]
 
 /** Requests on a user's files carry the owner's signature, nonce and time (auth.ts). */
 const signed = async <T extends object>(msg: T): Promise<T & { auth: M.Message<typeof M.Auth> }> => await signRequest(userKey, USER, msg)
@@ -220,10 +230,11 @@ const EXAMPLES: Record<string, Example> = {
   RecordList: ex(M.RecordList, { t: 'record-list', records: [{ id: hexOf('record id', 32), value: 'c2VhbGVk' }], more: true }),
   ErrorReply: ex(M.ErrorReply, { t: 'error', code: 'ERR_NOT_FOUND', message: 'this vendor holds no such chunk' }),
   // fat-sync.ts
-  Vote: ex(S.Vote, { t: 'vote', term: 8, lastIndex: 128, lastTerm: 7 }),
-  VoteReply: ex(S.VoteReply, { t: 'vote-reply', term: 8, granted: true }),
-  Append: ex(S.Append, appendOf(ENTRIES)),
-  AppendReply: ex(S.AppendReply, { t: 'append-reply', term: 7, success: false, lastIndex: 100 }),
+  Raft: ex(S.Raft, appendOf(ENTRIES)),
+  SnapshotChunk: ex(S.SnapshotChunk, { t: 'snap-chunk', term: 7, id: hexOf('snapshot id', 16), seq: 3, records: [{ k: 'file/' + FILE_ID, v: '{"fileId":"x"}' }, { k: 'meta/seq', v: '120' }], last: { index: 120, term: 7, members: REPLICAS } }),
+  RaftAck: ex(S.RaftAck, { t: 'raft-ack' }),
+  Remove: ex(S.Remove, { t: 'remove', peer: REPLICAS[2].peer, proof: hexOf('remove proof', 32) }),
+  Removed: ex(S.Removed, { t: 'removed', leader: FAT, members: REPLICAS.slice(0, 2) }),
   Join: ex(S.Join, { t: 'join', addrs: REPLICAS[2].addrs, proof: hexOf('join proof', 32) }),
   JoinReply: ex(S.JoinReply, { t: 'join-reply', leader: FAT, members: REPLICAS }),
   Probe: ex(S.Probe, { t: 'probe', digest: true }),
@@ -247,6 +258,7 @@ function optionalField (path: Array<string | number>): boolean {
   const key = path[path.length - 1]
   const parent = path[path.length - 2]
   if (key === 'packed') return true
+  if (key === 'last') return path.length === 1
   if (key === 'restore') return path.length === 1
   // a record write without a value deletes; a condition names a version or absence; a list may start anywhere
   if (['expect', 'absent', 'sha256', 'after', 'limit'].includes(String(key))) return true
@@ -281,8 +293,8 @@ const TABLES: Table[] = [
   { label: 'user <- vendor chunk', checks: { chunk: M.ChunkReply }, maxBytes: MAX_VENDOR_MESSAGE, reply: true },
   { label: 'user <- FAT members-reply', checks: { 'members-reply': M.MembersReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'FAT sync requests (fat-sync.ts SYNC_REQUESTS)', checks: S.SYNC_REQUESTS, maxBytes: MAX_FAT_MESSAGE, reply: false },
-  { label: 'candidate <- replica vote-reply', checks: { 'vote-reply': S.VoteReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
-  { label: 'leader <- replica append-reply', checks: { 'append-reply': S.AppendReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'replica <- replica raft-ack', checks: { 'raft-ack': S.RaftAck }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'operator <- replica removed', checks: { removed: S.Removed }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'new replica <- replica join-reply', checks: { 'join-reply': S.JoinReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'FAT status <- replica probe-reply', checks: { 'probe-reply': S.ProbeReply }, maxBytes: MAX_VENDOR_MESSAGE, reply: true }
 ]
@@ -441,10 +453,11 @@ function listLimit (name: string, path: Path): number {
   if (key === 'replicas' && name === 'StatusReply' && path.length === 1) return 15
   if (key === 'chunks' && path.some(k => k === 'order' || k === 'orders')) return M.MAX_CHUNK_LIST
   if (key === 'ids' && name === 'GetRecords') return M.MAX_RECORDS_LISTED
+  if (key === 'records' && name === 'RecordList') return M.MAX_RECORDS_LISTED
   const limits: Record<string, number> = {
     addrs: 16, devices: 256, done: 10_000, candidates: MAX_CANDIDATES, route: MAX_REPLICAS, receipts: MAX_REPLICAS,
     failed: MAX_REPLICAS, replicas: MAX_REPLICAS, keep: 1_000_000, chunks: 1_000_000, files: 100_000,
-    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16, writes: M.MAX_RECORD_WRITES, records: M.MAX_RECORDS_LISTED, expect: 16
+    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, records: 1_000_000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16, writes: M.MAX_RECORD_WRITES, expect: 16
   }
   const limit = limits[key]
   assert.ok(limit != null, `no list limit known for ${name}${fmt(path)}: add it to listLimit`)
@@ -551,14 +564,16 @@ describe('protocol', function () {
       assert.equal(new Set(ts).size, ts.length)
     })
 
-    it('the Append example carries one entry of every Op variant', function () {
+    it('the Raft example carries one entry of every Op variant, and every other Raft message type is valid', function () {
       const r = attempt(() => S.Op({ op: '\u0000' }, '$'))
       assert.ok(r.threw)
       const m = /^\$\.op: expected one of (.+)$/.exec((r.err as Error).message)
       assert.ok(m != null, (r.err as Error).message)
       const variants = m[1].split(', ')
       assert.deepEqual([...variants].sort(), [...OP_TAGS].sort())
-      assert.deepEqual(EXAMPLES.Append.msg.entries.map((e: S.Entry) => e.op.op), OP_TAGS)
+      assert.deepEqual(EXAMPLES.Raft.msg.msg.entries.map((e: S.Entry) => e.op.op), OP_TAGS)
+      for (const m of RAFT_MESSAGES) assert.deepEqual(S.Raft({ t: 'raft', msg: clone(m) }, '$'), { t: 'raft', msg: m }, m.type)
+      assert.throws(() => S.Raft({ t: 'raft', msg: { type: 'snap', term: 1 } }, '$'), /expected one of/)
       for (const op of [...Object.values(OPS), ...MORE_OPS]) assert.deepEqual(S.Op(clone(op), 'op'), op, op.op)
     })
 
@@ -597,7 +612,7 @@ describe('protocol', function () {
       // SYNC_REQUESTS: what the replicas serve on /stor/fat-sync
       const replSrc = readFileSync(new URL('../src/roles/fat/replication.ts', import.meta.url), 'utf8')
       assert.match(replSrc, /serve\(node, FAT_SYNC_PROTOCOL, \{ checks: S\.SYNC_REQUESTS, maxMessage: MAX_FAT_MESSAGE,/)
-      assert.deepEqual(S.SYNC_REQUESTS, { vote: S.Vote, append: S.Append, join: S.Join, probe: S.Probe })
+      assert.deepEqual(S.SYNC_REQUESTS, { raft: S.Raft, 'snap-chunk': S.SnapshotChunk, join: S.Join, remove: S.Remove, probe: S.Probe })
       assert.ok(TABLES.some(x => x.checks === S.SYNC_REQUESTS && x.maxBytes === MAX_FAT_MESSAGE && !x.reply))
       // every inline `{ key: M.Check }` or `{ key: S.Check }` table in the handlers and callers is one of TABLES
       const files = ['../src/roles/fat/index.ts', '../src/roles/fat/replication.ts', '../src/roles/vendor/index.ts', '../src/roles/user/index.ts', '../src/protocol/chunk-transfer.ts']
@@ -700,7 +715,8 @@ describe('protocol', function () {
         }), { numRuns: RUNS })
       })
 
-      const strings = pathsOf(msg, 'string')
+      // a snapshot record is one table record, as large as a file's table: its limit is tested below
+      const strings = pathsOf(msg, 'string').filter(p => !(name === 'SnapshotChunk' && p[p.length - 1] === 'v'))
       it('(c) an over-long string in any string field is refused', function () {
         for (const path of strings) {
           const s: string = getAt(msg, path)
@@ -793,11 +809,14 @@ describe('protocol', function () {
         ['MembersReply', ['leader'], 128, n => 'x'.repeat(n)],
         ['JoinReply', ['leader'], 128, n => 'x'.repeat(n)],
         ['ProbeReply', ['leader'], 128, n => 'x'.repeat(n)],
+        ['Removed', ['leader'], 128, n => 'x'.repeat(n)],
         ['Join', ['proof'], 64, n => 'ab'.repeat(n / 2), 2],
+        ['SnapshotChunk', ['records', 0, 'k'], 512, n => 'file/'.padEnd(n, 'a')],
+        ['SnapshotChunk', ['records', 0, 'v'], MAX_FAT_MESSAGE - MiB, n => 'a'.repeat(n)],
         ['StatusReply', ['replicas', 0, 'digest'], 64, n => 'cd'.repeat(n / 2), 2],
-        ['Append', [...opIn('vendor'), 'vendor', 'devices', 0, 'path'], 4096, n => '/'.repeat(n)],
-        ['Append', [...opIn('members'), 'members', 0, 'addrs', 0], 300, n => '/' + 'a'.repeat(n - 1)],
-        ['Append', [...opIn('commit'), 'tables', 0, 'name'], 255, n => 'a'.repeat(n)]
+        ['Raft', [...opIn('vendor'), 'vendor', 'devices', 0, 'path'], 4096, n => '/'.repeat(n)],
+        ['Raft', [...opIn('members'), 'members', 0, 'addrs', 0], 300, n => '/' + 'a'.repeat(n - 1)],
+        ['Raft', [...opIn('commit'), 'tables', 0, 'name'], 255, n => 'a'.repeat(n)]
       ]
       for (const [name, path, max, make, step = 1] of cases) {
         const { check, msg } = EXAMPLES[name]
@@ -827,18 +846,18 @@ describe('protocol', function () {
         ['StatusReply', ['replicas', 0, 'digest'], ['a', 'AB', 'zz', hexOf('d', 31).toUpperCase()]],
         ['Join', ['proof'], ['abc', 'AB', 'zz', ' ', hexOf('p', 32).toUpperCase()]],
         ['ProbeReply', ['digest'], [hexOf('d', 31), hexOf('d', 32).toUpperCase()]],
-        ['Append', [...opIn('members'), 'op'], ['Members', 'member', '', 'noop ']],
-        ['Append', [...opIn('members'), 'members', 0, 'peer'], ['', 'QmNotAPeer', FAT.slice(0, -1)]],
-        ['Append', [...opIn('vendor'), 'vendor', 'peer'], [USER + '1', '']],
-        ['Append', [...opIn('vendor'), 'vendor', 'addrs', 0], ['ip4/127.0.0.1', '']],
-        ['Append', [...opIn('allocate'), 'allocation', 'owner'], ['', USER.slice(0, -1)]],
-        ['Append', [...opIn('allocate'), 'allocation', 'fileIds', 0], [FILE_ID.toUpperCase(), CHUNK_ID]],
-        ['Append', [...opIn('commit'), 'orders', 0, 'kind'], ['Settle', 'delete', '']],
-        ['Append', [...opIn('commit'), 'orders', 0, 'keep', 0], [FILE_ID, CHUNK_ID.toUpperCase()]],
-        ['Append', [...opIn('expire'), 'allocationId'], [CHUNK_ID, '']],
-        ['Append', [...opIn('release'), 'orders', 0, 'scope'], [CHUNK_ID, FILE_ID.slice(2)]],
-        ['Append', [...opIn('delivered'), 'vendor'], ['', VENDOR.slice(0, -1)]],
-        ['Append', [...opIn('delivered'), 'ids', 0], [FILE_ID.toUpperCase(), CHUNK_ID, '']]
+        ['Raft', [...opIn('members'), 'op'], ['Members', 'member', '', 'noop ']],
+        ['Raft', [...opIn('members'), 'members', 0, 'peer'], ['', 'QmNotAPeer', FAT.slice(0, -1)]],
+        ['Raft', [...opIn('vendor'), 'vendor', 'peer'], [USER + '1', '']],
+        ['Raft', [...opIn('vendor'), 'vendor', 'addrs', 0], ['ip4/127.0.0.1', '']],
+        ['Raft', [...opIn('allocate'), 'allocation', 'owner'], ['', USER.slice(0, -1)]],
+        ['Raft', [...opIn('allocate'), 'allocation', 'fileIds', 0], [FILE_ID.toUpperCase(), CHUNK_ID]],
+        ['Raft', [...opIn('commit'), 'orders', 0, 'kind'], ['Settle', 'delete', '']],
+        ['Raft', [...opIn('commit'), 'orders', 0, 'keep', 0], [FILE_ID, CHUNK_ID.toUpperCase()]],
+        ['Raft', [...opIn('expire'), 'allocationId'], [CHUNK_ID, '']],
+        ['Raft', [...opIn('release'), 'orders', 0, 'scope'], [CHUNK_ID, FILE_ID.slice(2)]],
+        ['Raft', [...opIn('delivered'), 'vendor'], ['', VENDOR.slice(0, -1)]],
+        ['Raft', [...opIn('delivered'), 'ids', 0], [FILE_ID.toUpperCase(), CHUNK_ID, '']]
       ]
       for (const [name, path, values] of cases) {
         const { check, msg } = EXAMPLES[name]
@@ -867,30 +886,26 @@ describe('protocol', function () {
         ['ChunkReply', ['size'], 0, MAX_WIRE_CHUNK],
         ['StatusReply', ['replicas', 0, 'term'], 0, 2 ** 48],
         ['StatusReply', ['replicas', 0, 'applied'], 0, 2 ** 48],
-        ['Vote', ['term'], 0, 2 ** 48],
-        ['Vote', ['lastIndex'], 0, 2 ** 48],
-        ['Vote', ['lastTerm'], 0, 2 ** 48],
-        ['VoteReply', ['term'], 0, 2 ** 48],
-        ['Append', ['term'], 0, 2 ** 48],
-        ['Append', ['prevIndex'], 0, 2 ** 48],
-        ['Append', ['prevTerm'], 0, 2 ** 48],
-        ['Append', ['commit'], 0, 2 ** 48],
-        ['Append', ['entries', 0, 'index'], 0, 2 ** 48],
-        ['Append', ['entries', 0, 'term'], 0, 2 ** 48],
-        ['Append', ['entries', 0, 'at'], 0, 2 ** 48],
-        ['Append', [...opIn('vendor'), 'vendor', 'capacity'], 0, 2 ** 50],
-        ['Append', [...opIn('vendor'), 'vendor', 'joined'], 0, 2 ** 48],
-        ['Append', [...opIn('vendor'), 'vendor', 'devices', 0, 'free'], 0, 2 ** 50],
-        ['Append', [...opIn('allocate'), 'allocation', 'sizes', 0], 0, 2 ** 50],
-        ['Append', [...opIn('allocate'), 'allocation', 'replicas'], 1, MAX_REPLICAS],
-        ['Append', [...opIn('allocate'), 'allocation', 'chunkSize'], 1, 2 ** 30],
-        ['Append', [...opIn('allocate'), 'allocation', 'expires'], 0, 2 ** 48],
-        ['Append', [...opIn('allocate'), 'allocation', 'grants', VENDOR], 0, 2 ** 50],
-        ['Append', [...opIn('commit'), 'tables', 0, 'size'], 0, 2 ** 50],
-        ['Append', [...opIn('commit'), 'orders', 0, 'issued'], 0, 2 ** 48],
-        ['Append', [...opIn('release'), 'orders', 0, 'issued'], 0, 2 ** 48],
-        ['AppendReply', ['term'], 0, 2 ** 48],
-        ['AppendReply', ['lastIndex'], 0, 2 ** 48],
+        ['SnapshotChunk', ['last', 'index'], 0, 2 ** 48],
+        ['SnapshotChunk', ['seq'], 0, 2 ** 32],
+        ['Raft', ['msg', 'term'], 0, 2 ** 48],
+        ['Raft', ['msg', 'prevIndex'], 0, 2 ** 48],
+        ['Raft', ['msg', 'prevTerm'], 0, 2 ** 48],
+        ['Raft', ['msg', 'commit'], 0, 2 ** 48],
+        ['Raft', ['msg', 'entries', 0, 'index'], 0, 2 ** 48],
+        ['Raft', ['msg', 'entries', 0, 'term'], 0, 2 ** 48],
+        ['Raft', ['msg', 'entries', 0, 'at'], 0, 2 ** 48],
+        ['Raft', [...opIn('vendor'), 'vendor', 'capacity'], 0, 2 ** 50],
+        ['Raft', [...opIn('vendor'), 'vendor', 'joined'], 0, 2 ** 48],
+        ['Raft', [...opIn('vendor'), 'vendor', 'devices', 0, 'free'], 0, 2 ** 50],
+        ['Raft', [...opIn('allocate'), 'allocation', 'sizes', 0], 0, 2 ** 50],
+        ['Raft', [...opIn('allocate'), 'allocation', 'replicas'], 1, MAX_REPLICAS],
+        ['Raft', [...opIn('allocate'), 'allocation', 'chunkSize'], 1, 2 ** 30],
+        ['Raft', [...opIn('allocate'), 'allocation', 'expires'], 0, 2 ** 48],
+        ['Raft', [...opIn('allocate'), 'allocation', 'grants', VENDOR], 0, 2 ** 50],
+        ['Raft', [...opIn('commit'), 'tables', 0, 'size'], 0, 2 ** 50],
+        ['Raft', [...opIn('commit'), 'orders', 0, 'issued'], 0, 2 ** 48],
+        ['Raft', [...opIn('release'), 'orders', 0, 'issued'], 0, 2 ** 48],
         ['ProbeReply', ['term'], 0, 2 ** 48],
         ['ProbeReply', ['applied'], 0, 2 ** 48],
         ['ProbeReply', ['commit'], 0, 2 ** 48],
@@ -949,14 +964,14 @@ describe('protocol', function () {
     })
   })
 
-  describe('fat-sync.ts: every Op variant inside an Append', function () {
+  describe('fat-sync.ts: every Op variant inside a Raft append', function () {
     const sync = TABLES.find(tb => tb.checks === S.SYNC_REQUESTS) as Table
-    const own: Table = { label: '{ append } alone', checks: { append: S.Append }, maxBytes: MAX_FAT_MESSAGE, reply: false }
+    const own: Table = { label: '{ raft } alone', checks: { raft: S.Raft }, maxBytes: MAX_FAT_MESSAGE, reply: false }
     const ctxs = [own, sync]
     const ctxArb = fc.constantFrom(...ctxs)
     /** An Append carrying one entry whose op is `op`, valid or not. */
     const inAppend = (op: unknown): Json => appendOf([{ index: 121, term: 7, at: T0, op } as S.Entry])
-    const OP: Path = ['entries', 0, 'op']
+    const OP: Path = ['msg', 'entries', 0, 'op']
     const under = (p: Path, root: Path): boolean => root.every((k, i) => p[i] === k)
     const opRefused = (v: unknown, what: string, messageRe?: RegExp): void => {
       const r = attempt(() => S.Op(v, 'op'))
@@ -974,7 +989,7 @@ describe('protocol', function () {
         const bytes = encode(inAppend(op))
         for (const ctx of ctxs) {
           assert.equal(run(ctx, bytes), 'valid', `${op.op} in ${ctx.label}`)
-          assert.deepEqual(decode(bytes, ctx.checks, ctx.maxBytes).entries[0].op, op)
+          assert.deepEqual(decode(bytes, ctx.checks, ctx.maxBytes).msg.entries[0].op, op)
         }
       }
       // all of them in one heartbeat, and a heartbeat with no entries

@@ -1,5 +1,5 @@
 import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
-import { MAX_REPLICAS } from './ids.ts'
+import { MAX_FAT_MESSAGE, MAX_REPLICAS } from './ids.ts'
 import { Device, RecordsOp, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields } from './messages.ts'
 
 /**
@@ -79,25 +79,63 @@ export type Entry = Infer<typeof Entry>
 
 // ---- requests between replicas
 
-/** A candidate asks for a vote in `term`; its log ends at lastIndex/lastTerm. */
-export const Vote = obj({ t: t('vote'), term, lastIndex: index, lastTerm: term })
-export const VoteReply = obj({ t: t('vote-reply'), term, granted: bool })
+/**
+ * One Raft message (src/roles/fat/raft/core.ts), one way: the sender is the connection's peer and
+ * the receiver is the replica it reached; the answer, if any, is a message of its own. `index` in
+ * an app-resp is the last index that matches the leader's log, or on a reject the probed index,
+ * with `hint` where the follower's log ends.
+ */
+const ballot = { term, lastIndex: index, lastTerm: term }
+export const RaftMessage = union('type', {
+  vote: obj({ type: t('vote'), ...ballot }),
+  'pre-vote': obj({ type: t('pre-vote'), ...ballot }),
+  'vote-resp': obj({ type: t('vote-resp'), term, reject: bool }),
+  'pre-vote-resp': obj({ type: t('pre-vote-resp'), term, reject: bool }),
+  app: obj({ type: t('app'), term, prevIndex: index, prevTerm: term, entries: arr(Entry, 1000), commit: index }),
+  'app-resp': obj({ type: t('app-resp'), term, index, reject: bool, hint: index }),
+  heartbeat: obj({ type: t('heartbeat'), term, commit: index }),
+  'heartbeat-resp': obj({ type: t('heartbeat-resp'), term })
+})
+export type RaftMessage = Infer<typeof RaftMessage>
+export const Raft = obj({ t: t('raft'), msg: RaftMessage })
 
-/** The leader's heartbeat and log shipment: entries follow prevIndex/prevTerm; commit is its commit index. */
-export const Append = obj({ t: t('append'), term, prevIndex: index, prevTerm: term, entries: arr(Entry, 1000), commit: index })
-/** success, or where the follower's log ends so the leader can back up (lastIndex). */
-export const AppendReply = obj({ t: t('append-reply'), term, success: bool, lastIndex: index })
+/** One table record: as large as a log entry may be (a file's table is a record). */
+const MAX_RECORD = MAX_FAT_MESSAGE - 1024 * 1024
+/** Where a snapshot ends: the index and term it covers, and the replica set at that index. */
+export const SnapshotMeta = obj({ index, term, members: arr(Member, MAX_MEMBERS) })
+/**
+ * One chunk of a snapshot (the leader's table records as they stood at `last.index`), sent in
+ * order from `seq` 0; the last chunk carries `last`. Keys are the table's own level keys, values
+ * its JSON records.
+ */
+export const SnapshotChunk = obj({
+  t: t('snap-chunk'),
+  term,
+  id: hex(16),
+  seq: int(0, 2 ** 32),
+  records: arr(obj({ k: str(512), v: str(MAX_RECORD) }), 1_000_000),
+  last: opt(SnapshotMeta)
+})
+/** The receiver holds the message (Raft messages) or chunk (snapshots); nothing more is promised. */
+export const RaftAck = obj({ t: t('raft-ack') })
 
 /** A new replica asks to join the replica set (sent to any member; the leader adds it). */
 export const Join = obj({ t: t('join'), addrs, proof: hex(32, true) })
 export const JoinReply = obj({ t: t('join-reply'), leader: str(128), members: arr(Member, MAX_MEMBERS) })
 
-/** What `status` shows of each replica. */
+/**
+ * An operator removes a replica from the set (it may be dead): `proof` is HMAC-SHA256 of
+ * `stor:remove:<peer>` under the network's join secret. Any member takes it to the leader.
+ */
+export const Remove = obj({ t: t('remove'), peer, proof: hex(32) })
+/** The replica set once the removal is committed, and who leads it. */
+export const Removed = obj({ t: t('removed'), leader: str(128), members: arr(Member, MAX_MEMBERS) })
+
 /** What `status` shows of each replica; `digest` hashes the whole table, so it is only computed when asked for. */
 export const Probe = obj({ t: t('probe'), digest: bool })
 export const ProbeReply = obj({ t: t('probe-reply'), term, leader: str(128), applied: index, commit: index, lastIndex: index, digest: str(64, /^(?:[0-9a-f]{64})?$/) })
 export type ProbeReply = Infer<typeof ProbeReply>
 
-export const SYNC_REQUESTS = { vote: Vote, append: Append, join: Join, probe: Probe }
+export const SYNC_REQUESTS = { raft: Raft, 'snap-chunk': SnapshotChunk, join: Join, remove: Remove, probe: Probe }
 
 export type Message<C> = Infer<C>

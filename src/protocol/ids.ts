@@ -1,6 +1,6 @@
 /** Protocol ids and limits: versioned strings, one per conversation. */
 export const FAT_PROTOCOL = '/stor/fat/1.0.0'
-export const FAT_SYNC_PROTOCOL = '/stor/fat-sync/1.0.0'
+export const FAT_SYNC_PROTOCOL = '/stor/fat-sync/2.0.0'
 /** 3.0.0: many chunks one after the other on one stream (CHUNK_STREAM_REUSE); 2.0.0 carried one. */
 export const STORE_PROTOCOL = '/stor/vendor/store/3.0.0'
 export const FETCH_PROTOCOL = '/stor/vendor/fetch/3.0.0'

@@ -1,6 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, InvalidArgumentError, LimitError, NotFoundError, UnavailableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, NotFoundError, UnavailableError } from '../../errors.ts'
 import { encode } from '../../protocol/codec.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
@@ -14,7 +14,7 @@ import { Serial } from '../../serial.ts'
 import { FAT_SYNC_PROTOCOL } from '../../protocol/ids.ts'
 import type { ProbeReply } from '../../protocol/fat-sync.ts'
 import * as S from '../../protocol/fat-sync.ts'
-import { FatTable, bytesPerVendor, newOrder, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
+import { FatTable, TABLE_PREFIXES, bytesPerVendor, newOrder, settleKeep, type AllocationRecord, type PendingOrder, type TransferRecord } from './table.ts'
 import { createReplication, type Replication } from './replication.ts'
 import { planMoves, type VendorLoad } from './moves.ts'
 import { Liveness } from './liveness.ts'
@@ -36,6 +36,8 @@ export interface FatOptions {
   electionMs?: [number, number]
   /** A new identity may found a network; an old one whose log is gone must rejoin instead. */
   mayFound: boolean
+  /** Snapshot the table and compact the log once this many entries are applied past the last snapshot. */
+  snapshotEntries?: number
   /** Told of requests and of the work they did, for metrics. */
   metrics?: FatMetrics
 }
@@ -113,13 +115,16 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     join: opts.join,
     joinSecret: opts.joinSecret,
     mayFound: opts.mayFound,
-    applied: table.position,
+    position: () => table.position,
     electionMs: opts.electionMs,
+    snapshotEntries: opts.snapshotEntries,
     apply: async entry => {
       const counted = opts.metrics != null ? appliedWork(entry.op) : undefined
       await table.apply(entry.index, entry.op)
       counted?.()
     },
+    reload: async () => { await table.reload() },
+    prefixes: TABLE_PREFIXES,
     digest: async () => await table.digest()
   })
   const serial = new Serial()
@@ -153,7 +158,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     for (;;) {
       const leader = replication.leader()
       if (leader != null && leader.peer !== self) {
-        return await call(node, { peer: leader.peer, addrs: leader.addrs }, FAT_PROTOCOL, msg, WRITES[msg.t], { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(20_000) }) as object
+        // a commit of a large file checks tens of thousands of receipts and logs megabytes: give it time
+        return await call(node, { peer: leader.peer, addrs: leader.addrs }, FAT_PROTOCOL, msg, WRITES[msg.t], { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(msg.t === 'commit' ? 120_000 : 20_000) }) as object
       }
       if (replication.isLeader()) {
         await replication.ready()
@@ -211,8 +217,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   }
 
   const settleOrders = (a: AllocationRecord, tables: M.FileTable[]): PendingOrder[] =>
-    Object.keys(a.grants).map(v => newOrder(v, 'settle', a.allocationId,
-      tables.flatMap(t => t.chunks.filter(c => c.replicas.some(r => r.vendor === v)).map(c => c.id))))
+    Object.keys(a.grants).map(v => newOrder(v, 'settle', a.allocationId, settleKeep(tables, v)))
 
   const expireLeases = async (): Promise<void> => {
     if (!replication.isLeader()) return
@@ -302,16 +307,19 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       const started = performance.now()
       await serial.run(async () => {
         const a = table.checkCommit(remotePeer, msg.allocationId, msg.tables)
+        let checked = 0
         for (const t of msg.tables) {
           for (const c of t.chunks) {
             for (const r of c.replicas) await verify(r.vendor, 'receipt', { vendor: r.vendor, fileId: t.fileId, chunkId: c.id, size: c.size, sig: r.sig })
+            // a large file has tens of thousands of receipts, seconds of checking: let timers and
+            // the network run between them, or this replica misses its heartbeats and loses the lead
+            if (++checked % 64 === 0) await new Promise(resolve => setImmediate(resolve))
           }
         }
         const orders = settleOrders(a, msg.tables)
-        const op = { op: 'commit' as const, allocationId: a.allocationId, tables: msg.tables, orders }
-        // the entry must fit in one message to the other replicas, with room to spare
-        if (encode(op).byteLength > MAX_FAT_MESSAGE / 2) throw new LimitError('this commit lists too many chunks for one log entry; upload fewer files at once, or use a larger --chunk-size')
-        await propose(op)
+        // one log entry, which must fit in one message to the other replicas: propose refuses a
+        // larger one with a LimitError (a 100 GiB file in 25,600 chunks at 2 replicas takes ~14 MiB)
+        await propose({ op: 'commit' as const, allocationId: a.allocationId, tables: msg.tables, orders: orders.map(o => ({ ...o, keep: [] })) })
         push(orders)
       })
       log('committed %s (%d files) for %s', msg.allocationId, msg.tables.length, remotePeer)
@@ -386,6 +394,10 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
           // a replica restored onto its own vendor's other devices: replacing it by itself leaves
           // the table as it is, ends the transfer, and counts as a repair done
           await propose({ op: 'replace-replica', transferId: x.id, fileId: x.fileId, chunkId: x.chunkId, replaces: x.replaces, to: x.to, sig: receipt.sig, orders: [] })
+          // the vendor's last heartbeat still names the chunk lost; its receipt says otherwise, so
+          // the next planning round must not restore it again before the vendor reports afresh
+          const load = liveness.get(x.to)
+          if (load != null) load.lost = load.lost.filter(l => l.fileId !== x.fileId || l.chunkId !== x.chunkId)
           log('transfer %s done: chunk %s of %s restored on %s', x.id, x.chunkId, x.fileId, x.to)
           return
         }

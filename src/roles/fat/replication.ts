@@ -1,14 +1,17 @@
-import { createHmac, timingSafeEqual } from 'node:crypto'
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { AccessDeniedError, InvalidArgumentError, LimitError, StorError, UnavailableError } from '../../errors.ts'
-import type { Logger } from '../../logger.ts'
+import { logger, type Logger } from '../../logger.ts'
+import { encode } from '../../protocol/codec.ts'
 import { FAT_SYNC_PROTOCOL, MAX_FAT_MESSAGE } from '../../protocol/ids.ts'
 import * as S from '../../protocol/fat-sync.ts'
 import { call, serve, type Target } from '../../protocol/rpc.ts'
 import { fullAddrs, type StorNode } from '../../node/index.ts'
 import type { DB } from '../../store/db.ts'
 import { Serial } from '../../serial.ts'
-import { RaftLog } from './raft-log.ts'
+import { ConfigChangeError, NotLeaderError, Raft, type Message, type SnapshotMeta } from './raft/core.ts'
+import { LogStorage } from './raft/storage.ts'
+import { SnapshotInbox, readSnapshot } from './raft/snapshot.ts'
 
 export interface ReplicationOptions {
   node: StorNode
@@ -23,14 +26,20 @@ export interface ReplicationOptions {
    * but lost its log must not: vendors still trust its peer id, and its table is empty.
    */
   mayFound: boolean
-  /** The index the state machine has applied already. */
-  applied: number
+  /** The index the state machine has applied (it is durable: the table is written with it). */
+  position: () => number
   /** Applies one committed entry to the state machine; called in index order, once per entry. */
   apply: (entry: S.Entry) => Promise<void>
+  /** Reads the state machine from disk again, after a snapshot replaced it. */
+  reload: () => Promise<void>
+  /** The level key prefixes of the state machine: a snapshot is every record under them. */
+  prefixes: readonly string[]
   /** A digest of the state machine, for status. */
   digest: () => Promise<string>
   electionMs?: [number, number]
   heartbeatMs?: number
+  /** Compact the log once this many entries are applied past the last snapshot. */
+  snapshotEntries?: number
 }
 
 export interface ReplicaState { term: number, leader: string, applied: number, commit: number, lastIndex: number }
@@ -49,250 +58,250 @@ export interface Replication {
   leader: () => S.Member | undefined
   members: () => S.Member[]
   state: () => ReplicaState
+  /** The log's first index and the snapshot it starts after (for status and tests). */
+  snapshot: () => { index: number, term: number, firstIndex: number }
   stop: () => Promise<void>
 }
 
+/** Time arrives at the Raft core in ticks of this length. */
+const TICK_MS = 100
 const ENTRIES_PER_APPEND = 500
 const BYTES_PER_APPEND = 4 * 1024 * 1024
+/** Appends a leader sends a follower ahead of its acknowledgements. */
+const MAX_INFLIGHT = 8
 const PROPOSE_TIMEOUT_MS = 8000
+/** An entry must fit in one append with room to spare. */
+const MAX_ENTRY_BYTES = MAX_FAT_MESSAGE - 1024 * 1024
+/** Compact once this many entries are applied past the last snapshot (and the log holds at least this many bytes or entries). */
+const SNAPSHOT_ENTRIES = 10_000
+const SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 export function joinProof (secret: string, peer: string): string {
   return createHmac('sha256', secret).update(`stor:join:${peer}`).digest('hex')
 }
 
+/** The proof an operator gives to remove `peer` from the replica set. */
+export function removeProof (secret: string, peer: string): string {
+  return createHmac('sha256', secret).update(`stor:remove:${peer}`).digest('hex')
+}
+
+function sameProof (given: string, expected: string): boolean {
+  const a = Buffer.from(given, 'hex')
+  const b = Buffer.from(expected, 'hex')
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
 /**
- * Keeps the FAT replicas' op logs identical (Raft): one replica, elected by a majority for a term,
- * orders writes; an op counts once a majority holds it, so a replica cut off from the majority
- * can never commit, and so never grants, while the others elect a new leader in a higher term.
+ * Keeps the FAT replicas' op logs identical: this is the driver around the pure Raft core
+ * (./raft/core.ts). It feeds the core ticks and messages, and carries out each Ready in order:
+ * install a received snapshot, persist entries and hard state (one synced batch), then send the
+ * messages, then apply what is committed. So nothing is promised to another replica before it is
+ * on disk here. The transport is /stor/fat-sync: one stream per Raft message, snapshots in chunks.
  */
 export async function createReplication (opts: ReplicationOptions): Promise<Replication> {
-  const { node, log } = opts
+  const { node, db } = opts
+  const log = logger('stor:fat:raft')
   const self = node.peerId.toString()
-  const raft = new RaftLog(opts.db)
-  await raft.load()
-  const [electMin, electMax] = opts.electionMs ?? [1500, 3000]
-  const beatMs = opts.heartbeatMs ?? 250
+  const storage = new LogStorage(db)
+  const inbox = new SnapshotInbox(db, opts.prefixes)
+  if (await inbox.recover(async meta => { await storage.reset(meta) })) {
+    await opts.reload()
+    log('finished installing a snapshot that a restart interrupted')
+  }
+  let stored = await storage.load(opts.position())
+
+  // ---- starting: found a network, rejoin our own, or join through others
+  const fresh = stored.entries.length === 0 && stored.snapshot.index === 0
+  if (fresh && opts.join.length === 0 && !opts.mayFound) {
+    throw new InvalidArgumentError('--bootstrap: this FAT replica\'s identity exists but its table is gone; start it with --bootstrap naming a running replica to rejoin, or with a new --data-dir to found a new network')
+  }
+  if (fresh && opts.join.length === 0) {
+    await storage.save({ term: 1, vote: self, commit: 0 }, [{ index: 1, term: 1, at: Date.now(), op: { op: 'members', members: [{ peer: self, addrs: fullAddrs(node) }] } }])
+    stored = await storage.load(opts.position())
+    log('replica %s founds a new FAT network', self)
+  }
+
+  const [electMin] = opts.electionMs ?? [1500, 3000]
+  const entryBytes = new WeakMap<S.Entry, number>()
+  const raft = new Raft<S.Entry, S.Member>({
+    id: self,
+    electionTicks: Math.max(3, Math.round(electMin / TICK_MS)),
+    heartbeatTicks: Math.max(1, Math.round((opts.heartbeatMs ?? 200) / TICK_MS)),
+    preVote: true,
+    checkQuorum: true,
+    random: Math.random,
+    membersOf: e => e.op.op === 'members' ? e.op.members : undefined,
+    noop: (index, term) => ({ index, term, at: Date.now(), op: { op: 'noop' } }),
+    sizeOf: e => {
+      let n = entryBytes.get(e)
+      if (n == null) { n = encode(e).byteLength; entryBytes.set(e, n) }
+      return n
+    },
+    maxEntriesPerMessage: ENTRIES_PER_APPEND,
+    maxBytesPerMessage: BYTES_PER_APPEND,
+    maxInflight: MAX_INFLIGHT
+  }, stored)
+
   const serial = new Serial()
-  let role: 'follower' | 'candidate' | 'leader' = 'follower'
-  let leaderId = ''
-  let commit = opts.applied
-  let applied = opts.applied
-  let heardFromLeader = 0
+  let applied = opts.position()
   let stopped = false
-  let electionTimer: NodeJS.Timeout | undefined
-  let beatTimer: NodeJS.Timeout | undefined
-  const nextIndex = new Map<string, number>()
-  const matchIndex = new Map<string, number>()
-  const inFlight = new Set<string>()
+  /** A write to disk failed: this replica can no longer keep its promises, so it stops taking part. */
+  let broken: Error | undefined
   const waiting = new Map<number, { term: number, resolve: () => void, reject: (e: Error) => void }>()
   /** Peers trusted to lead us before our log names any members: the replicas we join through. */
-  const joinLeaders = new Set<string>()
-  /** The leader's first entry of its term: it plans writes only once this is applied. */
-  let readyIndex = Number.POSITIVE_INFINITY
-  /** When a majority last answered the leader, and when each follower last did. */
-  let lastQuorum = Date.now()
-  const acked = new Map<string, number>()
+  const joinLeaders = new Map<string, string[]>()
+  const sendingSnapshot = new Set<string>()
 
-  const members = (): S.Member[] => raft.members
-  const isMember = (peer: string): boolean => raft.members.some(m => m.peer === peer)
-  const others = (): S.Member[] => raft.members.filter(m => m.peer !== self)
-  const majority = (): number => Math.floor(raft.members.length / 2) + 1
-  const target = (m: S.Member): Target => ({ peer: m.peer, addrs: m.addrs })
-  const rpc = async <C extends Parameters<typeof call>[4][string]>(m: S.Member, msg: object, expected: Record<string, C>, timeoutMs = 2000): Promise<any> =>
-    await call(node, target(m), FAT_SYNC_PROTOCOL, msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(timeoutMs) })
+  const members = (): S.Member[] => raft.config()
+  const known = (peer: string): S.Member | undefined =>
+    raft.config().find(m => m.peer === peer) ?? raft.snapshotMeta.members.find(m => m.peer === peer) ??
+    (joinLeaders.has(peer) ? { peer, addrs: joinLeaders.get(peer) ?? [] } : undefined)
+  const target = (peer: string): Target => ({ peer, addrs: known(peer)?.addrs ?? [] })
+  const unavailable = (): Error => new UnavailableError(broken != null
+    ? `this FAT replica stopped replicating after a disk error (${broken.message}); restart it`
+    : 'this FAT replica does not order writes now; try again')
 
-  const resetElectionTimer = (): void => {
-    clearTimeout(electionTimer)
-    if (stopped) return
-    electionTimer = setTimeout(() => { void serial.run(startElection) }, electMin + Math.random() * (electMax - electMin))
-  }
+  // ---- carrying out a Ready: install, persist, send, apply
 
-  const becomeFollower = async (term: number, leader: string): Promise<void> => {
-    if (term > raft.term) await raft.setVote(term, null)
-    if (role === 'leader') log('replica %s steps down in term %d', self, raft.term)
-    role = 'follower'
-    leaderId = leader
-    clearInterval(beatTimer)
-    for (const [index, w] of waiting) { w.reject(new UnavailableError('this FAT replica lost the lead before the change was committed; try again')); waiting.delete(index) }
-    resetElectionTimer()
-  }
-
-  // ---- applying committed entries, in order, once each
-
-  const applyCommitted = async (): Promise<void> => {
-    while (applied < commit) {
-      const entry = await raft.get(applied + 1)
-      if (entry == null) break
-      await opts.apply(entry)
-      applied = entry.index
-      const w = waiting.get(entry.index)
-      if (w != null) {
-        waiting.delete(entry.index)
-        if (w.term === entry.term) w.resolve()
-        else w.reject(new UnavailableError('the change was replaced by another replica\'s; try again'))
-      }
-    }
-  }
-
-  // ---- elections
-
-  /** Runs in the queue only to change state: the ballots go out after, so replicas can answer each other. */
-  const startElection = async (): Promise<void> => {
-    if (stopped || role === 'leader' || !isMember(self)) { resetElectionTimer(); return }
-    role = 'candidate'
-    await raft.setVote(raft.term + 1, self)
-    const term = raft.term
-    log('replica %s stands for election in term %d', self, term)
-    resetElectionTimer()
-    let votes = 1
-    const ballot = { t: 'vote', term, lastIndex: raft.lastIndex, lastTerm: raft.lastTerm }
-    if (votes >= majority()) { await becomeLeader(); return }
-    for (const m of others()) {
-      void rpc(m, ballot, { 'vote-reply': S.VoteReply }).then(async r => {
-        await serial.run(async () => {
-          if (r.term > raft.term) { await becomeFollower(r.term, ''); return }
-          if (!r.granted || role !== 'candidate' || raft.term !== term) return
-          if (++votes >= majority()) await becomeLeader()
-        })
-      }, () => {})
-    }
-  }
-
-  const becomeLeader = async (): Promise<void> => {
-    role = 'leader'
-    leaderId = self
-    lastQuorum = Date.now()
-    clearTimeout(electionTimer)
-    for (const m of others()) { nextIndex.set(m.peer, raft.lastIndex + 1); matchIndex.set(m.peer, 0) }
-    log('replica %s leads term %d', self, raft.term)
-    // an entry of its own term lets the new leader commit what earlier leaders left uncommitted;
-    // until it is applied, the table it would plan from may lack what they committed
-    readyIndex = await appendLocal({ op: 'noop' })
-    clearInterval(beatTimer)
-    beatTimer = setInterval(beat, beatMs)
-    replicateAll()
-  }
-
-  /** The leader's beat: ship the log, and step down when no majority has answered for a while. */
-  const beat = (): void => {
-    if (role !== 'leader') return
-    if (others().length > 0 && Date.now() - lastQuorum > 2 * electMax) {
-      void serial.run(async () => { if (role === 'leader') await becomeFollower(raft.term, '') })
-      return
-    }
-    replicateAll()
-  }
-
-  // ---- the leader's side of log shipping
-
-  const appendLocal = async (op: S.Op): Promise<number> => {
-    const entry: S.Entry = { index: raft.lastIndex + 1, term: raft.term, at: Date.now(), op }
-    await raft.append([entry])
-    for (const m of others()) if (!nextIndex.has(m.peer)) { nextIndex.set(m.peer, entry.index); matchIndex.set(m.peer, 0) }
-    await advanceCommit()
-    return entry.index
-  }
-
-  const replicateAll = (): void => {
-    for (const m of others()) void replicateTo(m)
-  }
-
-
-  const replicateTo = async (m: S.Member): Promise<void> => {
-    if (role !== 'leader' || inFlight.has(m.peer)) return
-    inFlight.add(m.peer)
+  const processReady = async (): Promise<void> => {
+    if (broken != null || stopped) return
     try {
-      const next = nextIndex.get(m.peer) ?? raft.lastIndex + 1
-      const prevIndex = next - 1
-      const prevTerm = await raft.termAt(prevIndex)
-      const entries = await raft.slice(next, ENTRIES_PER_APPEND, BYTES_PER_APPEND)
-      const term = raft.term
-      const r = await rpc(m, { t: 'append', term, prevIndex, prevTerm, entries, commit }, { 'append-reply': S.AppendReply }, 5000)
-      await serial.run(async () => {
-        if (r.term > raft.term) { await becomeFollower(r.term, ''); return }
-        if (role !== 'leader' || raft.term !== term) return
-        acked.set(m.peer, Date.now())
-        if (r.success) {
-          const match = prevIndex + entries.length
-          matchIndex.set(m.peer, Math.max(matchIndex.get(m.peer) ?? 0, match))
-          nextIndex.set(m.peer, match + 1)
-          await advanceCommit()
-        } else {
-          nextIndex.set(m.peer, Math.max(1, Math.min(next - 1, r.lastIndex + 1)))
+      while (raft.hasReady()) {
+        const rd = raft.ready()
+        if (rd.snapshot != null) await installSnapshot(rd.snapshot)
+        await storage.save(rd.hardState, rd.entries)
+        for (const m of rd.messages) send(m)
+        for (const e of rd.committed) {
+          await opts.apply(e)
+          applied = e.index
+          const w = waiting.get(e.index)
+          if (w != null) {
+            waiting.delete(e.index)
+            if (w.term === e.term) w.resolve()
+            else w.reject(new UnavailableError('the change was replaced by another replica\'s; try again'))
+          }
         }
-      })
-      if (r.success && (nextIndex.get(m.peer) ?? 0) <= raft.lastIndex) setImmediate(() => { void replicateTo(m) })
-    } catch (err: any) {
-      log('append to %s: %s', m.peer, err.message)
-    } finally {
-      inFlight.delete(m.peer)
-    }
-  }
-
-  const advanceCommit = async (): Promise<void> => {
-    if (role !== 'leader') return
-    const now = Date.now()
-    const reached = others().filter(m => now - (acked.get(m.peer) ?? 0) < electMax).length + 1
-    if (reached >= majority()) lastQuorum = now
-    for (let n = raft.lastIndex; n > commit; n--) {
-      const holders = 1 + others().filter(m => (matchIndex.get(m.peer) ?? 0) >= n).length
-      if (holders >= majority() && await raft.termAt(n) === raft.term) {
-        commit = n
-        break
+        await maybeCompact()
       }
+    } catch (err: any) {
+      broken = err
+      log.error('replica %s stops replicating: %s', self, err.stack ?? err.message)
+      for (const [index, w] of waiting) { w.reject(unavailable()); waiting.delete(index) }
     }
-    await applyCommitted()
   }
 
-  // ---- the follower's side
-
-  const onAppend = async (msg: S.Message<typeof S.Append>, from: string): Promise<object> => {
-    if (!isMember(from) && !joinLeaders.has(from)) throw new AccessDeniedError(`${from} is not a FAT replica of this network`)
-    if (msg.term < raft.term) return { t: 'append-reply', term: raft.term, success: false, lastIndex: raft.lastIndex }
-    if (msg.term > raft.term || role !== 'follower' || leaderId !== from) await becomeFollower(msg.term, from)
-    heardFromLeader = Date.now()
-    resetElectionTimer()
-    if (msg.prevIndex > raft.lastIndex || await raft.termAt(msg.prevIndex) !== msg.prevTerm) {
-      return { t: 'append-reply', term: raft.term, success: false, lastIndex: Math.min(raft.lastIndex, msg.prevIndex - 1) }
+  const installSnapshot = async (meta: SnapshotMeta<S.Member>): Promise<void> => {
+    if (!inbox.has(meta)) throw new Error(`snapshot ${meta.index}/${meta.term} was accepted but is not staged`)
+    const bytes = inbox.stagedBytes
+    await inbox.install(meta, async m => { await storage.reset(m) })
+    await opts.reload()
+    applied = meta.index
+    for (const [index, w] of waiting) {
+      if (index <= meta.index) { w.reject(new UnavailableError('a snapshot replaced this replica\'s log; try again')); waiting.delete(index) }
     }
-    const fresh: S.Entry[] = []
-    for (const [i, e] of msg.entries.entries()) {
-      if (e.index !== msg.prevIndex + 1 + i) throw new AccessDeniedError('append entries are not consecutive')
-      if (fresh.length === 0 && e.index <= raft.lastIndex && await raft.termAt(e.index) === e.term) continue
-      if (e.index <= commit) throw new AccessDeniedError(`entry ${e.index} conflicts with a committed entry`)
-      fresh.push(e)
-    }
-    await raft.append(fresh)
-    const lastNew = msg.prevIndex + msg.entries.length
-    if (msg.commit > commit) commit = Math.min(msg.commit, lastNew)
-    await applyCommitted()
-    return { t: 'append-reply', term: raft.term, success: true, lastIndex: raft.lastIndex }
+    log('installed a snapshot at %d (term %d, %d bytes)', meta.index, meta.term, bytes)
   }
 
-  const onVote = async (msg: S.Message<typeof S.Vote>, from: string): Promise<object> => {
-    if (!isMember(from)) throw new AccessDeniedError(`${from} is not a FAT replica of this network`)
-    // a replica that hears from a live leader ignores candidates, so a returning replica cannot disrupt it
-    const leaderAlive = role === 'leader' || (leaderId !== '' && Date.now() - heardFromLeader < electMin)
-    if (msg.term < raft.term || leaderAlive) return { t: 'vote-reply', term: raft.term, granted: false }
-    if (msg.term > raft.term) await becomeFollower(msg.term, '')
-    const upToDate = msg.lastTerm > raft.lastTerm || (msg.lastTerm === raft.lastTerm && msg.lastIndex >= raft.lastIndex)
-    const granted = upToDate && (raft.votedFor == null || raft.votedFor === from)
-    if (granted) { await raft.setVote(raft.term, from); resetElectionTimer() }
-    return { t: 'vote-reply', term: raft.term, granted }
+  const maybeCompact = async (): Promise<void> => {
+    const every = opts.snapshotEntries ?? SNAPSHOT_ENTRIES
+    // a margin of entries stays, so a follower a little behind catches up from the log, not a snapshot
+    const keep = Math.min(1000, Math.floor(every / 4))
+    const upTo = applied - keep
+    if (upTo <= raft.snapshotMeta.index) return
+    if (applied - raft.snapshotMeta.index < every + keep && storage.bytes <= SNAPSHOT_BYTES) return
+    raft.compact(upTo)
+    await storage.compact(raft.snapshotMeta)
+    log('compacted the log up to %d', upTo)
   }
+
+  const step = async (m: Message<S.Entry, S.Member>): Promise<void> => {
+    await serial.run(async () => {
+      if (broken != null || stopped) return
+      raft.step(m)
+      await processReady()
+    })
+  }
+
+  // ---- the transport: one stream per message, answered at once with an acknowledgement
+
+  const send = (m: Message<S.Entry, S.Member>): void => {
+    if (m.type === 'snap') { sendSnapshot(m.to, m.term); return }
+    const { from: _from, to, ...wire } = m
+    call(node, target(to), FAT_SYNC_PROTOCOL, { t: 'raft', msg: wire }, { 'raft-ack': S.RaftAck }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(m.type === 'app' ? 10_000 : 3000) })
+      .catch(err => {
+        log('%s to %s: %s', m.type, to, err.message)
+        void serial.run(async () => { raft.reportUnreachable(to); await processReady() })
+      })
+  }
+
+  /** Streams the table as it is now to a follower the log no longer reaches. */
+  const sendSnapshot = (to: string, term: number): void => {
+    if (sendingSnapshot.has(to)) return
+    sendingSnapshot.add(to)
+    // called while a Ready is carried out, between applies: the table is at `applied` now
+    const index = applied
+    const meta = { index, term: raft.termAt(index) as number, members: raft.configAt(index) }
+    const chunks = readSnapshot(db, opts.prefixes, index)
+    const id = randomBytes(16).toString('hex')
+    let ok = false
+    void (async () => {
+      let seq = 0
+      let records = 0
+      let bytes = 0
+      let current = await chunks.next()
+      while (current.done !== true) {
+        const next = await chunks.next()
+        const last = next.done === true ? meta : undefined
+        await call(node, target(to), FAT_SYNC_PROTOCOL, { t: 'snap-chunk', term, id, seq: seq++, records: current.value, ...(last != null ? { last } : {}) }, { 'raft-ack': S.RaftAck }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
+        records += current.value.length
+        for (const r of current.value) bytes += r.k.length + r.v.length
+        current = next
+      }
+      ok = true
+      log('sent a snapshot at %d to %s: %d records, %d bytes in %d chunks', index, to, records, bytes, seq)
+    })().catch(async err => {
+      log('snapshot to %s: %s', to, err.message)
+      await chunks.return(undefined).catch(() => {})
+    }).finally(() => {
+      sendingSnapshot.delete(to)
+      void serial.run(async () => { raft.reportSnapshot(to, ok); await processReady() })
+    })
+  }
+
+  const mayTalk = (peer: string): boolean => known(peer) != null
+
+  // ---- joining, and a member's new address
 
   const onJoin = async (msg: S.Message<typeof S.Join>, from: string): Promise<object> => {
     if (opts.joinSecret != null && opts.joinSecret !== '') {
-      const expected = Buffer.from(joinProof(opts.joinSecret, from), 'hex')
-      const given = Buffer.from(msg.proof, 'hex')
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AccessDeniedError('the join proof is wrong: start the replica with this network\'s --join-secret')
+      if (!sameProof(msg.proof, joinProof(opts.joinSecret, from))) throw new AccessDeniedError('the join proof is wrong: start the replica with this network\'s --join-secret')
     }
-    if (role === 'leader' && !isMember(from)) {
-      if (raft.members.length >= S.MAX_MEMBERS) throw new LimitError(`the replica set is full (${S.MAX_MEMBERS} replicas)`)
-      await propose({ op: 'members', members: [...raft.members, { peer: from, addrs: msg.addrs }] })
-      log('replica %s joined the replica set', from)
+    const current = raft.config().find(m => m.peer === from)
+    const moved = current != null && msg.addrs.length > 0 && current.addrs.join() !== msg.addrs.join()
+    if (raft.role === 'leader' && (current == null || moved)) {
+      if (current == null && raft.config().length >= S.MAX_MEMBERS) throw new LimitError(`the replica set is full (${S.MAX_MEMBERS} replicas)`)
+      const next = current == null ? [...raft.config(), { peer: from, addrs: msg.addrs }] : raft.config().map(m => m.peer === from ? { peer: from, addrs: msg.addrs } : m)
+      await propose({ op: 'members', members: next })
+      log(current == null ? 'replica %s joined the replica set' : 'replica %s moved to %s', from, msg.addrs.join(' '))
     }
-    return { t: 'join-reply', leader: leaderId, members: raft.members }
+    return { t: 'join-reply', leader: raft.lead ?? '', members: raft.config() }
+  }
+
+  /** One replica leaves the set, by an operator's request; a follower hands it to the leader. */
+  const onRemove = async (msg: S.Message<typeof S.Remove>): Promise<S.Message<typeof S.Removed>> => {
+    if (opts.joinSecret == null || opts.joinSecret === '') throw new AccessDeniedError('this FAT replica has no --join-secret, so it takes no removal: start the replicas with one')
+    if (!sameProof(msg.proof, removeProof(opts.joinSecret, msg.peer))) throw new AccessDeniedError('the removal proof is wrong: give this network\'s --join-secret')
+    if (raft.role !== 'leader') {
+      const leader = raft.lead != null && raft.lead !== self ? known(raft.lead) : undefined
+      if (leader == null) throw new UnavailableError('no FAT replica orders writes right now (an election is under way, or a majority is unreachable); try again')
+      return await call(node, target(leader.peer), FAT_SYNC_PROTOCOL, msg, { removed: S.Removed }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(15_000) })
+    }
+    if (raft.isMember(msg.peer)) {
+      if (raft.config().length === 1) throw new InvalidArgumentError(`${msg.peer} is the last replica of the set; a set cannot be empty`)
+      await propose({ op: 'members', members: raft.config().filter(m => m.peer !== msg.peer) })
+      log('replica %s was removed from the replica set', msg.peer)
+    }
+    return { t: 'removed', leader: raft.lead ?? '', members: raft.config() }
   }
 
   // ---- proposals
@@ -305,16 +314,23 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     try {
       // appending is serialised; waiting for the majority is not, so proposals pipeline
       const { done } = await serial.run(async () => {
-        if (role !== 'leader') throw new UnavailableError('this FAT replica does not order writes now')
-        if (others().length > 0 && Date.now() - lastQuorum > electMax) throw new UnavailableError('this FAT replica cannot reach a majority of the replicas; it grants nothing until it can')
-        const term = raft.term
-        const index = await appendLocal(op)
-        const done = new Promise<void>((resolve, reject) => {
-          if (applied >= index) resolve()
-          else waiting.set(index, { term, resolve, reject })
-        })
+        if (broken != null || raft.role !== 'leader') throw unavailable()
+        let at: { index: number, term: number }
+        try {
+          at = raft.propose((index, term) => {
+            const entry = { index, term, at: Date.now(), op }
+            if (encode(entry).byteLength > MAX_ENTRY_BYTES) throw new LimitError('this change is too large for one log entry; upload fewer files at once, or use a larger --chunk-size')
+            return entry
+          })
+        } catch (err: any) {
+          if (err instanceof NotLeaderError) throw unavailable()
+          if (err instanceof ConfigChangeError) throw new UnavailableError(err.message)
+          throw err
+        }
+        const done = new Promise<void>((resolve, reject) => { waiting.set(at.index, { term: at.term, resolve, reject }) })
         done.catch(() => {})
-        replicateAll()
+        await processReady()
+        // wrapped: an async job that returned the promise itself would hold the queue until commit
         return { done }
       })
       await Promise.race([done, timeout])
@@ -323,43 +339,52 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     }
   }
 
-  await serve(node, FAT_SYNC_PROTOCOL, { checks: S.SYNC_REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 64, timeoutMs: 10_000, log, ratePerSecond: 2000 }, async ({ msg, remotePeer }) => {
+  await serve(node, FAT_SYNC_PROTOCOL, { checks: S.SYNC_REQUESTS, maxMessage: MAX_FAT_MESSAGE, maxInboundStreams: 256, timeoutMs: 30_000, log, ratePerSecond: 2000, unlimited: mayTalk }, async ({ msg, remotePeer }) => {
     switch (msg.t) {
-      case 'append': return await serial.run(async () => await onAppend(msg, remotePeer))
-      case 'vote': return await serial.run(async () => await onVote(msg, remotePeer))
+      case 'raft':
+        if (!mayTalk(remotePeer)) throw new AccessDeniedError(`${remotePeer} is not a FAT replica of this network`)
+        await step({ ...msg.msg, from: remotePeer, to: self } as Message<S.Entry, S.Member>)
+        return { t: 'raft-ack' }
+      case 'snap-chunk': {
+        if (!mayTalk(remotePeer)) throw new AccessDeniedError(`${remotePeer} is not a FAT replica of this network`)
+        // staged outside the Raft queue (chunks can be large), installed through it
+        const meta = await inbox.receive(msg.id, msg.seq, msg.records, msg.last)
+        if (meta != null) await step({ type: 'snap', from: remotePeer, to: self, term: msg.term, snapshot: meta })
+        return { t: 'raft-ack' }
+      }
       // a join waits for the new member list to commit, which needs the queue: it must not hold it
       case 'join': return await onJoin(msg, remotePeer)
+      case 'remove': return await onRemove(msg)
       case 'probe':
-        if (!isMember(remotePeer)) throw new AccessDeniedError(`${remotePeer} is not a FAT replica of this network`)
-        return { t: 'probe-reply', term: raft.term, leader: leaderId, applied, commit, lastIndex: raft.lastIndex, digest: msg.digest ? await opts.digest() : '' }
+        if (raft.config().every(m => m.peer !== remotePeer)) throw new AccessDeniedError(`${remotePeer} is not a FAT replica of this network`)
+        return { t: 'probe-reply', ...state(), digest: msg.digest ? await opts.digest() : '' }
     }
     throw new StorError('unexpected request')
   })
 
-  // ---- starting: found a network, rejoin our own, or join through others
+  const state = (): ReplicaState => ({ term: raft.term, leader: raft.lead ?? '', applied, commit: raft.commit, lastIndex: raft.lastIndex })
 
-  if (raft.lastIndex === 0 && opts.join.length === 0 && !opts.mayFound) {
-    throw new InvalidArgumentError('--bootstrap: this FAT replica\'s identity exists but its table is gone; start it with --bootstrap naming a running replica to rejoin, or with a new --data-dir to found a new network')
-  }
-  if (raft.lastIndex === 0 && opts.join.length === 0) {
-    await raft.setVote(1, self)
-    role = 'leader'
-    leaderId = self
-    await raft.append([{ index: 1, term: 1, at: Date.now(), op: { op: 'members', members: [{ peer: self, addrs: fullAddrs(node) }] } }])
-    commit = 1
-    readyIndex = 1
-    await applyCommitted()
-    beatTimer = setInterval(beat, beatMs)
-    log('replica %s founds a new FAT network', self)
-  } else if (raft.lastIndex === 0) {
+  const ticker = setInterval(() => {
+    void serial.run(async () => {
+      if (broken != null || stopped) return
+      raft.tick()
+      await processReady()
+    })
+  }, TICK_MS)
+
+  // a replica alone in its set leads at once; a fresh one joins; one whose address changed says so
+  await serial.run(async () => {
+    if (raft.config().length === 1 && raft.isMember(self)) raft.campaignNow()
+    await processReady()
+  })
+  if (fresh && opts.join.length > 0) {
     for (const p of opts.join) {
       const id = p.getComponents().find(c => c.name === 'p2p')?.value
-      if (id != null) joinLeaders.add(id)
+      if (id != null) joinLeaders.set(id, [p.toString()])
     }
     await joinThrough(opts.join)
-    resetElectionTimer()
-  } else {
-    resetElectionTimer()
+  } else if (raft.isMember(self) && raft.config().find(m => m.peer === self)?.addrs.join() !== fullAddrs(node).join()) {
+    void announceMove()
   }
 
   async function joinThrough (peers: Multiaddr[]): Promise<void> {
@@ -367,14 +392,14 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     const deadline = Date.now() + 60_000
     let lastError = ''
     const tried: Target[] = [...peers]
-    while (Date.now() < deadline) {
+    while (Date.now() < deadline && !stopped) {
       for (const p of tried) {
         try {
           const r = await call(node, p, FAT_SYNC_PROTOCOL, { t: 'join', addrs: fullAddrs(node), proof }, { 'join-reply': S.JoinReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(5000) })
-          for (const m of r.members) joinLeaders.add(m.peer)
+          for (const m of r.members) joinLeaders.set(m.peer, m.addrs)
           if (r.members.some(m => m.peer === self)) return
           const leader = r.members.find(m => m.peer === r.leader)
-          if (leader != null && !tried.some(t => 'peer' in t && t.peer === leader.peer)) tried.unshift(target(leader))
+          if (leader != null && !tried.some(t => 'peer' in t && t.peer === leader.peer)) tried.unshift({ peer: leader.peer, addrs: leader.addrs })
         } catch (err: any) {
           if (err instanceof AccessDeniedError) throw err
           lastError = err.message
@@ -385,18 +410,31 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     throw new UnavailableError(`could not join the FAT replica set: ${lastError}`)
   }
 
+  /** This member listens elsewhere than the set records: ask the leader to record the new addresses. */
+  async function announceMove (): Promise<void> {
+    const proof = opts.joinSecret != null && opts.joinSecret !== '' ? joinProof(opts.joinSecret, self) : ''
+    // only while a member: a replica removed meanwhile must not ask to be let back in
+    const moved = (): boolean => { const me = raft.config().find(m => m.peer === self); return me != null && me.addrs.join() !== fullAddrs(node).join() }
+    while (!stopped && moved()) {
+      const to = raft.config().find(m => m.peer === raft.lead) ?? raft.config().find(m => m.peer !== self)
+      if (to != null && to.peer !== self) {
+        await call(node, target(to.peer), FAT_SYNC_PROTOCOL, { t: 'join', addrs: fullAddrs(node), proof }, { 'join-reply': S.JoinReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(10_000) })
+          .catch(err => { log('telling %s our new address: %s', to.peer, err.message) })
+      }
+      await new Promise(resolve => setTimeout(resolve, 1000))
+    }
+  }
+
   /**
    * A read barrier: waits until this replica has applied everything the leader had committed when
    * asked, so a read here sees every write that was answered before it. Where no leader answers,
    * the read is served from what this replica holds.
    */
   const caughtUp = async (): Promise<void> => {
-    if (role === 'leader') return
-    const leader = raft.members.find(m => m.peer === leaderId)
-    if (leader == null) return
+    if (raft.role === 'leader' || raft.lead == null) return
     let leaderCommit = 0
     try {
-      leaderCommit = (await rpc(leader, { t: 'probe', digest: false }, { 'probe-reply': S.ProbeReply }, 2000)).commit
+      leaderCommit = (await call(node, target(raft.lead), FAT_SYNC_PROTOCOL, { t: 'probe', digest: false }, { 'probe-reply': S.ProbeReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(2000) })).commit
     } catch { return }
     const deadline = Date.now() + 3000
     while (applied < leaderCommit && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
@@ -404,8 +442,8 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
 
   const ready = async (): Promise<void> => {
     const deadline = Date.now() + 5000
-    while (role !== 'leader' || applied < readyIndex) {
-      if (role !== 'leader' || Date.now() > deadline) throw new UnavailableError('this FAT replica is not ready to order writes; try again')
+    while (raft.role !== 'leader' || applied < raft.readyIndex()) {
+      if (raft.role !== 'leader' || Date.now() > deadline || broken != null) throw new UnavailableError('this FAT replica is not ready to order writes; try again')
       await new Promise(resolve => setTimeout(resolve, 20))
     }
   }
@@ -414,14 +452,14 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     propose,
     ready,
     caughtUp,
-    isLeader: () => role === 'leader',
-    leader: () => raft.members.find(m => m.peer === leaderId),
+    isLeader: () => raft.role === 'leader' && broken == null,
+    leader: () => raft.lead != null ? known(raft.lead) : undefined,
     members,
-    state: () => ({ term: raft.term, leader: leaderId, applied, commit, lastIndex: raft.lastIndex }),
+    state,
+    snapshot: () => ({ index: raft.snapshotMeta.index, term: raft.snapshotMeta.term, firstIndex: raft.firstIndex }),
     async stop () {
       stopped = true
-      clearTimeout(electionTimer)
-      clearInterval(beatTimer)
+      clearInterval(ticker)
       await node.unhandle(FAT_SYNC_PROTOCOL)
       await serial.run(async () => {})
     }

@@ -35,9 +35,21 @@ function add (m: Map<string, number>, k: string, n: number): void {
   else m.set(k, v)
 }
 
+/** The chunks a commit's tables place on `vendor`: what its settle order tells it to keep. */
+export function settleKeep (tables: FileTable[], vendor: string): string[] {
+  return tables.flatMap(t => t.chunks.filter(c => c.replicas.some(r => r.vendor === vendor)).map(c => c.id))
+}
+
 export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: string, keep: string[], chunks?: string[]): PendingOrder {
   return { id: randomBytes(16).toString('hex'), vendor, kind, scope, keep, chunks, issued: Date.now() }
 }
+
+/**
+ * The key prefixes of the table's records in level: a snapshot is everything under them (`meta`
+ * holds the applied position), and the digest hashes all but `meta`. A new kind of record needs
+ * its prefix here, and nothing else, to travel in snapshots.
+ */
+export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', 'urec', 'meta'] as const
 
 type Batch = Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>
 
@@ -75,6 +87,12 @@ export class FatTable {
     this.metaRecs = new Records(db, 'meta')
     this.memberRecs = new Records(db, 'members')
     this.transferRecs = new Records(db, 'xfer')
+  }
+
+  /** Reads the table from level again, from scratch (after a snapshot was installed, or a failed write). */
+  async reload (): Promise<void> {
+    for (const m of [this.vendors, this.allocations, this.owners, this.used, this.locked, this.transfers, this.packMembers]) m.clear()
+    await this.load()
   }
 
   async load (): Promise<void> {
@@ -169,7 +187,7 @@ export class FatTable {
   /** A digest of the materialised table: replicas that agree have the same one. */
   async digest (): Promise<string> {
     const h = createHash('sha256')
-    for (const prefix of ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', UserRecords.prefix]) {
+    for (const prefix of TABLE_PREFIXES.filter(p => p !== 'meta')) {
       for await (const [k, v] of this.db.iterator({ gte: `${prefix}/`, lt: `${prefix}/\xff` })) h.update(k).update(v)
     }
     return h.digest('hex')
@@ -331,7 +349,9 @@ export class FatTable {
           this.addFile(t)
           batch.push(this.fileRecs.put(t.fileId, t))
         }
-        orders(op.orders)
+        // a settle order's keep list repeats the tables' chunk ids: the entry leaves it out (so a
+        // large file's commit fits one log entry) and every replica derives the same list here
+        orders(op.orders.map(o => o.kind === 'settle' && o.keep.length === 0 ? { ...o, keep: settleKeep(op.tables, o.vendor) } : o))
         break
       }
       case 'renew': {
@@ -411,9 +431,16 @@ export class FatTable {
       case 'noop':
         break
     }
-    this.seq = seq
     batch.push(this.metaRecs.put('seq', seq))
-    await this.db.batch(batch, { sync: true })
+    try {
+      await this.db.batch(batch, { sync: true })
+    } catch (err) {
+      // the maps above changed as the op was read; a write that failed must not leave them ahead
+      // of disk, so they are read back from level, where the op left no trace
+      await this.reload()
+      throw err
+    }
+    this.seq = seq
   }
 
   private endTransfer (id: string, batch: Batch): void {

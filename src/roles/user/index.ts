@@ -1,7 +1,8 @@
+import { readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
+import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_REPLICAS, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
@@ -21,6 +22,7 @@ import { copyInto, streamRange, type RangeWriter } from './range.ts'
 import { createRecordStore, type RecordStore } from './records.ts'
 import { unpack } from './pack.ts'
 import { PeerBook, peerOf, relocateReplicas, unreachableReplicas } from './peer-book.ts'
+import { hedged } from './hedge.ts'
 import type { Progress } from './types.ts'
 
 export type { UploadResult, DownloadResult, Progress, PathScore, RangeWriter, RecordStore }
@@ -108,6 +110,10 @@ const CHUNK_TIMEOUT_MS = 60_000
 const FILE_ID = /^[0-9a-f]{32}$/
 /** How long a command keeps trying other FAT replicas while one dies and another takes over. */
 const FAILOVER_MS = 20_000
+/** How long a FAT replica has to answer before the next one is asked as well. */
+const HEDGE_MS = 500
+/** The peer id of the replica that last ordered writes, in the data dir. */
+const LEADER_FILE = 'fat-leader'
 
 function checkFileId (id: string): void {
   if (!FILE_ID.test(id)) throw new InvalidArgumentError(`ID: "${id}" is not a file id (32 hex digits, as printed by upload and ls)`)
@@ -131,10 +137,18 @@ export async function createUser (opts: UserOptions): Promise<User> {
   const known = new Set(opts.fats.map(a => a.getComponents().find(c => c.name === 'p2p')?.value))
   const replicas: Target[] = [...opts.fats, ...book.replicas().filter(r => !known.has(r.peer))]
   replicas.forEach(r => known.add(peerOf(r)))
+  let lastLeader = (await readFile(join(opts.dataDir, LEADER_FILE), 'utf8').catch(() => '')).trim()
+  const first = replicas.findIndex(r => peerOf(r) === lastLeader)
+  if (first > 0) replicas.unshift(...replicas.splice(first, 1))
   let learned = false
   const learn = async (from: Target): Promise<void> => {
     const r = await call(node, from, FAT_PROTOCOL, { t: 'members' }, { 'members-reply': M.MembersReply }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(5_000) })
     learned = true
+    // the replica that orders writes is asked first next time (the next command, too)
+    if (r.leader !== '' && r.leader !== lastLeader) {
+      lastLeader = r.leader
+      await writeFile(join(opts.dataDir, LEADER_FILE), `${r.leader}\n`).catch(() => {})
+    }
     r.members.forEach(m => { book.noteReplica(m.peer, m.addrs) })
     await book.save().catch(() => {})
     for (const m of r.members) {
@@ -145,27 +159,36 @@ export async function createUser (opts: UserOptions): Promise<User> {
   }
 
   /**
-   * Asks the FAT replicas in turn; requests on our files are signed, afresh for each try. When the
-   * replica set is known, a replica that is down or busy electing is tried again on another for a
-   * while, so a replica's death does not fail the command.
+   * Asks the FAT replicas, the last known leader first and each next one HEDGE_MS later (at once
+   * when one fails), taking the first answer; requests on our files are signed afresh for each
+   * round. When the replica set is known, rounds go on for a while, so a replica's death or an
+   * election does not fail the command.
    */
   const ask = async <C extends Check<any>>(msg: object, expected: Record<string, C>, signed = true): Promise<M.Message<C>> => {
     const deadline = Date.now() + FAILOVER_MS
     const errors: string[] = []
     let relocated = false
     for (let round = 1; ; round++) {
-      for (const fat of [...replicas]) {
-        try {
-          if (!learned) await learn(fat)
-          const reply = await call(node, fat, FAT_PROTOCOL, signed ? await signRequest(opts.key, self, msg) : msg, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(30_000) })
-          book.harvest(reply)
-          await book.save().catch(() => {})
-          return reply
-        } catch (err: any) {
-          if (!(err instanceof UnreachableError) && !(err instanceof UnavailableError)) throw err
-          errors.push(err.message)
-        }
+      // one signature per round: a write that reaches the leader twice (through two replicas) is
+      // done once, the leader refusing the second copy as a replay
+      const request = signed ? await signRequest(opts.key, self, msg) : msg
+      const r = await hedged([...replicas], HEDGE_MS, async (fat, signal) => {
+        if (!learned) await learn(fat)
+        return await call(node, fat, FAT_PROTOCOL, request, expected, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.any([signal, AbortSignal.timeout(30_000)]) })
+      })
+      if ('value' in r) {
+        // the replica that answered is asked first from now on
+        const at = replicas.indexOf(r.target)
+        if (at > 0) replicas.unshift(...replicas.splice(at, 1))
+        book.harvest(r.value)
+        await book.save().catch(() => {})
+        return r.value
       }
+      const retry = (e: any): boolean => e instanceof UnreachableError || e instanceof UnavailableError
+      // a replay refusal is only the echo of a copy that reached the leader another way
+      const final = r.errors.find((e: any) => !retry(e) && !(e instanceof AccessDeniedError && /replayed/.test(e.message)))
+      if (final != null) throw final
+      errors.push(...r.errors.map((e: any) => String(e.message)))
       // before any replica has answered, a few quick rounds only (a reset connection is worth a
       // retry; an address where nothing listens is not worth 20 s)
       if ((!learned && round >= 3) || Date.now() > deadline) {

@@ -336,10 +336,7 @@ export class ChunkStore {
   private async writePieces ({ owner, allocationId, fileId, chunkId }: ChunkPlace, bytes: Uint8Array, pieces: number, kept: boolean): Promise<void> {
     const refs: PieceRef[] = []
     try {
-      // pieces start on page boundaries of the chunk's buffer, so each can be written to its
-      // device with O_DIRECT (see Devices.write)
-      const pieceSize = Math.max(1, Math.ceil(Math.ceil(bytes.byteLength / pieces) / PAGE_ALIGN) * PAGE_ALIGN)
-      const count = Math.max(1, Math.ceil(bytes.byteLength / pieceSize))
+      const { pieceSize, count } = pieceCut(bytes.byteLength, pieces)
       // the pieces go to their devices at once: each device chosen before any write starts
       const used = new Set<string>()
       const writes: Array<Promise<PieceRef>> = []
@@ -463,6 +460,16 @@ export class ChunkStore {
       await this.db.batch([this.grants.put(allocationId, { ...use, used: Math.max(0, use.used + delta) })])
     })
   }
+}
+
+/**
+ * How a chunk of `size` bytes asked to be cut in `pieces` is cut: pieces start on page boundaries
+ * of the chunk's buffer, so each can be written to its device with O_DIRECT (see Devices.write);
+ * the last piece may be shorter, and a small chunk may make fewer pieces than asked.
+ */
+export function pieceCut (size: number, pieces: number): { pieceSize: number, count: number } {
+  const pieceSize = Math.max(1, Math.ceil(Math.ceil(size / pieces) / PAGE_ALIGN) * PAGE_ALIGN)
+  return { pieceSize, count: Math.max(1, Math.ceil(size / pieceSize)) }
 }
 
 /** A piece's line in its device's index. */
