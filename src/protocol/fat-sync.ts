@@ -1,6 +1,6 @@
 import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
 import { MAX_FAT_MESSAGE, MAX_REPLICAS } from './ids.ts'
-import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields } from './messages.ts'
+import { Device, RecordsOp, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields } from './messages.ts'
 
 /**
  * The FAT replicas' own protocol (/stor/fat-sync/1.0.0): the ordered op log that every replica
@@ -68,7 +68,9 @@ export const Op = union('op', {
   /** the target confirmed its copy: it replaces `replaces` in the file's table, with its receipt signature */
   'replace-replica': obj({ op: t('replace-replica'), transferId: hex(16), fileId, chunkId, replaces: peer, to: peer, sig: hex(64), orders }),
   /** a transfer that expired or is no longer wanted */
-  'transfer-end': obj({ op: t('transfer-end'), transferId: hex(16), orders })
+  'transfer-end': obj({ op: t('transfer-end'), transferId: hex(16), orders }),
+  /** a user's sealed records written (see the records messages in messages.ts) */
+  records: RecordsOp
 })
 export type Op = Infer<typeof Op>
 

@@ -4,6 +4,7 @@ import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
 import type { FileTable, FileSummary } from '../../protocol/messages.ts'
 import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
 import { Records, type DB } from '../../store/db.ts'
+import { UserRecords } from './records.ts'
 
 export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord } from '../../protocol/fat-sync.ts'
 
@@ -48,7 +49,7 @@ export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: str
  * holds the applied position), and the digest hashes all but `meta`. A new kind of record needs
  * its prefix here, and nothing else, to travel in snapshots.
  */
-export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', 'meta'] as const
+export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', 'urec', 'meta'] as const
 
 type Batch = Array<{ type: 'put', key: string, value: Uint8Array } | { type: 'del', key: string }>
 
@@ -74,8 +75,11 @@ export class FatTable {
   private readonly metaRecs: Records<number>
   private readonly memberRecs: Records<Member[]>
   private seq = 0
+  /** the users' sealed records (the S3 gateway's index) */
+  readonly records: UserRecords
 
   constructor (private readonly db: DB) {
+    this.records = new UserRecords(db)
     this.vendorRecs = new Records(db, 'vendor')
     this.allocRecs = new Records(db, 'alloc')
     this.fileRecs = new Records(db, 'file')
@@ -102,6 +106,7 @@ export class FatTable {
       this.transfers.set(t.id, t)
       add(this.locked, t.to, t.size)
     }
+    await this.records.load()
     this.seq = await this.metaRecs.get('seq') ?? 0
   }
 
@@ -419,6 +424,9 @@ export class FatTable {
         break
       case 'members':
         batch.push(this.memberRecs.put('current', op.members))
+        break
+      case 'records':
+        await this.records.apply(op, batch)
         break
       case 'noop':
         break
