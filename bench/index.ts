@@ -20,6 +20,7 @@ import type { StorNode } from '../src/node/index.ts'
 import { rawSender, sendRaw, startRawPeer, type RawPeer, type RawResult } from './raw.ts'
 import { benchNodeArgs, measureTcp, runCli, type CliRun } from './transfer.ts'
 import { measureRepair, type RepairResult } from './repair.ts'
+import { measureGateway } from './gateway.ts'
 
 const MiB = 1024 * 1024
 const WRITE_SIZES = [256 * 1024, 1024 * 1024]
@@ -233,6 +234,8 @@ interface Transfer {
   smallUp: CommandResult
   smallDown: CommandResult
   files: number
+  /** the same file through the S3 gateway (SDK multipart upload, GetObject), replicas 2 */
+  gateway?: { up: CommandResult, down: CommandResult }
 }
 
 function benchFiles (): number {
@@ -286,6 +289,9 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
       await rm(out, { force: true })
       await command('release', ['release', up.out.fileId, ...user], 60_000)
     }
+    const g = await measureGateway(c, dir, src, total, srcHash, 2)
+    result.gateway = { up: { seconds: g.upSeconds, MBs: mbs(total, g.upSeconds), peakRss: g.upPeakRss }, down: { seconds: g.downSeconds, MBs: mbs(total, g.downSeconds), peakRss: g.downPeakRss } }
+    log(`gateway x2: SDK upload ${g.upSeconds.toFixed(2)} s (${result.gateway.up.MBs.toFixed(1)} MB/s), GetObject ${g.downSeconds.toFixed(2)} s (${result.gateway.down.MBs.toFixed(1)} MB/s); gateway peak RSS ${(g.upPeakRss / MiB).toFixed(0)} MiB after the upload, ${(g.downPeakRss / MiB).toFixed(0)} MiB after the download`)
 
     const smallDir = join(dir, 'small')
     await mkdir(smallDir, { recursive: true })
@@ -336,6 +342,13 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
     ['upload x2 (one command)', `${up2.MBs.toFixed(1)} MB/s`, `${(up2.MBs / rawMBs).toFixed(2)} of raw libp2p`, ''],
     ['download x1 (one command)', `${down1.MBs.toFixed(1)} MB/s`, `${(down1.MBs / rawMBs).toFixed(2)} of raw libp2p`, ''],
     ['download x2 (one command)', `${down2.MBs.toFixed(1)} MB/s`, `${(down2.MBs / rawMBs).toFixed(2)} of raw libp2p`, `>= 0.4: ${ok(down2.MBs / rawMBs >= 0.4)}`],
+    ...(t.gateway != null
+      ? [
+          ['S3 gateway upload x2 (SDK multipart)', `${t.gateway.up.MBs.toFixed(1)} MB/s`, `${(t.gateway.up.MBs / up2.MBs).toFixed(2)} of upload x2`, `>= 0.7: ${ok(t.gateway.up.MBs / up2.MBs >= 0.7)}`] as Row,
+          ['S3 gateway GetObject x2 (SDK)', `${t.gateway.down.MBs.toFixed(1)} MB/s`, `${(t.gateway.down.MBs / down2.MBs).toFixed(2)} of download x2`, ''] as Row,
+          ['peak RSS, gateway process (after up / down)', `${(t.gateway.up.peakRss / MB).toFixed(0)} / ${(t.gateway.down.peakRss / MB).toFixed(0)} MB`, 'bounded: does not grow with the file', ''] as Row
+        ]
+      : []),
     [`${t.files} files of 4 KiB up (one command)`, `${t.smallUp.seconds.toFixed(2)} s`, `${(t.files / t.smallUp.seconds).toFixed(0)} files/s, ${(t.smallUp.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallUp.seconds < 2)}`],
     [`${t.files} files of 4 KiB down (one command)`, `${t.smallDown.seconds.toFixed(2)} s`, `${(t.files / t.smallDown.seconds).toFixed(0)} files/s, ${(t.smallDown.seconds / 2).toFixed(2)} of 2 s`, `< 2 s: ${ok(t.smallDown.seconds < 2)}`],
     ['peak RSS, uploading process (x1 / x2)', `${(up1.peakRss / MB).toFixed(0)} / ${(up2.peakRss / MB).toFixed(0)} MB`, `${(Math.max(up1.peakRss, up2.peakRss) / MB / 300).toFixed(2)} of 300 MB`, `< 300 MB: ${ok(Math.max(up1.peakRss, up2.peakRss) < 300 * MB)}`],
@@ -405,7 +418,8 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
     repairSeconds: round(repair.seconds, 1),
     downloadDuringRepairMBs: round(repair.downloadDuringMBs, 1),
     downloadAfterRepairMBs: round(repair.downloadAfterMBs, 1),
-    downloadDuringRepairRatio: r3(repair.downloadDuringMBs / repair.downloadAfterMBs)
+    downloadDuringRepairRatio: r3(repair.downloadDuringMBs / repair.downloadAfterMBs),
+    ...(t.gateway != null ? { gatewayUploadMBs: round(t.gateway.up.MBs, 1), gatewayUploadRatio: r3(t.gateway.up.MBs / up2.MBs), gatewayDownloadMBs: round(t.gateway.down.MBs, 1), gatewayPeakRssMB: round(t.gateway.down.peakRss / MB, 0) } : {})
   }) + '\n')
 }
 

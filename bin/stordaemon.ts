@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
 import { homedir } from 'node:os'
-import { mkdir, stat } from 'node:fs/promises'
+import { mkdir, readFile, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, drainVendor, removeReplica, parseHighWater, parseShare, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult, type FileSummary, type StatusReport } from '../src/index.ts'
+import { openClient, startDaemon, drainVendor, removeReplica, parseHighWater, parseShare, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, startGateway, addKey, listAccessKeys, removeKey, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult, type FileSummary, type StatusReport } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { inspectQuarantine, type QuarantineReport } from '../src/store/device-files.ts'
 import { progressBar } from './progress.ts'
@@ -358,6 +358,62 @@ key.command('import <FILE>')
   .action(async (file: string, opts) => {
     const r = await importKeys(opts.dataDir, resolve(file))
     print(opts.json === true, r, () => `imported identity ${r.peerId} into ${opts.dataDir}`)
+  })
+
+const gateway = userOpts(program.command('gateway').description('serve S3 (AWS Signature V4) over HTTP or HTTPS, storing as this user'))
+  .option('--listen <host:port>', 'address to serve S3 on (port 0 picks a free one)', '127.0.0.1:9000')
+  .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (with --tls-key)')
+  .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+  .option('--replicas <n>', 'replicas of each object\'s chunks (default 2)')
+  .option('--chunk-size <size>', 'chunk size of stored objects (default 4MiB)')
+  .action(async (opts) => {
+    if ((opts.tlsCert == null) !== (opts.tlsKey == null)) throw new InvalidArgumentError('--tls-cert and --tls-key: give both for HTTPS, or neither for HTTP')
+    const tls = opts.tlsCert != null
+      ? { cert: await readFile(opts.tlsCert).catch(() => { throw new InvalidArgumentError(`--tls-cert: cannot read ${opts.tlsCert as string}`) }), key: await readFile(opts.tlsKey).catch(() => { throw new InvalidArgumentError(`--tls-key: cannot read ${opts.tlsKey as string}`) }) }
+      : undefined
+    const client = await openClient({ dataDir: opts.dataDir, bootstrap: opts.bootstrap ?? [], identity: 'require' })
+    let gw
+    try {
+      gw = await startGateway({
+        user: client,
+        listen: opts.listen,
+        tls,
+        replicas: opts.replicas != null ? wholeNumber(opts.replicas, '--replicas') : undefined,
+        chunkSize: opts.chunkSize != null ? parseSize(opts.chunkSize, '--chunk-size') : undefined
+      })
+    } catch (err) {
+      await client.close()
+      throw err
+    }
+    print(opts.json === true, { peer: client.peerId, url: gw.url }, () => `peer ${client.peerId}\nlisten ${gw.url}`)
+    process.stdout.write('ready\n')
+    const survive = (err: any): void => { process.stderr.write(`stordaemon: error: ${err?.stack ?? err}\n`) }
+    process.on('unhandledRejection', survive)
+    process.on('uncaughtException', survive)
+    await new Promise<void>(resolve => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve) })
+    setTimeout(() => { process.exit(1) }, STOP_DEADLINE_MS).unref()
+    await gw.close()
+    await client.close()
+  })
+
+const gatewayKey = gateway.command('key').description('the access keys S3 clients sign with (kept, sealed, in this user\'s records at the FAT: every gateway of this identity knows them)')
+userOpts(gatewayKey.command('add <NAME>').description('make an access key; its secret is shown this once'))
+  .action(async (name: string, opts) => {
+    if (!/^[\x21-\x7e ]{1,64}$/.test(name)) throw new InvalidArgumentError(`NAME: "${name}" must be 1 to 64 printable characters`)
+    // the first key of a new data directory creates its identity, as a first upload does
+    const k = await withClient(opts, async c => await addKey(c, name), 'create')
+    print(opts.json === true, k, () => `access key ${k.accessKey}\nsecret     ${k.secret}\n(the secret is shown only now; keep it safe)`)
+  })
+userOpts(gatewayKey.command('ls').description('list the access keys (not their secrets)'))
+  .action(async (opts) => {
+    const keys = await withClient(opts, async c => await listAccessKeys(c))
+    print(opts.json === true, { keys }, () => keys.length === 0 ? 'no access keys' : keys.map(k => `${k.accessKey}  ${new Date(k.created).toISOString()}  ${k.name}`).join('\n'))
+  })
+userOpts(gatewayKey.command('rm <KEY>').description('remove an access key, by its id or its name (gateways stop accepting it within 10 s)'))
+  .action(async (which: string, opts) => {
+    const removed = await withClient(opts, async c => await removeKey(c, which))
+    if (removed.length === 0) throw new InvalidArgumentError(`KEY: no access key has the id or name "${which}" (see stordaemon gateway key ls)`)
+    print(opts.json === true, { removed }, () => `removed ${removed.join(', ')}`)
   })
 
 program.command('demo [FILE]')

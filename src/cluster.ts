@@ -35,29 +35,15 @@ export interface Launch { nodeArgs?: string[], wrap?: string[] }
 export async function spawnDaemon (role: string, dataDir: string, args: string[], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}, launch: Launch = {}): Promise<DaemonProcess> {
   await mkdir(dataDir, { recursive: true })
   const listen = args.includes('--listen') ? [] : ['--listen', '/ip4/127.0.0.1/tcp/0']
-  const command = [...(launch.wrap ?? []), process.execPath, ...(launch.nodeArgs ?? []), binPath(), '--role', role, '--data-dir', dataDir, ...listen, ...args]
-  const child = spawn(command[0], command.slice(1), {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FORCE_COLOR: '0', ...env }
-  })
-  let err = ''
-  child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
-  const exited = new Promise<void>(resolve => { child.once('exit', () => { resolve() }) })
+  const { child, stderr, exited } = startChild(['--role', role, '--data-dir', dataDir, ...listen, ...args], env, launch)
   let peerId = ''
   let http: string | undefined
   const addrs: string[] = []
-  const lines = createInterface({ input: child.stdout! })
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`${role} did not start within ${timeoutMs} ms: ${err}`)) }, timeoutMs)
-    lines.on('line', line => {
-      const [word, value] = line.split(' ')
-      if (word === 'peer') peerId = value
-      if (word === 'listen') addrs.push(value)
-      if (word === 'http') http = value
-      if (word === 'ready') { clearTimeout(timer); resolve() }
-    })
-    child.once('exit', code => { clearTimeout(timer); reject(new Error(`${role} exited with ${code} before it was ready: ${err}`)) })
-  }).catch(async e => { child.kill('SIGKILL'); await exited; throw e })
+  await awaitReady(child, exited, role, timeoutMs, stderr, (word, value) => {
+    if (word === 'peer') peerId = value
+    if (word === 'listen') addrs.push(value)
+    if (word === 'http') http = value
+  })
   return {
     role,
     peerId,
@@ -65,15 +51,8 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
     dataDir,
     ...(http != null ? { http } : {}),
     child,
-    stderr: () => err,
-    async kill (signal = 'SIGTERM') {
-      if (child.exitCode != null || child.signalCode != null) return
-      child.kill(signal)
-      child.kill('SIGCONT')
-      const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
-      await exited
-      clearTimeout(t)
-    },
+    stderr,
+    async kill (signal = 'SIGTERM') { await stopChild(child, exited, signal) },
     async restart () {
       const port = /\/tcp\/(\d+)/.exec(addrs[0] ?? '')?.[1] ?? '0'
       const rest = args.filter((a, i) => a !== '--listen' && args[i - 1] !== '--listen')
@@ -81,6 +60,42 @@ export async function spawnDaemon (role: string, dataDir: string, args: string[]
       return await spawnDaemon(role, dataDir, ['--listen', `/ip4/${host}/tcp/${port}`, ...rest], timeoutMs, env, launch)
     }
   }
+}
+
+/** Runs the CLI with `args` as a child process; its stderr is kept. */
+function startChild (args: string[], env: NodeJS.ProcessEnv, launch: Launch = {}): { child: ChildProcess, stderr: () => string, exited: Promise<void> } {
+  const command = [...(launch.wrap ?? []), process.execPath, ...(launch.nodeArgs ?? []), binPath(), ...args]
+  const child = spawn(command[0], command.slice(1), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FORCE_COLOR: '0', ...env }
+  })
+  let err = ''
+  child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
+  const exited = new Promise<void>(resolve => { child.once('exit', () => { resolve() }) })
+  return { child, stderr: () => err, exited }
+}
+
+/** Sends `signal` (and SIGCONT, should it be stopped), then SIGKILL after 10 s; waits for the exit. */
+async function stopChild (child: ChildProcess, exited: Promise<void>, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode != null || child.signalCode != null) return
+  child.kill(signal)
+  child.kill('SIGCONT')
+  const t = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(t)
+}
+
+/** Waits for a child's `ready` line, handing it every line before; kills it if it exits or takes longer than `timeoutMs`. */
+async function awaitReady (child: ChildProcess, exited: Promise<void>, what: string, timeoutMs: number, stderr: () => string, onLine: (word: string, value: string) => void): Promise<void> {
+  const lines = createInterface({ input: child.stdout! })
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`${what} did not start within ${timeoutMs} ms: ${stderr()}`)) }, timeoutMs)
+    lines.on('line', line => {
+      const [word, value] = line.split(' ')
+      if (word === 'ready') { clearTimeout(timer); resolve() } else onLine(word, value)
+    })
+    child.once('exit', code => { clearTimeout(timer); reject(new Error(`${what} exited with ${code} before it was ready: ${stderr()}`)) })
+  }).catch(async e => { child.kill('SIGKILL'); await exited; throw e })
 }
 
 /** A daemon's loopback multiaddr, for --bootstrap. */
@@ -160,5 +175,34 @@ export async function startCluster (opts: ClusterOptions): Promise<Cluster> {
     async stop () {
       await Promise.all([...vendors, ...fats].map(async p => { await p.kill() }))
     }
+  }
+}
+
+export interface GatewayProcess {
+  /** http(s)://host:port it serves S3 on */
+  readonly url: string
+  /** the peer id of the user it acts as */
+  readonly peer: string
+  readonly child: ChildProcess
+  stderr: () => string
+  kill: (signal?: NodeJS.Signals) => Promise<void>
+}
+
+/** Starts `stordaemon gateway` as the user of `dataDir` and waits for its address and `ready`. */
+export async function spawnGateway (dataDir: string, bootstrap: string, args: string[] = [], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
+  const listen = args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']
+  const { child, stderr, exited } = startChild(['gateway', '--data-dir', dataDir, '--bootstrap', bootstrap, ...listen, ...args], env)
+  let url = ''
+  let peer = ''
+  await awaitReady(child, exited, 'the gateway', timeoutMs, stderr, (word, value) => {
+    if (word === 'listen') url = value
+    if (word === 'peer') peer = value
+  })
+  return {
+    url,
+    peer,
+    child,
+    stderr,
+    async kill (signal = 'SIGTERM') { await stopChild(child, exited, signal) }
   }
 }

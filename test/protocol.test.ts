@@ -155,7 +155,8 @@ const OPS: Record<string, S.Op> = {
   'transfer-end': { op: 'transfer-end', transferId: transfer.id, orders: [{ id: hexOf('erase copy order', 16), vendor: VENDOR2, kind: 'erase-chunks', scope: FILE_ID, keep: [CHUNK_ID2], chunks: [CHUNK_ID], issued: T0 + 3 }] },
   'vendor-state': { op: 'vendor-state', vendor: VENDOR, state: 'dead', at: T0 + 4 },
   transfers: { op: 'transfers', transfers: [transferRecord, { ...transferRecord, id: hexOf('second transfer', 16), chunkId: CHUNK_ID2 }] },
-  replaced: { op: 'replaced', copies: [{ transferId: transfer.id, fileId: FILE_ID, chunkId: CHUNK_ID, replaces: VENDOR, to: VENDOR2, sig: receipt2.sig }], orders: [{ id: hexOf('erase surplus order', 16), vendor: VENDOR, kind: 'erase-chunks', scope: FILE_ID, keep: [], chunks: [CHUNK_ID], issued: T0 + 5 }] }
+  replaced: { op: 'replaced', copies: [{ transferId: transfer.id, fileId: FILE_ID, chunkId: CHUNK_ID, replaces: VENDOR, to: VENDOR2, sig: receipt2.sig }], orders: [{ id: hexOf('erase surplus order', 16), vendor: VENDOR, kind: 'erase-chunks', scope: FILE_ID, keep: [], chunks: [CHUNK_ID], issued: T0 + 5 }] },
+  records: { op: 'records', owner: USER, writes: [{ scope: hexOf('record scope', 16), id: hexOf('record id', 32), value: 'c2VhbGVk' }, { scope: hexOf('record scope', 16), id: hexOf('record id 2', 32) }] }
 }
 const OP_TAGS = Object.keys(OPS)
 /** Ops as they occur too: empty lists, an allocation granting nothing. */
@@ -174,7 +175,8 @@ const MORE_OPS: S.Op[] = [
   { op: 'vendor-state', vendor: VENDOR, state: 'in', at: T0 },
   { op: 'vendor', vendor: { ...vendorRecord, zone: 'rack-2', state: 'dead', since: T0 } },
   { op: 'transfers', transfers: [] },
-  { op: 'replaced', copies: [], orders: [] }
+  { op: 'replaced', copies: [], orders: [] },
+  { op: 'records', owner: USER, writes: [] }
 ]
 const entry = (index: number, term: number, op: S.Op): S.Entry => ({ index, term, at: T0 + index, op })
 /** Entries 121.. of the log, one of every Op variant in this order. */
@@ -233,6 +235,11 @@ const EXAMPLES: Record<string, Example> = {
   OrderMsg: ex(M.OrderMsg, { t: 'order', order }),
   Echo: ex(M.Echo, { t: 'echo', seq: 3 }),
   Ok: ex(M.Ok, { t: 'ok' }),
+  WriteRecords: ex(M.WriteRecords, await signed({ t: 'write-records' as const, writes: [{ scope: hexOf('record scope', 16), id: hexOf('record id', 32), value: 'c2VhbGVk' }, { scope: hexOf('record scope', 16), id: hexOf('record id 2', 32) }], expect: [{ scope: hexOf('record scope', 16), id: hexOf('record id', 32), absent: true }, { scope: hexOf('record scope', 16), id: hexOf('record id 2', 32), sha256: hexOf('version', 32) }] })),
+  RecordsWritten: ex(M.RecordsWritten, { t: 'records-written', applied: true }),
+  GetRecords: ex(M.GetRecords, await signed({ t: 'get-records' as const, scope: hexOf('record scope', 16), ids: [hexOf('record id', 32)] })),
+  ListRecords: ex(M.ListRecords, await signed({ t: 'list-records' as const, scope: hexOf('record scope', 16), after: hexOf('record id', 32), limit: 100 })),
+  RecordList: ex(M.RecordList, { t: 'record-list', records: [{ id: hexOf('record id', 32), value: 'c2VhbGVk' }], more: true }),
   ErrorReply: ex(M.ErrorReply, { t: 'error', code: 'ERR_NOT_FOUND', message: 'this vendor holds no such chunk' }),
   // fat-sync.ts
   Raft: ex(S.Raft, appendOf(ENTRIES)),
@@ -251,9 +258,9 @@ const EXAMPLES: Record<string, Example> = {
 interface Table { label: string, checks: Checks, maxBytes: number, reply: boolean }
 
 // src/roles/fat/index.ts `REQUESTS` (not exported; a test below keeps this copy in step with the source)
-const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles }
+const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles, 'write-records': M.WriteRecords, 'get-records': M.GetRecords, 'list-records': M.ListRecords }
 // src/roles/fat/index.ts `WRITES` (not exported either): the replies a replica expects when it hands a write to the leader
-const FAT_WRITES: Record<string, Checks> = { allocate: { allocated: M.Allocated }, renew: { allocated: M.Allocated }, commit: { ok: M.Ok }, release: { released: M.Released }, copied: { ok: M.Ok }, drain: { draining: M.Draining } }
+const FAT_WRITES: Record<string, Checks> = { allocate: { allocated: M.Allocated }, renew: { allocated: M.Allocated }, commit: { ok: M.Ok }, release: { released: M.Released }, copied: { ok: M.Ok }, drain: { draining: M.Draining }, 'write-records': { 'records-written': M.RecordsWritten } }
 
 /**
  * Fields messages may leave out (`opt` in the schema): an erase-chunks order's `chunks`, a vendor
@@ -267,6 +274,9 @@ function optionalField (path: Array<string | number>): boolean {
   // a vendor's logged state (in its record) and its state in status; the vendor-state op's is required
   if (key === 'state') return path.includes('vendor') || path.includes('vendors')
   if (key === 'restore') return path.length === 1
+  // a record write without a value deletes; a condition names a version or absence; a list may start anywhere
+  if (['expect', 'absent', 'sha256', 'after', 'limit'].includes(String(key))) return true
+  if (key === 'value') return path.includes('writes')
   if (key === 'pack') return parent !== 'packed'
   if (key === 'kind') return !path.some(k => k === 'order' || k === 'orders')
   return key === 'draining' ? path.includes('vendor') : key === 'chunks' && path.some(k => k === 'order' || k === 'orders')
@@ -287,6 +297,8 @@ const TABLES: Table[] = [
   { label: 'user <- FAT released', checks: { released: M.Released }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT files', checks: { files: M.Files }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT checked', checks: { checked: M.Checked }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'user <- FAT records-written', checks: { 'records-written': M.RecordsWritten }, maxBytes: MAX_FAT_MESSAGE, reply: true },
+  { label: 'user <- FAT record-list', checks: { 'record-list': M.RecordList }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT status-reply', checks: { 'status-reply': M.StatusReply }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'user <- FAT ok (commit)', checks: { ok: M.Ok }, maxBytes: MAX_FAT_MESSAGE, reply: true },
   { label: 'vendor <- FAT announced', checks: { announced: M.Announced }, maxBytes: MAX_FAT_MESSAGE, reply: true },
@@ -455,10 +467,12 @@ function listLimit (name: string, path: Path): number {
   if (key === 'orders') return path.includes('entries') ? 100_000 : 10_000
   if (key === 'replicas' && name === 'StatusReply' && path.length === 1) return 15
   if (key === 'chunks' && path.some(k => k === 'order' || k === 'orders')) return M.MAX_CHUNK_LIST
+  if (key === 'ids' && name === 'GetRecords') return M.MAX_RECORDS_LISTED
+  if (key === 'records' && name === 'RecordList') return M.MAX_RECORDS_LISTED
   const limits: Record<string, number> = {
     addrs: 16, devices: 256, done: 10_000, candidates: MAX_CANDIDATES, route: MAX_REPLICAS, receipts: MAX_REPLICAS,
     failed: MAX_REPLICAS, replicas: MAX_REPLICAS, keep: 1_000_000, chunks: 1_000_000, files: 100_000,
-    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, records: 1_000_000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16,
+    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, records: 1_000_000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16, writes: M.MAX_RECORD_WRITES, expect: 16,
     missing: M.MAX_FILES, held: 10_000, copies: S.MAX_TRANSFERS_PER_OP
   }
   const limit = limits[key]
@@ -722,7 +736,9 @@ describe('protocol', function () {
       it('(c) an over-long string in any string field is refused', function () {
         for (const path of strings) {
           const s: string = getAt(msg, path)
-          const long = (s === '' ? 'a' : s).repeat(Math.ceil(5000 / Math.max(1, s.length)))
+          // a record's sealed value may be long: past its own limit
+          const over = path[path.length - 1] === 'value' && path.some(k => k === 'writes' || k === 'records') ? Math.ceil(M.MAX_RECORD_VALUE / 3) * 4 + 8 : 5000
+          const long = (s === '' ? 'a' : s).repeat(Math.ceil(over / Math.max(1, s.length)))
           for (const ctx of ctxs) expectMalformed(ctx, encode(setAt(msg, path, long)), `${name}${fmt(path)} of ${long.length} chars`)
         }
       })
@@ -999,7 +1015,7 @@ describe('protocol', function () {
     })
 
     it('an Op with an unknown `op` tag, or a tag that is not a string, is refused with MalformedMessageError', function () {
-      const tagRe = /\.op: expected one of members, vendor, allocate, commit, expire, renew, release, delivered, noop, drain, transfer, replace-replica, transfer-end, vendor-state, transfers, replaced$/
+      const tagRe = /\.op: expected one of members, vendor, allocate, commit, expire, renew, release, delivered, noop, drain, transfer, replace-replica, transfer-end, vendor-state, transfers, replaced, records$/
       const unknown = ['', 'MEMBERS', 'Noop', 'noop ', ' noop', 'no-op', 'noop\u0000', 'append', 'vote', 'announce', 'op', 'undefined', 'null',
         '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf', '__defineGetter__']
       const notString: unknown[] = [null, 0, 1, -1, 0.5, true, false, [], ['noop'], [['members']], {}, { op: 'noop' }]

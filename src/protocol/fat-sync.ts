@@ -1,6 +1,6 @@
 import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
 import { MAX_FAT_MESSAGE, MAX_REPLICAS } from './ids.ts'
-import { Device, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields, zone } from './messages.ts'
+import { Device, RecordsOp, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields, zone } from './messages.ts'
 
 /**
  * The FAT replicas' own protocol (/stor/fat-sync/1.0.0): the ordered op log that every replica
@@ -87,7 +87,9 @@ export const Op = union('op', {
   /** one round of planned copies in one entry (repair plans up to a few hundred at once) */
   transfers: obj({ op: t('transfers'), transfers: arr(TransferRecord, MAX_TRANSFERS_PER_OP) }),
   /** confirmed copies, each like replace-replica; one entry, one rewrite per file, however many arrive at once */
-  replaced: obj({ op: t('replaced'), copies: arr(Replaced, MAX_TRANSFERS_PER_OP), orders })
+  replaced: obj({ op: t('replaced'), copies: arr(Replaced, MAX_TRANSFERS_PER_OP), orders }),
+  /** a user's sealed records written (see the records messages in messages.ts) */
+  records: RecordsOp
 })
 export type Op = Infer<typeof Op>
 

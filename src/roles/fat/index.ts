@@ -88,7 +88,7 @@ export interface Fat {
 /** Orders carried by one heartbeat reply; the rest follow on the next beats. */
 const ORDERS_PER_HEARTBEAT = 200
 
-const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles }
+const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles, 'write-records': M.WriteRecords, 'get-records': M.GetRecords, 'list-records': M.ListRecords }
 
 /** Changes only the replica that orders writes makes; the others forward them to it, expecting these replies. */
 const WRITES: Record<string, Record<string, any>> = {
@@ -97,7 +97,8 @@ const WRITES: Record<string, Record<string, any>> = {
   commit: { ok: M.Ok },
   release: { released: M.Released },
   copied: { ok: M.Ok },
-  drain: { draining: M.Draining }
+  drain: { draining: M.Draining },
+  'write-records': { 'records-written': M.RecordsWritten }
 }
 
 /** Bytes of tables one get-many reply carries (a message may be 16 MiB; the rest is asked for again). */
@@ -640,6 +641,31 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       return { t: 'status-reply', fat: self, position: table.position, digest: own?.digest ?? await table.digest(), replicas, vendors, files: table.fileCount(), allocations: table.allocationCount(), repair }
     },
 
+    async 'write-records' (msg, remotePeer) {
+      // checked and logged in the write queue, so a condition holds when its op applies
+      const applied = await serial.run(async () => {
+        if (msg.expect != null && !await table.records.holds(remotePeer, msg.expect)) return false
+        await table.records.checkLimit(remotePeer, msg.writes)
+        if (msg.writes.length > 0) await propose({ op: 'records', owner: remotePeer, writes: msg.writes })
+        return true
+      })
+      return { t: 'records-written', applied }
+    },
+
+    async 'get-records' (msg, remotePeer) {
+      const records: Array<{ id: string, value: string }> = []
+      for (const id of new Set(msg.ids)) {
+        const value = await table.records.get(remotePeer, msg.scope, id)
+        if (value != null) records.push({ id, value })
+      }
+      return { t: 'record-list', records, more: false }
+    },
+
+    async 'list-records' (msg, remotePeer) {
+      const { records, more } = await table.records.list(remotePeer, msg.scope, msg.after, msg.limit ?? M.MAX_RECORDS_LISTED)
+      return { t: 'record-list', records, more }
+    },
+
     async members () {
       return { t: 'members-reply', leader: replication.leader()?.peer ?? '', members: members() }
     }
@@ -665,7 +691,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         return await forward(msg)
       }
       await replication.ready()
-    } else if (msg.t === 'get' || msg.t === 'get-many' || msg.t === 'list') {
+    } else if (msg.t === 'get' || msg.t === 'get-many' || msg.t === 'list' || msg.t === 'get-records' || msg.t === 'list-records') {
       await replication.caughtUp()
     }
     return await handle(msg, requester)

@@ -4,6 +4,7 @@ import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
 import type { FileTable, FileSummary, Health } from '../../protocol/messages.ts'
 import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord, Replaced } from '../../protocol/fat-sync.ts'
 import { Records, type DB } from '../../store/db.ts'
+import { UserRecords } from './records.ts'
 
 export type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord, Replaced } from '../../protocol/fat-sync.ts'
 
@@ -63,7 +64,7 @@ export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: str
  * holds the applied position), and the digest hashes all but `meta`. A new kind of record needs
  * its prefix here, and nothing else, to travel in snapshots.
  */
-export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', 'meta'] as const
+export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', 'urec', 'meta'] as const
 /** Adds `value` to the set under `key` (on), or removes it and drops a set left empty (off). */
 function toggle<T> (m: Map<string, Set<T>>, key: string, value: T, on: boolean): void {
   let set = m.get(key)
@@ -112,8 +113,11 @@ export class FatTable {
   private readonly metaRecs: Records<number>
   private readonly memberRecs: Records<Member[]>
   private seq = 0
+  /** the users' sealed records (the S3 gateway's index) */
+  readonly records: UserRecords
 
   constructor (private readonly db: DB) {
+    this.records = new UserRecords(db)
     this.vendorRecs = new Records(db, 'vendor')
     this.allocRecs = new Records(db, 'alloc')
     this.fileRecs = new Records(db, 'file')
@@ -141,6 +145,7 @@ export class FatTable {
       add(this.locked, t.to, t.size)
     }
     for await (const [, o] of this.orderRecs.entries()) this.wait(o.vendor, o.id, true)
+    await this.records.load()
     this.seq = await this.metaRecs.get('seq') ?? 0
     this.repaired = { copies: await this.metaRecs.get('repaired-copies') ?? 0, bytes: await this.metaRecs.get('repaired-bytes') ?? 0 }
   }
@@ -525,6 +530,9 @@ export class FatTable {
         break
       case 'members':
         batch.push(this.memberRecs.put('current', op.members))
+        break
+      case 'records':
+        await this.records.apply(op, batch)
         break
       case 'noop':
         break

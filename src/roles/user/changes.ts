@@ -5,7 +5,7 @@ import { StorError } from '../../errors.ts'
 /** What says a file was written to: its size, times and inode (ctime changes on every write, and cannot be set back). */
 export interface FileStamp { size: number, mtimeMs: number, ctimeMs: number, ino: number }
 
-export function stampOf (info: Stats): FileStamp {
+export function stampOf (info: Pick<Stats, 'size' | 'mtimeMs' | 'ctimeMs' | 'ino'>): FileStamp {
   return { size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs, ino: info.ino }
 }
 

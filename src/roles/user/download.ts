@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events'
-import { open as openFile, rename, rm } from 'node:fs/promises'
+import { open as openFile, rename, rm, type FileHandle } from 'node:fs/promises'
 import type { PrivateKey } from '@libp2p/interface'
 import { IntegrityError, UnreachableError, InvalidArgumentError, LocalDiskError, localDiskError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
@@ -57,7 +57,14 @@ export interface DownloadResult {
   pack?: string
 }
 
-export interface DownloadItem { reply: M.Message<typeof M.TableReply>, out: string }
+/**
+ * Where plaintext goes instead of a file: each verified chunk's bytes with their offset in the
+ * file, in any order; the chunk's window slot is held until `write` resolves (see range.ts).
+ */
+export interface ByteSink { write: (bytes: Buffer, offset: number) => Promise<void> }
+
+/** One file to fetch, into `out`, or into `sink` (then only chunks `from` to `to`, exclusive, if given). */
+export interface DownloadItem { reply: M.Message<typeof M.TableReply>, out: string, sink?: ByteSink, chunks?: { from: number, to: number } }
 
 /** Initial guess of a path's transfer rate, bytes per ms (100 MB/s), until a chunk is timed. */
 const GUESS_BYTES_PER_MS = 100_000
@@ -122,8 +129,8 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
   ctx.log('download: %d files, paths %o', items.length, [...scores.values()].map(p => `${p.vendor.slice(-6)} rtt ${p.rttMs.toFixed(2)} score ${p.score.toFixed(3)}`))
 
   const results: DownloadResult[] = []
-  const journals: DownloadJournal[] = []
-  const handles: Array<Awaited<ReturnType<typeof openFile>>> = []
+  const journals: Array<DownloadJournal | undefined> = []
+  const handles: Array<Awaited<ReturnType<typeof openFile>> | undefined> = []
   // the same files opened for direct writes where the system allows it (see store/direct.ts)
   const directs: Array<Awaited<ReturnType<typeof openDirect>>> = []
   const jobs: Job[] = []
@@ -133,23 +140,25 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
   let chunksTotal = 0
   const closeAll = async (): Promise<void> => {
     await Promise.all([...handles, ...directs].map(async fh => { await fh?.close().catch(() => {}) }))
-    await Promise.all(journals.map(async j => { await j.close() }))
+    await Promise.all(journals.map(async j => { await j?.close() }))
   }
   try {
-    for (const [f, { reply, out }] of items.entries()) {
+    for (const [f, { reply, out, sink, chunks: wanted }] of items.entries()) {
       const { table } = reply
       const part = `${out}.stor-part`
-      const journal = await DownloadJournal.open(part, table, opts.resume !== false)
+      // a sink keeps no partial file and no journal: what it got is its own business
+      const journal = sink != null ? undefined : await DownloadJournal.open(part, table, opts.resume !== false)
       journals.push(journal)
-      const fh = await openFile(part, journal.reused.size > 0 ? 'r+' : 'w').catch((err: any) => { throw new InvalidArgumentError(`OUT: cannot write ${out} (${err.code ?? err.message})`) })
+      const fh = journal == null ? undefined : await openFile(part, journal.reused.size > 0 ? 'r+' : 'w').catch((err: any) => { throw new InvalidArgumentError(`OUT: cannot write ${out} (${err.code ?? err.message})`) })
       handles.push(fh)
-      directs.push(await openDirect(part, 'write'))
-      total += table.size
-      chunksTotal += table.chunks.length
-      results.push({ fileId: table.fileId, out, size: table.size, chunks: table.chunks.length, sources: [], fallbacks: 0, fetched: 0, reused: journal.reused.size, duplicates: 0 })
-      for (const c of table.chunks) {
+      directs.push(fh == null ? undefined : await openDirect(part, 'write'))
+      const chunks = wanted == null ? table.chunks : table.chunks.filter(c => c.i >= wanted.from && c.i < wanted.to)
+      total += chunks.reduce((n, c) => n + Math.min(table.chunkSize, table.size - c.i * table.chunkSize), 0)
+      chunksTotal += chunks.length
+      results.push({ fileId: table.fileId, out, size: table.size, chunks: chunks.length, sources: [], fallbacks: 0, fetched: 0, reused: journal?.reused.size ?? 0, duplicates: 0 })
+      for (const c of chunks) {
         const plain = Math.min(table.chunkSize, table.size - c.i * table.chunkSize)
-        if (journal.reused.has(c.i)) { bytesDone += plain; chunksDone++; continue }
+        if (journal?.reused.has(c.i) === true) { bytesDone += plain; chunksDone++; continue }
         jobs.push({ item: f, i: c.i, entry: c, tried: new Set(), attempts: new Map(), done: false })
       }
     }
@@ -171,11 +180,12 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
       .sort((a, b) => a.cost(job.entry.size) - b.cost(job.entry.size))
 
     const finish = async (job: Job, m: VendorModel, plain: Buffer): Promise<void> => {
-      const { reply } = items[job.item]
+      const { reply, sink } = items[job.item]
+      if (sink != null) await sink.write(plain, job.i * reply.table.chunkSize)
       // chunks start on page boundaries of the file (for the usual chunk sizes) and of their pooled
       // buffers, so they go to disk direct, without a copy through the page cache
-      await writeAt(handles[job.item], directs[job.item], plain, job.i * reply.table.chunkSize).catch(err => { throw localDiskError(`${items[job.item].out}.stor-part`, err) })
-      journals[job.item].record(job.i)
+      else await writeAt(handles[job.item] as FileHandle, directs[job.item], plain, job.i * reply.table.chunkSize).catch(err => { throw localDiskError(`${items[job.item].out}.stor-part`, err) })
+      journals[job.item]?.record(job.i)
       job.done = true
       for (const [v, a] of job.attempts) if (v !== m.vendor) a.ctrl.abort(new Error('another replica was faster'))
       const r = results[job.item]
@@ -277,24 +287,24 @@ export async function download (ctx: DownloadContext, items: DownloadItem[], opt
     opts.signal?.throwIfAborted()
     if (failure != null) throw failure
 
-    for (const [f, { reply, out }] of items.entries()) {
+    for (const [f, { reply }] of items.entries()) {
       const fh = handles[f]
       try {
-        await fh.truncate(reply.table.size)
-        await fh.sync()
+        await fh?.truncate(reply.table.size)
+        await fh?.sync()
       } catch (err) {
         throw localDiskError(`${items[f].out}.stor-part`, err)
       }
     }
   } catch (err) {
     await closeAll()
-    if (opts.resume === false) await Promise.all(items.map(async ({ out }) => { await rm(`${out}.stor-part`, { force: true }) }))
+    if (opts.resume === false) await Promise.all(items.map(async ({ out, sink }) => { if (sink == null) await rm(`${out}.stor-part`, { force: true }) }))
     throw err
   }
   await closeAll()
-  for (const [f, { out }] of items.entries()) {
-    await rename(`${out}.stor-part`, out).catch(err => { throw localDiskError(out, err) })
-    await journals[f].remove()
+  for (const [f, { out, sink }] of items.entries()) {
+    if (sink == null) await rename(`${out}.stor-part`, out).catch(err => { throw localDiskError(out, err) })
+    await journals[f]?.remove()
     results[f].sources.sort((a, b) => a.chunk - b.chunk)
   }
   return results

@@ -16,13 +16,17 @@ import { MAX_WINDOW_BYTES } from './window.ts'
 import { download, type DownloadResult } from './download.ts'
 import { PathCache, rank, type PathScore } from './rank.ts'
 import { Keystore } from './keystore.ts'
-import { upload, type UploadResult } from './upload.ts'
+import { upload, type ByteSource, type UploadResult } from './upload.ts'
+import { streamSource } from './source.ts'
+import { copyInto, streamRange, type RangeWriter } from './range.ts'
+import { createRecordStore, type RecordStore } from './records.ts'
 import { unpack } from './pack.ts'
 import { PeerBook, peerOf, relocateReplicas, unreachableReplicas } from './peer-book.ts'
 import { hedged } from './hedge.ts'
 import type { Progress } from './types.ts'
 
-export type { UploadResult, DownloadResult, Progress, PathScore }
+export type { UploadResult, DownloadResult, Progress, PathScore, RangeWriter, RecordStore }
+export type { UserRecord, RecordChange, RecordCondition } from './records.ts'
 export type FileSummary = M.FileSummary
 export type StatusReport = M.Message<typeof M.StatusReply>
 export type Allocation = M.Message<typeof M.Allocated>
@@ -86,6 +90,18 @@ export interface User {
   allocate: (sizes: number[], replicas: number, chunkSize?: number) => Promise<Allocation>
   /** Extends an open allocation's lease (uploads do this by themselves); the reply carries fresh grants. */
   renew: (allocationId: string) => Promise<Allocation>
+  /**
+   * Stores `size` bytes read once, in order, from `body` (a network body, a pipe): only the
+   * chunks in flight are held in memory. Fails if the body ends short. Not resumable.
+   */
+  uploadStream: (body: AsyncIterable<Uint8Array>, size: number, opts?: UploadOptions & { name: string }) => Promise<UploadResult>
+  /**
+   * Sends bytes [start, end) of a file to `to`, in order (default: all of it): only the chunks
+   * that cover the range are fetched, a bounded segment at a time ahead of the writer.
+   */
+  downloadRange: (fileId: string, to: RangeWriter, opts?: TransferOptions & { start?: number, end?: number }) => Promise<{ fileId: string, size: number, start: number, end: number }>
+  /** Small sealed records the FAT keeps for this identity (see records.ts). */
+  records: RecordStore
 }
 
 export const DEFAULT_REPLICAS = 2
@@ -209,7 +225,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
     return { fileId: r.fileId, freed: r.freed }
   }
 
-  const uploadMany = async (files: string[], o: UploadManyOptions): Promise<UploadResult[]> => await upload({
+  const uploadMany = async (files: Array<string | ByteSource>, o: UploadManyOptions): Promise<UploadResult[]> => await upload({
     node,
     key: opts.key,
     keystore,
@@ -292,8 +308,38 @@ export async function createUser (opts: UserOptions): Promise<User> {
     return results.map(r => ({ ...r, released: o.release === true }))
   }
 
+  const downloadRange = async (fileId: string, to: RangeWriter, o: TransferOptions & { start?: number, end?: number } = {}): Promise<{ fileId: string, size: number, start: number, end: number }> => {
+    checkFileId(fileId)
+    const found = await tables([fileId])
+    const own = found.tables[0]
+    const start = o.start ?? 0
+    const end = o.end ?? own.size
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end > own.size) throw new InvalidArgumentError(`range ${start}-${end} is not within file ${fileId} of ${own.size} bytes`)
+    // a packed file's bytes lie in its pack, from its offset
+    const table = own.packed != null ? found.packs.get(own.packed.pack) as M.FileTable : own
+    const shift = own.packed?.offset ?? 0
+    const reply: M.Message<typeof M.TableReply> = { t: 'table', table, vendors: found.vendors, stats: found.stats }
+    await streamRange(table, start + shift, end + shift, to, async (seg, into) => {
+      await download({ node, key: opts.key, keystore, log, paths, buffers }, [{ reply, out: fileId, chunks: { from: seg.from, to: seg.to }, sink: { write: async (bytes, offset) => { copyInto(into, seg, bytes, offset) } } }], {
+        concurrency: o.concurrency ?? DEFAULT_CONCURRENCY, chunkTimeoutMs: CHUNK_TIMEOUT_MS, resume: false, signal: o.signal
+      })
+    })
+    return { fileId, size: own.size, start, end }
+  }
+
+  const records = createRecordStore(keystore, {
+    written: async msg => (await ask(msg, { 'records-written': M.RecordsWritten })).applied,
+    listed: async msg => await ask(msg, { 'record-list': M.RecordList })
+  })
+
   return {
     peerId: node.peerId.toString(),
+    records,
+    downloadRange,
+    async uploadStream (body, size, o) {
+      if (!Number.isSafeInteger(size) || size < 0) throw new InvalidArgumentError(`size: ${size} is not a byte count`)
+      return (await uploadMany([streamSource(o?.name ?? 'stream', size, body)], { ...o, names: [o?.name ?? 'stream'] }))[0]
+    },
     allocate,
     renew,
     async upload (path, o = {}) {

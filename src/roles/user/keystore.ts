@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { open, seal } from './cipher.ts'
@@ -28,6 +28,11 @@ export class Keystore {
     const key = randomBytes(32)
     await writeFile(path, key, { mode: 0o600, flag: 'wx' })
     return new Keystore(key)
+  }
+
+  /** A key for one purpose, derived from the master key (so the master key alone restores it). */
+  derive (purpose: string): Buffer {
+    return createHmac('sha256', this.master).update(`stor:derive:${purpose}`).digest()
   }
 
   wrap (fileKey: Uint8Array, fileId: string): string {

@@ -54,6 +54,13 @@ export interface UploadOptions {
   onProgress?: (p: Progress) => void
 }
 
+/**
+ * Bytes to store that are not a file on disk (a stream, a network body): `size` is known in
+ * advance and `read` fills `into` with the `length` bytes at `offset`. Chunks are read in
+ * increasing order, each once, so a source may be sequential (see source.ts). Not resumable.
+ */
+export interface ByteSource { name: string, size: number, read: (offset: number, length: number, into: Buffer) => Promise<void> }
+
 export interface Placement { chunk: number, chunkId: string, vendors: string[] }
 
 export interface UploadResult {
@@ -126,18 +133,23 @@ export function distinctZones (ordered: string[], n: number, holders: Set<string
  * Chunks move in parallel within an adaptive window; each placed chunk is recorded in the data
  * dir, so an interrupted upload, run again with the same arguments, sends only what is missing.
  */
-export async function upload (ctx: UploadContext, paths: string[], opts: UploadOptions, retried = false): Promise<UploadResult[]> {
-  if (paths.length === 0) throw new InvalidArgumentError('FILE: name at least one file to upload')
+export async function upload (ctx: UploadContext, inputs: Array<string | ByteSource>, opts: UploadOptions, retried = false): Promise<UploadResult[]> {
+  if (inputs.length === 0) throw new InvalidArgumentError('FILE: name at least one file to upload')
   // every chunk in flight listens to the caller's signal
   if (opts.signal != null) setMaxListeners(0, opts.signal)
-  const infos = await Promise.all(paths.map(async path => {
-    const info = await stat(path).catch(() => { throw new InvalidArgumentError(`FILE: ${path} does not exist or cannot be read`) })
-    if (!info.isFile()) throw new InvalidArgumentError(`FILE: ${path} is not a regular file`)
+  const infos = await Promise.all(inputs.map(async input => {
+    if (typeof input !== 'string') return { size: input.size, mtimeMs: 0, ctimeMs: 0, ino: 0 }
+    const info = await stat(input).catch(() => { throw new InvalidArgumentError(`FILE: ${input} does not exist or cannot be read`) })
+    if (!info.isFile()) throw new InvalidArgumentError(`FILE: ${input} is not a regular file`)
     return info
   }))
+  // a byte source is read once, in order: nothing to resume from
+  if (inputs.some(i => typeof i !== 'string')) opts = { ...opts, resume: false }
+  const paths = inputs.map(i => typeof i === 'string' ? i : i.name)
   const sizes = infos.map(i => i.size)
   // a file written to while it is read is not stored: stamped now, checked after its last read
   const stamps = infos.map(stampOf)
+  const isFile = inputs.map(i => typeof i === 'string')
   const changed = new Set<number>()
   const owner = ctx.node.peerId.toString()
   const names = paths.map((p, f) => (opts.names?.[f] ?? basename(p)).slice(0, 255))
@@ -166,8 +178,11 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
   /** Reads a range of file `f`; false (and `f` marked changed) if it is shorter than it was, or gone. */
   const readChecked = async (f: number, offset: number, length: number, into: Buffer, at?: number): Promise<boolean> => {
     if (changed.has(f)) return false
+    const input = inputs[f]
+    // a byte source's failure is its own (a network body that ended short): it fails the upload
+    if (typeof input !== 'string') { await input.read(offset, length, into.subarray(at ?? 0, (at ?? 0) + length)); return true }
     try {
-      await readRange(paths[f], offset, length, into, at)
+      await readRange(input, offset, length, into, at)
       return true
     } catch (err: any) {
       if (!(err instanceof InvalidArgumentError) && err.code !== 'ENOENT') throw err
@@ -346,7 +361,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     await journal.close()
   }
 
-  for (const [f, path] of paths.entries()) if (!changed.has(f) && !await unchanged(path, stamps[f])) changed.add(f)
+  for (const [f, path] of paths.entries()) if (isFile[f] && !changed.has(f) && !await unchanged(path, stamps[f])) changed.add(f)
   ctx.log('upload %s: chunks placed, committing%s', allocationId, changed.size > 0 ? ` all but ${changed.size} files that changed as they were read` : '')
   const created = Date.now()
   const table = (slot: number, name: string, fileKey: Buffer, chunks: M.ChunkEntry[]): M.FileTable => ({
@@ -381,7 +396,7 @@ export async function upload (ctx: UploadContext, paths: string[], opts: UploadO
     if (err instanceof NotFoundError && !retried && sources.some(s => s.reused > 0)) {
       ctx.log('allocation %s is gone: starting over', allocationId)
       await journal.remove()
-      return await upload(ctx, paths, opts, true)
+      return await upload(ctx, inputs, opts, true)
     }
     throw err
   }

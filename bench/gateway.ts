@@ -1,0 +1,44 @@
+// The S3 gateway in the benchmark: the same file as `stordaemon upload` sends, uploaded through a
+// `stordaemon gateway` with the AWS SDK's multipart Upload (@aws-sdk/lib-storage), then read back
+// with GetObject and checked. The gateway is started first and not timed; the SDK runs in the
+// benchmark's own process.
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { join } from 'node:path'
+import { S3Client, CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import { addKey, openClient, spawnGateway, type Cluster } from '../src/index.ts'
+import { peakRss } from './transfer.ts'
+
+/** Times, and the gateway process's peak RSS after the upload and after the download (VmHWM). */
+export interface GatewayRun { upSeconds: number, downSeconds: number, upPeakRss: number, downPeakRss: number }
+
+export async function measureGateway (cluster: Cluster, dir: string, src: string, total: number, srcHash: string, replicas: number): Promise<GatewayRun> {
+  const userDir = join(dir, 'gateway-user')
+  const client = await openClient({ dataDir: userDir, bootstrap: [cluster.bootstrap] })
+  const key = await addKey(client, 'bench').finally(async () => { await client.close() })
+  const gw = await spawnGateway(userDir, cluster.bootstrap, ['--replicas', String(replicas)])
+  const s3 = new S3Client({ endpoint: gw.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: key.accessKey, secretAccessKey: key.secret } })
+  try {
+    await s3.send(new CreateBucketCommand({ Bucket: 'bench' }))
+    let t = performance.now()
+    await new Upload({ client: s3, params: { Bucket: 'bench', Key: 'input.bin', Body: createReadStream(src, { highWaterMark: 1024 * 1024 }) }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
+    const upSeconds = (performance.now() - t) / 1000
+    const upPeakRss = peakRss(gw.child.pid)
+    t = performance.now()
+    const got = await s3.send(new GetObjectCommand({ Bucket: 'bench', Key: 'input.bin' }))
+    const h = createHash('sha256')
+    let bytes = 0
+    for await (const part of got.Body as AsyncIterable<Uint8Array>) { h.update(part); bytes += part.byteLength }
+    const downSeconds = (performance.now() - t) / 1000
+    if (bytes !== total || h.digest('hex') !== srcHash) throw new Error(`gateway: the object read back (${bytes} bytes) does not match the uploaded file`)
+    return { upSeconds, downSeconds, upPeakRss, downPeakRss: peakRss(gw.child.pid) }
+  } catch (err) {
+    const e = gw.stderr()
+    if (e !== '') process.stderr.write(`gateway stderr:\n${e.slice(-3000)}\n`)
+    throw err
+  } finally {
+    s3.destroy()
+    await gw.kill()
+  }
+}
