@@ -4,7 +4,7 @@ import { homedir } from 'node:os'
 import { mkdir, readFile, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { Command, Option } from 'commander'
-import { openClient, startDaemon, drainVendor, removeReplica, parseHighWater, parseShare, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, startGateway, addKey, listAccessKeys, removeKey, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult, type FileSummary, type StatusReport } from '../src/index.ts'
+import { openClient, startDaemon, drainVendor, removeReplica, parseHighWater, parseShare, runDemo, parseSize, parseDuration, formatSize, exportKeys, importKeys, startGateway, addKey, listAccessKeys, removeKey, checkFileId, StorError, InvalidArgumentError, FileChangedError, type Client, type UploadResult, type FileSummary, type StatusReport } from '../src/index.ts'
 import { parseDeviceSpec } from '../src/store/devices.ts'
 import { inspectQuarantine, type QuarantineReport } from '../src/store/device-files.ts'
 import { progressBar } from './progress.ts'
@@ -251,6 +251,8 @@ userOpts(program.command('ls').description('list your files, each with its healt
 
 userOpts(program.command('check [ID...]').description('each file\'s health: healthy, degraded (k of R copies) or lost; all your files without IDs. Exit code 0: all healthy, 2: some degraded, 3: some lost or unknown'))
   .action(async (ids: string[], opts) => {
+    // a mistyped id is named before anything else (a missing identity, an unreachable FAT)
+    ids.forEach(checkFileId)
     const r = await withClient(opts, async c => await c.check(ids))
     const degraded = r.files.filter(f => (f.health?.degraded ?? 0) > 0 && (f.health?.lost ?? 0) === 0).length
     const lost = r.files.filter(f => (f.health?.lost ?? 0) > 0).length

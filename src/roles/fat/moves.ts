@@ -115,8 +115,15 @@ export async function planMoves (table: FatTable, loads: Map<string, VendorLoad>
       if (from != null) record(c, from, v, v, 'repair')
     }
   }
+  // a chunk whose only missing copies are on vendors restoring it onto their own devices waits for
+  // those restores (a few per round, bounded per source): copying it elsewhere too would leave a
+  // surplus copy, and the vendor's copy would be replaced although it comes back
+  const restoring = new Set<string>()
+  for (const [v, load] of loads) if (ctx.alive(v)) for (const ref of load.restore ?? []) restoring.add(`${v}\0${chunkKey(ref.fileId, ref.chunkId)}`)
+  const waitsForRestore = (c: ChunkInfo): boolean => c.holders.length >= c.want &&
+    c.holders.every(h => healthy(h, c) || restoring.has(`${h}\0${chunkKey(c.fileId, c.chunkId)}`))
   const chunks: ChunkInfo[] = []
-  for await (const c of atRisk(table, loads, ctx.dead)) chunks.push(c)
+  for await (const c of atRisk(table, loads, ctx.dead)) if (!waitsForRestore(c)) chunks.push(c)
   const targets = table.listVendors()
     .filter(v => ctx.offered(v.peer))
     .map(v => ({ vendor: v.peer, room: roomOf(v.peer), zone: v.zone }))

@@ -117,7 +117,8 @@ const HEDGE_MS = 500
 /** The peer id of the replica that last ordered writes, in the data dir. */
 const LEADER_FILE = 'fat-leader'
 
-function checkFileId (id: string): void {
+/** A file id as upload and ls print it, or an InvalidArgumentError. */
+export function checkFileId (id: string): void {
   if (!FILE_ID.test(id)) throw new InvalidArgumentError(`ID: "${id}" is not a file id (32 hex digits, as printed by upload and ls)`)
 }
 
@@ -362,7 +363,7 @@ export async function createUser (opts: UserOptions): Promise<User> {
       return (await ask({ t: 'list' }, { files: M.Files })).files
     },
     async check (fileIds = []) {
-      for (const id of fileIds) if (!/^[0-9a-f]{32}$/.test(id)) throw new InvalidArgumentError(`"${id}" is not a file id (32 hex digits); \`stordaemon ls\` lists yours`)
+      fileIds.forEach(checkFileId)
       const r = await ask({ t: 'check', fileIds }, { checked: M.Checked })
       return { files: r.files, missing: r.missing }
     },
