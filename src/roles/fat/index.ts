@@ -297,7 +297,9 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       state: v.state,
       draining: v.draining === true,
       silentMs: now - Math.max(liveness.get(v.peer)?.lastSeen ?? 0, startedAt),
-      heard: alive(v.peer),
+      // heard since its state was logged: a dead vendor's last heartbeat before it died is still
+      // recent for a while (three beats) when --repair-after is short, and must not make it back
+      heard: alive(v.peer) && (liveness.get(v.peer)?.lastSeen ?? 0) > (v.since ?? 0),
       holds: table.chunksOn(v.peer),
       ordersWaiting: table.ordersWaiting(v.peer)
     })), { repairAfterMs, minIn: repairMinIn })
@@ -408,7 +410,11 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
             // the vendor's last heartbeat still names the chunk lost; its receipt says otherwise, so
             // the next planning round must not restore it again before the vendor reports afresh
             const load = liveness.get(x.to)
-            if (load != null) load.lost = load.lost.filter(l => l.fileId !== x.fileId || l.chunkId !== x.chunkId)
+            if (load != null) {
+              const other = (l: M.ChunkRef): boolean => l.fileId !== x.fileId || l.chunkId !== x.chunkId
+              load.lost = load.lost.filter(other)
+              load.restore = load.restore?.filter(other)
+            }
             settled.push(item.resolve)
             continue
           }
