@@ -138,7 +138,6 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
     const plain = await fetch(`${vendorUrl(2)}/health`)
     assert.equal(plain.status, 503)
     assert.match(await plain.text(), /^unavailable: device /)
-    if (process.env.DBG_FAT != null) setTimeout(() => { void import('node:fs').then(fs => fs.writeFileSync(process.env.DBG_FAT as string, net.cluster.fat.stderr())) }, 20_000)
     await eventually('the FAT repaired every chunk vendor 2 lost, and counted it', async () => {
       const fat = await scrape(fatUrl())
       return fat.value('stor_fat_transfers_done_total', { reason: 'repair' }) === onV2.length &&
@@ -146,7 +145,6 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
         fat.value('stor_fat_chunks', { health: 'healthy' }) === uploads.reduce((n, u) => n + u.chunks, 0)
     }, 120_000)
     const fat = await scrape(fatUrl())
-    if (process.env.DBG_FAT != null) (await import('node:fs')).writeFileSync(process.env.DBG_FAT, net.cluster.fat.stderr())
     assert.equal(fat.value('stor_fat_transferred_bytes_total', { reason: 'repair' }), bytesOnV2, 'bytes repaired: every byte the FAT had on vendor 2')
     assert.equal(fat.value('stor_fat_vendor_capacity_bytes', { vendor: v2 }), 64 * MiB, 'the FAT counts only its healthy device')
     assert.equal(fat.value('stor_fat_vendor_used_bytes', { vendor: v2 }), bytesOnV2, 'vendor 2 still holds every chunk it held')
