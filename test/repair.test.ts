@@ -272,6 +272,8 @@ describe('repair: the FAT stays responsive under a backlog of tens of thousands 
     const fat = await net.cluster.fat.restart()
     net.cluster.fats[0] = fat
     net.cluster.fat = fat
+    // a FAT that just started offers no vendor until it hears from them (their next heartbeat)
+    await eventually('the restarted FAT hears the three live vendors', async () => (await alice.status()).vendors.filter(v => v.state === 'alive').length === 3, 60_000)
     for (let i = 0; i < 5; i++) times.push(await timed(`b${i}`))
     const s = await alice.status()
     assert.ok(repairOf(s).under > 1000, `the repair is still running (${JSON.stringify(s.repair)}, victim ${vendorIn(s, victim.peerId).state}): the uploads were timed under load`)
