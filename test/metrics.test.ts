@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { rm, statfs } from 'node:fs/promises'
+import { readdir, rename, rm, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Client, UploadResult } from '../src/index.ts'
 import { CHUNK_OVERHEAD, FAT_SYNC_PROTOCOL } from '../src/protocol/ids.ts'
@@ -27,6 +27,9 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
   const fatUrl = (): string => net.cluster.fat.http as string
   const vendorUrl = (i: number): string => net.cluster.vendors[i].http as string
   const all = async (): Promise<Scrape[]> => await Promise.all([fatUrl(), ...net.cluster.vendors.map((_, i) => vendorUrl(i))].map(scrape))
+  const sizes = [600 * KiB, 100 * KiB, 1 * MiB + 5]
+  /** The bytes of each chunk of a file of `size`, as vendors store them. */
+  const chunkBytes = (size: number): number[] => Array.from({ length: Math.ceil(size / CHUNK) }, (_, i) => Math.min(CHUNK, size - i * CHUNK) + CHUNK_OVERHEAD)
   const uploads: UploadResult[] = []
   let first: Scrape[] = []
 
@@ -65,10 +68,8 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
   })
 
   it('N uploads show as N files, their chunks as healthy, their bytes on the vendors that hold them', async function () {
-    const sizes = [600 * KiB, 100 * KiB, 1 * MiB + 5]
     for (const [i, size] of sizes.entries()) uploads.push(await alice().upload(await randomFile(join(net.dir, `up${i}`), size), { chunkSize: CHUNK, replicas: 2 }))
     const chunks = uploads.reduce((n, u) => n + u.chunks, 0)
-    const chunkBytes = (size: number): number[] => Array.from({ length: Math.ceil(size / CHUNK) }, (_, i) => Math.min(CHUNK, size - i * CHUNK) + CHUNK_OVERHEAD)
     const stored = sizes.reduce((n, s) => n + chunkBytes(s).reduce((a, b) => a + b, 0), 0)
     const [fat, ...vendors] = await all()
     assert.equal(fat.value('stor_fat_files'), 3)
@@ -106,13 +107,21 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
     const up = uploads[2]
     const out = join(net.dir, 'down2')
     const before = await Promise.all(net.cluster.vendors.map(async (_, i) => await scrape(vendorUrl(i))))
-    await alice().download(up.fileId, out)
+    const down = await alice().download(up.fileId, out)
     assert.equal(await sha256File(out), await sha256File(join(net.dir, 'up2')))
     const after = await Promise.all(net.cluster.vendors.map(async (_, i) => await scrape(vendorUrl(i))))
     const sent = after.reduce((n, s, i) => n + s.value('stor_vendor_sent_bytes_total', { kind: 'fetch' }) - before[i].value('stor_vendor_sent_bytes_total', { kind: 'fetch' }), 0)
     const fetches = after.reduce((n, s, i) => n + s.count('stor_vendor_fetch_duration_seconds', { kind: 'fetch' }) - before[i].count('stor_vendor_fetch_duration_seconds', { kind: 'fetch' }), 0)
-    assert.equal(sent, up.size + up.chunks * CHUNK_OVERHEAD)
-    assert.equal(fetches, up.chunks)
+    // a chunk late on a loaded machine is asked of its other replica too (tail cutting): each such
+    // duplicate may add up to one chunk, sent whole or in part
+    const once = up.size + up.chunks * CHUNK_OVERHEAD
+    if (down.duplicates === 0) {
+      assert.equal(sent, once)
+      assert.equal(fetches, up.chunks)
+    } else {
+      assert.ok(sent >= once && sent <= once + down.duplicates * (CHUNK + CHUNK_OVERHEAD), `${sent} bytes sent, ${down.duplicates} duplicates`)
+      assert.ok(fetches >= up.chunks && fetches <= up.chunks + down.duplicates, `${fetches} fetches, ${down.duplicates} duplicates`)
+    }
   })
 
   it('the scrub\'s progress and passes are counted', async function () {
@@ -124,13 +133,19 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
 
   it('a failed device turns the vendor unhealthy (503 naming the device); its chunks are restored onto its other device and the bytes counted', async function () {
     const v2 = net.cluster.vendors[2].peerId
-    const onV2 = uploads.flatMap(u => u.placements.filter(p => p.vendors.includes(v2)))
-    assert.ok(onV2.length > 0, 'vendor 2 holds chunks')
-    const bytesOnV2 = (await scrape(fatUrl())).value('stor_fat_vendor_used_bytes', { vendor: v2 })
-    // every chunk has a piece on each of the vendor's two devices: losing one damages them all; the
-    // other device has room, so each is copied back there from another replica (the tables stay)
+    const usedOnV2 = (await scrape(fatUrl())).value('stor_fat_vendor_used_bytes', { vendor: v2 })
+    // the chunks with a piece on the device that fails (a small chunk is one piece, on one device
+    // only); the other device has room, so each is copied back there from another replica (the
+    // tables stay)
     const [disk] = net.cluster.deviceDirs(2)
-    await rm(disk, { recursive: true, force: true })
+    const onDisk = new Set((await readdir(join(disk, 'stor-pieces'))).filter(n => !n.endsWith('.tmp')).map(n => n.split('.').slice(0, 2).join('.')))
+    const lost = uploads.flatMap((u, f) => u.placements.filter(p => p.vendors.includes(v2) && onDisk.has(`${u.fileId}.${p.chunkId}`)).map(p => chunkBytes(sizes[f])[p.chunk]))
+    assert.ok(lost.length > 0, 'the device holds pieces of chunks')
+    const lostBytes = lost.reduce((n, b) => n + b, 0)
+    // at once: a vendor that notices the failure while `rm -r` is still deleting would rightly move
+    // the pieces it can still read to its other device, and nothing would need repair
+    await rename(disk, `${disk}.gone`)
+    await rm(`${disk}.gone`, { recursive: true, force: true })
     await eventually('vendor 2 reports the device failed', async () => (await scrape(vendorUrl(2))).value('stor_vendor_device_failed', { device: disk }) === 1)
     const h = await health(vendorUrl(2))
     assert.equal(h.status, 503)
@@ -140,16 +155,17 @@ describe('metrics and health: /metrics of a FAT and of vendors, scraped and pars
     assert.match(await plain.text(), /^unavailable: device /)
     await eventually('the FAT repaired every chunk vendor 2 lost, and counted it', async () => {
       const fat = await scrape(fatUrl())
-      return fat.value('stor_fat_transfers_done_total', { reason: 'repair' }) === onV2.length &&
-        fat.value('stor_fat_transfers_pending', { reason: 'repair' }) === 0 &&
-        fat.value('stor_fat_chunks', { health: 'healthy' }) === uploads.reduce((n, u) => n + u.chunks, 0)
+      const now = { done: fat.value('stor_fat_transfers_done_total', { reason: 'repair' }), pending: fat.value('stor_fat_transfers_pending', { reason: 'repair' }), healthy: fat.value('stor_fat_chunks', { health: 'healthy' }) }
+      const want = { done: lost.length, pending: 0, healthy: uploads.reduce((n, u) => n + u.chunks, 0) }
+      if (JSON.stringify(now) !== JSON.stringify(want)) throw new Error(`now ${JSON.stringify(now)}, expected ${JSON.stringify(want)}`)
+      return true
     }, 120_000)
     const fat = await scrape(fatUrl())
-    assert.equal(fat.value('stor_fat_transferred_bytes_total', { reason: 'repair' }), bytesOnV2, 'bytes repaired: every byte the FAT had on vendor 2')
+    assert.equal(fat.value('stor_fat_transferred_bytes_total', { reason: 'repair' }), lostBytes, 'bytes repaired: every byte lost with the device')
     assert.equal(fat.value('stor_fat_vendor_capacity_bytes', { vendor: v2 }), 64 * MiB, 'the FAT counts only its healthy device')
-    assert.equal(fat.value('stor_fat_vendor_used_bytes', { vendor: v2 }), bytesOnV2, 'vendor 2 still holds every chunk it held')
+    assert.equal(fat.value('stor_fat_vendor_used_bytes', { vendor: v2 }), usedOnV2, 'vendor 2 still holds every chunk it held')
     const copied = await Promise.all([0, 1, 2].map(async i => (await scrape(vendorUrl(i))).value('stor_vendor_received_bytes_total', { kind: 'copy' })))
-    assert.deepEqual(copied, [0, 0, bytesOnV2], 'vendor 2 itself received those bytes')
+    assert.deepEqual(copied, [0, 0, lostBytes], 'vendor 2 itself received those bytes')
   })
 
   it('a killed vendor turns suspect, its copies still counted until --repair-after; no counter ever went down', async function () {

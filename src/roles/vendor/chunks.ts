@@ -169,7 +169,14 @@ export class ChunkStore {
     let moved = 0
     let damaged = 0
     for await (const [, c] of this.chunks.entries()) {
-      if (c.damaged != null || !c.pieces.some(p => p.device === path)) continue
+      if (!c.pieces.some(p => p.device === path)) continue
+      if (c.damaged != null) {
+        // already marked (the scrub found its piece gone before the device was known to have
+        // failed): like the others, a copy comes back onto the healthy devices here
+        this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
+        damaged++
+        continue
+      }
       if (await this.relocate(c, path)) moved++
       else if (await this.markDamaged(c.fileId, c.chunkId, deviceFailed(path))) {
         this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)

@@ -68,6 +68,10 @@ export function startScrubber (store: ChunkStore, devices: Devices, opts: ScrubO
         progress = Math.min(1, bytes / total)
         opts.metrics?.checked(p.size)
         if (problem != null) {
+          // a piece gone with its whole device is the device's failure, not this chunk's: the probe
+          // marks the device failed, and its chunks are restored here (Store.deviceFailed)
+          if (!devices.isFailed(p.device)) await devices.probe()
+          if (devices.isFailed(p.device)) break
           // an erase or a replacement that ran meanwhile is not damage
           const marked = await store.markDamaged(c.fileId, c.chunkId, `scrub: ${problem}`, now => now.stored !== c.stored)
           if (marked) { found++; opts.metrics?.damaged(); opts.log.error('scrub: chunk %s of file %s is damaged: %s', c.chunkId, c.fileId, problem) }
