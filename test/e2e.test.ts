@@ -99,6 +99,18 @@ describe('end to end: one FAT and three vendors as processes, users as separate 
     assert.equal(await sha256File(out), await sha256File(src))
   })
 
+  it('a FAT restarted with kill -9 takes an upload at once: it waits for its vendors\' first heartbeats rather than say the network is full', async function () {
+    await net.cluster.fat.kill('SIGKILL')
+    const fat = await net.cluster.fat.restart()
+    net.cluster.fats[0] = fat
+    net.cluster.fat = fat
+    const src = await randomFile(join(net.dir, 'after-restart'), 3 * MiB + 1)
+    const up = await alice().upload(src, { chunkSize: CHUNK, replicas: 2 })
+    const out = join(net.dir, 'after-restart-out')
+    await alice().download(up.fileId, out)
+    assert.equal(await sha256File(out), await sha256File(src))
+  })
+
   it('still gets the file after a vendor is killed between upload and download', async function () {
     const src = await randomFile(join(net.dir, 'survivor'), 6 * MiB + 5)
     const up = await alice().upload(src, { chunkSize: CHUNK })

@@ -1,6 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, InvalidArgumentError, LimitError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, LimitError, NoSpaceError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
 import { encode } from '../../protocol/codec.ts'
 import { logger, type Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
@@ -160,6 +160,9 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   // three missed beats, and never less than a few seconds: a loaded machine delays heartbeats
   const silentMs = Math.max(opts.heartbeatMs * 3, 5000)
   const alive = (peer: string): boolean => Date.now() - (liveness.get(peer)?.lastSeen ?? 0) <= silentMs
+  /** Known vendors not heard yet while their first heartbeats may still be on the way (this replica just started). */
+  const awaitingVendors = (): boolean => Date.now() - startedAt < silentMs &&
+    table.listVendors().some(v => v.state !== 'dead' && v.draining !== true && !liveness.has(v.peer))
   /** Offered for new data: alive, not draining, and below its own high-water mark. */
   const offered = (peer: string): boolean => alive(peer) && table.vendor(peer)?.draining !== true && (liveness.get(peer)?.room ?? 0) > 0
   /** The log holds it dead: its copies do not count until it is heard again. */
@@ -477,11 +480,23 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       if (msg.sizes.length === 0) throw new InvalidArgumentError('an allocation needs at least one file')
       const bytes = msg.sizes.reduce((a, b) => a + b, 0)
       const leaseMs = opts.leaseMs + Math.ceil(bytes / 1048576) * (opts.leaseMsPerMiB ?? 1000)
-      const a = await serial.run(async () => {
+      const plan = async (): Promise<AllocationRecord> => await serial.run(async () => {
         const planned = table.planAllocation(remotePeer, msg.sizes, msg.replicas, msg.chunkSize, Date.now() + leaseMs, offered, msg.packed)
         await propose({ op: 'allocate', allocation: planned })
         return planned
       })
+      let a: AllocationRecord
+      for (;;) {
+        try {
+          a = await plan()
+          break
+        } catch (err) {
+          // a replica that has just started has not heard its vendors yet: it waits for their
+          // first heartbeats rather than tell the user the network is full
+          if (!(err instanceof NoSpaceError) || !awaitingVendors()) throw err
+          await new Promise(resolve => setTimeout(resolve, 200))
+        }
+      }
       log('allocated %s: %d files, %d bytes x%d for %s on %d candidates', a.allocationId, a.sizes.length, bytes, a.replicas, remotePeer, Object.keys(a.grants).length)
       opts.metrics?.allocated((performance.now() - started) / 1000)
       return await allocated(a)
