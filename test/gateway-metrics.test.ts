@@ -103,9 +103,9 @@ describe('S3 gateway: /metrics and /health on --http-listen', function () {
     assert.deepEqual(wentDown(before, after), [], 'no counter went down')
   })
 
-  it('a bad --http-listen, or one in use, is refused with one clear line', async function () {
-    const run = async (httpListen: string): Promise<{ code: number | null, stderr: string }> =>
-      await cli(['gateway', '--data-dir', aliceDir(), '--bootstrap', net.cluster.bootstrap, '--listen', '127.0.0.1:0', '--http-listen', httpListen])
+  it('a bad --http-listen, or a port in use (for metrics or for S3), is refused with one clear line', async function () {
+    const run = async (httpListen: string, listen = '127.0.0.1:0'): Promise<{ code: number | null, stderr: string }> =>
+      await cli(['gateway', '--data-dir', aliceDir(), '--bootstrap', net.cluster.bootstrap, '--listen', listen, '--http-listen', httpListen])
     const bad = await run('localhost:http')
     assert.equal(bad.code, 1)
     assert.match(bad.stderr, /^stordaemon: --http-listen: "localhost:http" is not an address; write PORT, HOST:PORT/)
@@ -115,6 +115,11 @@ describe('S3 gateway: /metrics and /health on --http-listen', function () {
     assert.equal(taken.code, 1)
     assert.match(taken.stderr, new RegExp(`^stordaemon: --http-listen: 127\\.0\\.0\\.1:${port} is in use by another program`))
     assert.equal(taken.stderr.trim().split('\n').length, 1, taken.stderr)
+    const s3Port = new URL(gw?.url as string).port
+    const s3Taken = await run('0', `127.0.0.1:${s3Port}`)
+    assert.equal(s3Taken.code, 1)
+    assert.match(s3Taken.stderr, new RegExp(`^stordaemon: --listen: 127\\.0\\.0\\.1:${s3Port} is in use by another program`))
+    assert.equal(s3Taken.stderr.trim().split('\n').length, 1, s3Taken.stderr)
   })
 
   it('from the library (httpListen): a gateway without access keys is unhealthy, and healthy once one is added', async function () {

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net'
 import type { User } from '../roles/user/index.ts'
 import { InvalidArgumentError, NotFoundError } from '../errors.ts'
 import { logger, type Logger } from '../logger.ts'
-import { gatewayMonitoring, parseHttpListen, probedHealth, type GatewayMetrics, type Health, type HttpServer } from '../http/index.ts'
+import { gatewayMonitoring, listenError, parseHttpListen, probedHealth, type GatewayMetrics, type Health, type HttpServer } from '../http/index.ts'
 import { decodeAwsChunked } from './chunked.ts'
 import { S3Error } from './errors.ts'
 import { compareKeys, listKeys } from './list.ts'
@@ -816,9 +816,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const listener = (req: IncomingMessage, res: ServerResponse): void => { void handle(req, res) }
   const server: Server = opts.tls != null ? createHttps({ cert: opts.tls.cert, key: opts.tls.key }, listener) : createHttp(listener)
   server.requestTimeout = 0
-  const { host, port } = parseListen(opts.listen)
-  server.listen(port, host)
-  await once(server, 'listening')
+  const listen = parseListen(opts.listen)
+  server.listen(listen.port, listen.host)
+  await once(server, 'listening').catch(err => { throw listenError('--listen', listen, err) })
   const addr = server.address() as AddressInfo
   const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   const url = `${opts.tls != null ? 'https' : 'http'}://${shown}:${addr.port}`

@@ -10,7 +10,7 @@ import type { HttpAddress, HttpServer } from './server.ts'
 import { StatusTracker, statusRoutes } from './status.ts'
 import { vendorMetrics } from './vendor.ts'
 
-export { parseHttpListen, startHttpServer, DEFAULT_HTTP_HOST } from './server.ts'
+export { parseHttpListen, startHttpServer, listenError, DEFAULT_HTTP_HOST } from './server.ts'
 export type { HttpAddress, HttpServer, HttpReply, Route } from './server.ts'
 export { createRegistry, startMonitoring, servedMetrics, metricsRoute, healthRoute, probedHealth, PREFIX, LATENCY_BUCKETS } from './metrics.ts'
 export type { Health, MonitoringOptions } from './metrics.ts'
