@@ -126,7 +126,6 @@ interface Request {
   headers: Record<string, string | undefined>
   signing: SigningContext
   id: string
-  operation: Operation
   counted: Counted
 }
 
@@ -790,7 +789,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       if (!isSigned(signable)) throw new S3Error('AccessDenied', 'Access Denied: anonymous requests are not allowed; sign requests with an access key (stordaemon gateway key add)')
       const signing = await verifyRequest(signable, lookupSecret)
       // the signature covers the query: from here its parameters are trusted
-      await operations[operation]({ req, res, method, bucket, key, query, headers, signing, id, operation, counted })
+      await operations[operation]({ req, res, method, bucket, key, query, headers, signing, id, counted })
     } catch (err: any) {
       let e: S3Error
       if (err instanceof S3Error) e = err
