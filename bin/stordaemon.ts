@@ -13,6 +13,8 @@ import { heapForTransfers } from './heap.ts'
 
 /** How long a daemon may take to stop on SIGTERM or SIGINT before it exits anyway. */
 const STOP_DEADLINE_MS = 15_000
+/** How --http-listen is written, for its help on every role. */
+const HTTP_LISTEN_FORMAT = 'PORT or HOST:PORT (a bare port is on 127.0.0.1; 0 picks a free one)'
 
 const collect = (value: string, prev: string[] = []): string[] => [...prev, value]
 const defaultDataDir = join(homedir(), '.stordaemon')
@@ -105,7 +107,7 @@ const program = new Command('stordaemon')
   .option('--high-water <pct|size>', 'vendor: above this share of its capacity (or size) it moves chunks elsewhere', '90%')
   .option('--scrub-rate <size>', 'vendor: bytes per second the background scrub reads at most', '8MiB')
   .option('--scrub-interval <duration>', 'vendor: time between full scrubs of every stored piece', '24h')
-  .option('--http-listen <addr>', 'serve /metrics (Prometheus), /health and, on a FAT, the status page at / over HTTP: PORT or HOST:PORT (a bare port is on 127.0.0.1; 0 picks a free one)')
+  .option('--http-listen <addr>', `serve /metrics (Prometheus), /health and, on a FAT, the status page at / over HTTP: ${HTTP_LISTEN_FORMAT}`)
   .action(async (opts) => {
     if (opts.role == null) { program.help(); return }
     if (opts.dataDir == null) throw new InvalidArgumentError('--data-dir: a daemon needs a data directory for its identity and tables')
@@ -368,6 +370,7 @@ const gateway = userOpts(program.command('gateway').description('serve S3 (AWS S
   .option('--tls-key <file>', 'the PEM private key of --tls-cert')
   .option('--replicas <n>', 'replicas of each object\'s chunks (default 2)')
   .option('--chunk-size <size>', 'chunk size of stored objects (default 4MiB)')
+  .option('--http-listen <addr>', `serve /metrics (Prometheus) and /health over HTTP, apart from S3: ${HTTP_LISTEN_FORMAT}`)
   .action(async (opts) => {
     if ((opts.tlsCert == null) !== (opts.tlsKey == null)) throw new InvalidArgumentError('--tls-cert and --tls-key: give both for HTTPS, or neither for HTTP')
     const tls = opts.tlsCert != null
@@ -381,13 +384,14 @@ const gateway = userOpts(program.command('gateway').description('serve S3 (AWS S
         listen: opts.listen,
         tls,
         replicas: opts.replicas != null ? wholeNumber(opts.replicas, '--replicas') : undefined,
-        chunkSize: opts.chunkSize != null ? parseSize(opts.chunkSize, '--chunk-size') : undefined
+        chunkSize: opts.chunkSize != null ? parseSize(opts.chunkSize, '--chunk-size') : undefined,
+        httpListen: opts.httpListen
       })
     } catch (err) {
       await client.close()
       throw err
     }
-    print(opts.json === true, { peer: client.peerId, url: gw.url }, () => `peer ${client.peerId}\nlisten ${gw.url}`)
+    print(opts.json === true, { peer: client.peerId, url: gw.url, ...(gw.http != null ? { http: gw.http } : {}) }, () => `peer ${client.peerId}\nlisten ${gw.url}${gw.http != null ? `\nhttp ${gw.http}` : ''}`)
     process.stdout.write('ready\n')
     const survive = (err: any): void => { process.stderr.write(`stordaemon: error: ${err?.stack ?? err}\n`) }
     process.on('unhandledRejection', survive)

@@ -183,6 +183,8 @@ export interface GatewayProcess {
   readonly url: string
   /** the peer id of the user it acts as */
   readonly peer: string
+  /** Where it serves /metrics and /health (started with --http-listen), e.g. http://127.0.0.1:9100 */
+  readonly http?: string
   readonly child: ChildProcess
   stderr: () => string
   kill: (signal?: NodeJS.Signals) => Promise<void>
@@ -194,13 +196,16 @@ export async function spawnGateway (dataDir: string, bootstrap: string, args: st
   const { child, stderr, exited } = startChild(['gateway', '--data-dir', dataDir, '--bootstrap', bootstrap, ...listen, ...args], env)
   let url = ''
   let peer = ''
+  let http: string | undefined
   await awaitReady(child, exited, 'the gateway', timeoutMs, stderr, (word, value) => {
     if (word === 'listen') url = value
     if (word === 'peer') peer = value
+    if (word === 'http') http = value
   })
   return {
     url,
     peer,
+    ...(http != null ? { http } : {}),
     child,
     stderr,
     async kill (signal = 'SIGTERM') { await stopChild(child, exited, signal) }

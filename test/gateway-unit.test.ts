@@ -12,7 +12,7 @@ import { Sha256 } from '@aws-crypto/sha256-js'
 import { chunkSignature, signingKey, verifyRequest, STREAMING_SIGNED, type SigningContext } from '../src/gateway/sigv4.ts'
 import { decodeAwsChunked } from '../src/gateway/chunked.ts'
 import { listKeys } from '../src/gateway/list.ts'
-import { parseListen, parseRange, checkBucketName } from '../src/gateway/index.ts'
+import { parseListen, parseRange, checkBucketName, operationOf } from '../src/gateway/index.ts'
 import { S3Error } from '../src/gateway/errors.ts'
 import { planSegments, copyInto } from '../src/roles/user/range.ts'
 import { streamSource } from '../src/roles/user/source.ts'
@@ -145,6 +145,36 @@ describe('gateway: listing, ranges, names', function () {
     assert.deepEqual(parseListen('127.0.0.1:0'), { host: '127.0.0.1', port: 0 })
     assert.deepEqual(parseListen('[::1]:9000'), { host: '::1', port: 9000 })
     assert.throws(() => parseListen('9000'), /HOST:PORT/)
+  })
+
+  it('names the S3 operation a request asks for, as its metrics count it', function () {
+    const op = (method: string, bucket: string, key: string, query: Record<string, string> = {}, copy = false): string => operationOf(method, bucket, key, new Map(Object.entries(query)), copy)
+    assert.equal(op('GET', '', ''), 'ListBuckets')
+    assert.equal(op('PUT', '', ''), 'Unsupported')
+    assert.equal(op('PUT', 'b', ''), 'CreateBucket')
+    assert.equal(op('HEAD', 'b', ''), 'HeadBucket')
+    assert.equal(op('DELETE', 'b', ''), 'DeleteBucket')
+    assert.equal(op('GET', 'b', ''), 'ListObjects')
+    assert.equal(op('GET', 'b', '', { 'list-type': '2', prefix: 'a/' }), 'ListObjectsV2')
+    assert.equal(op('GET', 'b', '', { versions: '' }), 'ListObjectVersions')
+    assert.equal(op('GET', 'b', '', { uploads: '' }), 'ListMultipartUploads')
+    assert.equal(op('GET', 'b', '', { location: '' }), 'GetBucketLocation')
+    assert.equal(op('GET', 'b', '', { versioning: '' }), 'GetBucketVersioning')
+    assert.equal(op('GET', 'b', '', { acl: '' }), 'Unsupported')
+    assert.equal(op('POST', 'b', '', { delete: '' }), 'DeleteObjects')
+    assert.equal(op('PUT', 'b', 'k'), 'PutObject')
+    assert.equal(op('PUT', 'b', 'k', {}, true), 'CopyObject')
+    assert.equal(op('PUT', 'b', 'k', { partNumber: '1', uploadId: 'u' }), 'UploadPart')
+    assert.equal(op('PUT', 'b', 'k', { partNumber: '1', uploadId: 'u' }, true), 'UploadPartCopy')
+    assert.equal(op('GET', 'b', 'k', { 'response-content-type': 'a/b' }), 'GetObject')
+    assert.equal(op('HEAD', 'b', 'k', { partNumber: '2' }), 'HeadObject')
+    assert.equal(op('GET', 'b', 'k', { uploadId: 'u' }), 'ListParts')
+    assert.equal(op('DELETE', 'b', 'k'), 'DeleteObject')
+    assert.equal(op('DELETE', 'b', 'k', { versionId: 'v1' }), 'Unsupported')
+    assert.equal(op('DELETE', 'b', 'k', { uploadId: 'u' }), 'AbortMultipartUpload')
+    assert.equal(op('POST', 'b', 'k', { uploads: '' }), 'CreateMultipartUpload')
+    assert.equal(op('POST', 'b', 'k', { uploadId: 'u' }), 'CompleteMultipartUpload')
+    assert.equal(op('GET', 'b', 'k', { tagging: '' }), 'Unsupported')
   })
 })
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { logger } from '../src/logger.ts'
-import { createRegistry, gatewayMetrics, healthRoute, parseHttpListen, startHttpServer, startMonitoring } from '../src/http/index.ts'
+import { createRegistry, gatewayMetrics, healthRoute, parseHttpListen, probedHealth, startHttpServer, startMonitoring, type Health } from '../src/http/index.ts'
 import { fatMetrics, shared } from '../src/http/fat.ts'
 import { Ring, StatusTracker, changes } from '../src/http/status.ts'
 import { chunkHealth, transferQueue, vendorState, type FatOverview, type VendorView } from '../src/roles/fat/overview.ts'
@@ -72,6 +72,30 @@ describe('http: --http-listen, the server, health', function () {
     ok = false
     assert.deepEqual(await route(req('/health')), { status: 503, type: 'text/plain; charset=utf-8', body: 'unavailable: no leader\n' })
     assert.deepEqual(await route(req('/health?json')), { status: 503, type: 'application/json', body: '{"ok":false,"reason":"no leader"}' })
+  })
+
+  it('a probed health: one probe at a time, reused while fresh, unhealthy when slow or failing', async function () {
+    let probes = 0
+    let answer: () => Promise<Health> = async () => ({ ok: true, reason: 'fine' })
+    const h = probedHealth(async () => { probes++; return await answer() }, { freshMs: 60_000, timeoutMs: 50, what: 'the FAT' })
+    assert.deepEqual(await Promise.all([h(), h()]), [{ ok: true, reason: 'fine' }, { ok: true, reason: 'fine' }])
+    assert.equal(probes, 1, 'two asks at once share one probe')
+    assert.deepEqual(await h(), { ok: true, reason: 'fine' })
+    assert.equal(probes, 1, 'a fresh answer is reused')
+
+    let release: () => void = () => {}
+    answer = async () => { await new Promise<void>(resolve => { release = resolve }); return { ok: true, reason: 'late' } }
+    const slow = probedHealth(async () => { probes++; return await answer() }, { freshMs: 60_000, timeoutMs: 50, what: 'the FAT' })
+    probes = 0
+    assert.deepEqual(await slow(), { ok: false, reason: 'the FAT did not answer within 0.05 s' })
+    assert.deepEqual(await slow(), { ok: false, reason: 'the FAT did not answer within 0.05 s' })
+    assert.equal(probes, 1, 'a slow probe is not started again while it runs')
+    release()
+    await eventually('the slow probe\'s answer, once in, is the answer', async () => (await slow()).reason === 'late')
+    assert.equal(probes, 1)
+    answer = async () => { throw new Error('no FAT server answered: connection refused') }
+    const failing = probedHealth(async () => await answer(), { freshMs: 0, timeoutMs: 5_000, what: 'the FAT' })
+    assert.deepEqual(await failing(), { ok: false, reason: 'the FAT did not answer: no FAT server answered: connection refused' })
   })
 })
 

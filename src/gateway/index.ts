@@ -6,11 +6,12 @@ import type { AddressInfo } from 'node:net'
 import type { User } from '../roles/user/index.ts'
 import { InvalidArgumentError, NotFoundError } from '../errors.ts'
 import { logger, type Logger } from '../logger.ts'
+import { gatewayMonitoring, listenError, parseHttpListen, probedHealth, type GatewayMetrics, type Health, type HttpServer } from '../http/index.ts'
 import { decodeAwsChunked } from './chunked.ts'
 import { S3Error } from './errors.ts'
 import { compareKeys, listKeys } from './list.ts'
 import { isSigned, UNSIGNED_PAYLOAD, verifyRequest, type SigningContext } from './sigv4.ts'
-import { GatewayStore, secretOf, STORED_HEADERS, type ObjectRecord, type PartRecord } from './store.ts'
+import { GatewayStore, listKeys as accessKeys, secretOf, STORED_HEADERS, type ObjectRecord, type PartRecord } from './store.ts'
 import { fromXml, MAX_XML_BODY, toXml } from './xml.ts'
 
 export { addKey, listKeys as listAccessKeys, removeKey } from './store.ts'
@@ -24,11 +25,17 @@ export interface GatewayOptions {
   /** replicas of each object's chunks (default: the client's default) */
   replicas?: number
   chunkSize?: number
+  /** Serve /metrics (Prometheus) and /health on this address, apart from S3: PORT, HOST:PORT or [IPv6]:PORT (as --http-listen) */
+  httpListen?: string
 }
 
 export interface Gateway {
   /** where it listens, e.g. http://127.0.0.1:9000 */
   readonly url: string
+  /** where it serves /metrics and /health (with httpListen), e.g. http://127.0.0.1:9100 */
+  readonly http?: string
+  /** Whether it serves: a FAT replica answers, one orders writes, and there is an access key to sign with. */
+  health: () => Promise<Health>
   close: () => Promise<void>
 }
 
@@ -48,6 +55,66 @@ const OBJECT_FILE = 's3 object'
 const PART_FILE = 's3 object part'
 /** A secret looked up is remembered this long (a removed key stops working within it). */
 const KEY_CACHE_MS = 10_000
+/** A health answer stands this long: a scraper asking often costs the FAT one probe per this. */
+const HEALTH_FRESH_MS = 2_000
+/** A health probe the FAT has not answered within this is answered unhealthy. */
+const HEALTH_TIMEOUT_MS = 5_000
+
+/** The S3 API calls the gateway serves, as S3 names them; `Unsupported` is any other request. */
+export type Operation =
+  | 'ListBuckets' | 'CreateBucket' | 'HeadBucket' | 'DeleteBucket' | 'GetBucketLocation' | 'GetBucketVersioning'
+  | 'ListObjects' | 'ListObjectsV2' | 'ListObjectVersions' | 'ListMultipartUploads' | 'DeleteObjects'
+  | 'PutObject' | 'CopyObject' | 'GetObject' | 'HeadObject' | 'DeleteObject'
+  | 'CreateMultipartUpload' | 'UploadPart' | 'UploadPartCopy' | 'ListParts' | 'CompleteMultipartUpload' | 'AbortMultipartUpload'
+  | 'Unsupported'
+
+const LIST_OBJECTS_PARAMS = new Set(['list-type', 'prefix', 'delimiter', 'max-keys', 'marker', 'continuation-token', 'start-after', 'encoding-type', 'fetch-owner', 'allow-unordered'])
+
+/**
+ * Which operation a request asks for, from its method, bucket, key and query (parameters other
+ * than x-amz-*), and whether it names a copy source. The metrics are labelled with it, so it is
+ * known before the signature is checked: a refused request is counted under what it asked.
+ */
+export function operationOf (method: string, bucket: string, key: string, query: Map<string, string>, copySource: boolean): Operation {
+  const has = (k: string): boolean => query.has(k)
+  if (bucket === '') return method === 'GET' ? 'ListBuckets' : 'Unsupported'
+  if (key === '') {
+    if (method === 'PUT' && query.size === 0) return 'CreateBucket'
+    if (method === 'HEAD') return 'HeadBucket'
+    if (method === 'DELETE' && query.size === 0) return 'DeleteBucket'
+    if (method === 'GET' && has('uploads')) return 'ListMultipartUploads'
+    if (method === 'GET' && has('versions')) return 'ListObjectVersions'
+    if (method === 'GET' && has('location')) return 'GetBucketLocation'
+    if (method === 'GET' && has('versioning')) return 'GetBucketVersioning'
+    if (method === 'GET' && [...query.keys()].every(k => LIST_OBJECTS_PARAMS.has(k))) return query.get('list-type') === '2' ? 'ListObjectsV2' : 'ListObjects'
+    if (method === 'POST' && has('delete')) return 'DeleteObjects'
+    return 'Unsupported'
+  }
+  if (method === 'PUT' && has('partNumber') && has('uploadId')) return copySource ? 'UploadPartCopy' : 'UploadPart'
+  if (method === 'PUT' && query.size === 0) return copySource ? 'CopyObject' : 'PutObject'
+  if ((method === 'GET' || method === 'HEAD') && has('uploadId')) return 'ListParts'
+  const plainRead = [...query.keys()].every(k => k.startsWith('response-') || k === 'versionId' || k === 'partNumber')
+  if (method === 'GET' && plainRead) return 'GetObject'
+  if (method === 'HEAD' && plainRead) return 'HeadObject'
+  if (method === 'DELETE' && has('uploadId')) return 'AbortMultipartUpload'
+  if (method === 'DELETE' && [...query.keys()].every(k => k === 'versionId') && (query.get('versionId') ?? 'null') === 'null') return 'DeleteObject'
+  if (method === 'POST' && has('uploads')) return 'CreateMultipartUpload'
+  if (method === 'POST' && has('uploadId')) return 'CompleteMultipartUpload'
+  return 'Unsupported'
+}
+
+/** A request's query parameters, decoded; x-amz-* (a presigned URL's signing) and x-id are not among them. */
+function queryOf (rawQuery: string): Map<string, string> {
+  const query = new Map<string, string>()
+  for (const [k, v] of rawQuery === '' ? [] : rawQuery.split('&').map(p => { const i = p.indexOf('='); return i < 0 ? [p, ''] : [p.slice(0, i), p.slice(i + 1)] })) {
+    const name = decodeURIComponent(k)
+    if (!name.toLowerCase().startsWith('x-amz-') && name !== 'x-id') query.set(name, decodeURIComponent(v.replace(/\+/g, '%20')))
+  }
+  return query
+}
+
+/** The body bytes of one request, as its metrics count them: the payload received (after aws-chunked decoding) and sent. */
+interface Counted { in: number, out: number }
 
 interface Request {
   req: IncomingMessage
@@ -59,6 +126,7 @@ interface Request {
   headers: Record<string, string | undefined>
   signing: SigningContext
   id: string
+  counted: Counted
 }
 
 function headersOf (req: IncomingMessage): Record<string, string | undefined> {
@@ -121,6 +189,10 @@ function metadataOf (headers: Record<string, string | undefined>): { meta: Recor
 export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const { user } = opts
   const log = opts.log ?? logger('stor:gateway')
+  // a bad address is refused before anything starts
+  const httpAddr = opts.httpListen != null ? parseHttpListen(opts.httpListen) : undefined
+  const monitor = httpAddr != null ? gatewayMonitoring(httpAddr, logger('stor:gateway:http')) : undefined
+  const metrics: GatewayMetrics | undefined = monitor?.metrics
   const store = new GatewayStore(user, log)
   const secrets = new Map<string, { secret: string | undefined, at: number }>()
   const lookupSecret = async (accessKey: string): Promise<string | undefined> => {
@@ -168,6 +240,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       for await (const piece of source) {
         if (got + piece.byteLength > size) throw new S3Error('IncompleteBody', `the body is longer than its ${size} bytes`)
         got += piece.byteLength
+        r.counted.in += piece.byteLength
         md5.update(piece)
         sha?.update(piece)
         // checked before the last bytes go on, so a bad body is never stored
@@ -206,6 +279,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
 
   const send = (r: Request, status: number, xml?: string, headers: Record<string, string | number> = {}): void => {
     r.res.writeHead(status, { 'x-amz-request-id': r.id, ...(xml != null ? { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(xml) } : { 'content-length': 0 }), ...headers })
+    r.counted.out += xml != null ? Buffer.byteLength(xml) : 0
     r.res.end(xml)
   }
 
@@ -227,6 +301,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     r.res.on('close', onClose)
     const writer = {
       write: async (bytes: Buffer): Promise<void> => {
+        r.counted.out += bytes.byteLength
         if (!r.res.write(bytes)) await Promise.race([once(r.res, 'drain'), once(r.res, 'close')])
         ctrl.signal.throwIfAborted()
       }
@@ -646,43 +721,41 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     }))
   }
 
-  const route = async (r: Request): Promise<void> => {
-    const { method, bucket, key, query } = r
-    if (bucket === '') {
-      if (method === 'GET') return await listBuckets(r)
-      throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.')
+  /** What serves each operation (operationOf chose it). */
+  const operations: Record<Operation, (r: Request) => Promise<void>> = {
+    ListBuckets: listBuckets,
+    CreateBucket: async r => {
+      checkBucketName(r.bucket)
+      // a CreateBucketConfiguration (location) body is read and accepted: there is one location
+      if (r.headers['content-length'] != null || r.headers['transfer-encoding'] != null) for await (const _ of bodyOf(r).body) { /* drained */ }
+      // creating a bucket one owns already succeeds, as in S3's us-east-1
+      await store.createBucket(r.bucket).catch(err => { if (!(err instanceof S3Error && err.code === 'BucketAlreadyOwnedByYou')) throw err })
+      send(r, 200, undefined, { location: `/${r.bucket}` })
+    },
+    HeadBucket: async r => { await store.bucket(r.bucket); send(r, 200) },
+    DeleteBucket: async r => { await store.deleteBucket(r.bucket); send(r, 204) },
+    ListMultipartUploads: listUploads,
+    ListObjectVersions: listVersions,
+    GetBucketLocation: async r => { await store.bucket(r.bucket); send(r, 200, toXml('LocationConstraint', {})) },
+    GetBucketVersioning: async r => { await store.bucket(r.bucket); send(r, 200, toXml('VersioningConfiguration', {})) },
+    ListObjects: listObjects,
+    ListObjectsV2: listObjects,
+    DeleteObjects: deleteObjects,
+    UploadPart: uploadPart,
+    UploadPartCopy: uploadPart,
+    PutObject: putObject,
+    CopyObject: copyObject,
+    ListParts: listParts,
+    GetObject: async r => { await getObject(r, false) },
+    HeadObject: async r => { await getObject(r, true) },
+    AbortMultipartUpload: async r => { await store.abortUpload(r.bucket, r.query.get('uploadId') as string); send(r, 204) },
+    DeleteObject: async r => { await store.deleteObject(r.bucket, r.key); send(r, 204) },
+    CreateMultipartUpload: createUpload,
+    CompleteMultipartUpload: completeUpload,
+    Unsupported: async ({ method, bucket, key, query }) => {
+      if (bucket === '') throw new S3Error('MethodNotAllowed', 'The specified method is not allowed against this resource.')
+      throw new S3Error('NotImplemented', `${method} on ${key === '' ? 'a bucket' : 'an object'} with ?${[...query.keys()].join('&')} is not supported by this gateway`)
     }
-    if (key === '') {
-      if (method === 'PUT' && query.size === 0) {
-        checkBucketName(bucket)
-        // a CreateBucketConfiguration (location) body is read and accepted: there is one location
-        if (r.headers['content-length'] != null || r.headers['transfer-encoding'] != null) for await (const _ of bodyOf(r).body) { /* drained */ }
-        // creating a bucket one owns already succeeds, as in S3's us-east-1
-        await store.createBucket(bucket).catch(err => { if (!(err instanceof S3Error && err.code === 'BucketAlreadyOwnedByYou')) throw err })
-        send(r, 200, undefined, { location: `/${bucket}` })
-        return
-      }
-      if (method === 'HEAD') { await store.bucket(bucket); send(r, 200); return }
-      if (method === 'DELETE' && query.size === 0) { await store.deleteBucket(bucket); send(r, 204); return }
-      if (method === 'GET' && query.has('uploads')) return await listUploads(r)
-      if (method === 'GET' && query.has('versions')) return await listVersions(r)
-      if (method === 'GET' && query.has('location')) { await store.bucket(bucket); send(r, 200, toXml('LocationConstraint', {})); return }
-      if (method === 'GET' && query.has('versioning')) { await store.bucket(bucket); send(r, 200, toXml('VersioningConfiguration', {})); return }
-      if (method === 'GET' && [...query.keys()].every(k => ['list-type', 'prefix', 'delimiter', 'max-keys', 'marker', 'continuation-token', 'start-after', 'encoding-type', 'fetch-owner', 'allow-unordered'].includes(k))) return await listObjects(r)
-      if (method === 'POST' && query.has('delete')) return await deleteObjects(r)
-      throw new S3Error('NotImplemented', `${method} on a bucket with ?${[...query.keys()].join('&')} is not supported by this gateway`)
-    }
-    if (method === 'PUT' && query.has('partNumber') && query.has('uploadId')) return await uploadPart(r)
-    if (method === 'PUT' && query.size === 0) return r.headers['x-amz-copy-source'] != null ? await copyObject(r) : await putObject(r)
-    if ((method === 'GET' || method === 'HEAD') && query.has('uploadId')) return await listParts(r)
-    const plainRead = [...query.keys()].every(k => k.startsWith('response-') || k === 'versionId' || k === 'partNumber')
-    if (method === 'GET' && plainRead) return await getObject(r, false)
-    if (method === 'HEAD' && plainRead) return await getObject(r, true)
-    if (method === 'DELETE' && query.has('uploadId')) { await store.abortUpload(bucket, query.get('uploadId') as string); send(r, 204); return }
-    if (method === 'DELETE' && [...query.keys()].every(k => k === 'versionId') && (query.get('versionId') ?? 'null') === 'null') { await store.deleteObject(bucket, key); send(r, 204); return }
-    if (method === 'POST' && query.has('uploads')) return await createUpload(r)
-    if (method === 'POST' && query.has('uploadId')) return await completeUpload(r)
-    throw new S3Error('NotImplemented', `${method} on an object with ?${[...query.keys()].join('&')} is not supported by this gateway`)
   }
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -694,21 +767,29 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     const headers = headersOf(req)
     const method = req.method ?? 'GET'
     let resource = rawPath
+    let operation: Operation = 'Unsupported'
+    const counted: Counted = { in: 0, out: 0 }
+    if (metrics != null) {
+      const arrived = performance.now()
+      // 'close' comes once the answer is sent, or cut off (then under the status it began with)
+      res.once('close', () => { metrics.request(operation, res.statusCode, (performance.now() - arrived) / 1000, counted.in, counted.out) })
+    }
     try {
       let path: string
-      try { path = decodeURIComponent(rawPath) } catch { throw new S3Error('InvalidURI', 'Couldn\'t parse the specified URI.') }
+      let query: Map<string, string>
+      try {
+        path = decodeURIComponent(rawPath)
+        query = queryOf(rawQuery)
+      } catch { throw new S3Error('InvalidURI', 'Couldn\'t parse the specified URI.') }
       resource = path
       const [bucket, ...rest] = path.replace(/^\//, '').split('/')
+      const key = rest.join('/')
+      operation = operationOf(method, bucket, key, query, headers['x-amz-copy-source'] != null)
       const signable = { method, rawPath, rawQuery, headers }
       if (!isSigned(signable)) throw new S3Error('AccessDenied', 'Access Denied: anonymous requests are not allowed; sign requests with an access key (stordaemon gateway key add)')
       const signing = await verifyRequest(signable, lookupSecret)
       // the signature covers the query: from here its parameters are trusted
-      const query = new Map<string, string>()
-      for (const [k, v] of rawQuery === '' ? [] : rawQuery.split('&').map(p => { const i = p.indexOf('='); return i < 0 ? [p, ''] : [p.slice(0, i), p.slice(i + 1)] })) {
-        const name = decodeURIComponent(k)
-        if (!name.toLowerCase().startsWith('x-amz-') && name !== 'x-id') query.set(name, decodeURIComponent(v.replace(/\+/g, '%20')))
-      }
-      await route({ req, res, method, bucket, key: rest.join('/'), query, headers, signing, id })
+      await operations[operation]({ req, res, method, bucket, key, query, headers, signing, id, counted })
     } catch (err: any) {
       let e: S3Error
       if (err instanceof S3Error) e = err
@@ -726,6 +807,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       // an error before the body was read: the client may still be sending it
       res.setHeader('connection', 'close')
       res.writeHead(e.status, { 'x-amz-request-id': id, 'content-type': 'application/xml', 'content-length': method === 'HEAD' ? 0 : Buffer.byteLength(xml) })
+      if (method !== 'HEAD') counted.out += Buffer.byteLength(xml)
       res.end(method === 'HEAD' ? undefined : xml)
     }
   }
@@ -733,18 +815,40 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const listener = (req: IncomingMessage, res: ServerResponse): void => { void handle(req, res) }
   const server: Server = opts.tls != null ? createHttps({ cert: opts.tls.cert, key: opts.tls.key }, listener) : createHttp(listener)
   server.requestTimeout = 0
-  const { host, port } = parseListen(opts.listen)
-  server.listen(port, host)
-  await once(server, 'listening')
+  const listen = parseListen(opts.listen)
+  server.listen(listen.port, listen.host)
+  await once(server, 'listening').catch(err => { throw listenError('--listen', listen, err) })
   const addr = server.address() as AddressInfo
   const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   const url = `${opts.tls != null ? 'https' : 'http'}://${shown}:${addr.port}`
   log('S3 gateway listening on %s', url)
+  const stopServing = async (): Promise<void> => {
+    server.closeAllConnections()
+    await new Promise<void>(resolve => { server.close(() => { resolve() }) })
+  }
+  // it serves when a FAT replica answers (the buckets and keys are there) and one orders writes
+  // (a PUT needs it), and when a client can sign at all
+  const health = probedHealth(async () => {
+    const [leader, keys] = await Promise.all([user.leader(), accessKeys(user)])
+    if (leader == null) return { ok: false, reason: 'the FAT answered, but no replica orders writes: an election is under way, or a majority of the replicas is unreachable' }
+    if (keys.length === 0) return { ok: false, reason: 'no access keys: every request is refused until one is added (stordaemon gateway key add NAME)' }
+    return { ok: true, reason: `FAT replica ${leader} orders writes; ${keys.length} access key${keys.length === 1 ? '' : 's'}` }
+  }, { freshMs: HEALTH_FRESH_MS, timeoutMs: HEALTH_TIMEOUT_MS, what: 'the FAT' })
+  let http: HttpServer | undefined
+  try {
+    http = await monitor?.start({ health })
+  } catch (err) {
+    await stopServing()
+    throw err
+  }
+  if (http != null) log('metrics and health on %s', http.url)
   return {
     url,
+    ...(http != null ? { http: http.url } : {}),
+    health,
     async close () {
-      server.closeAllConnections()
-      await new Promise<void>(resolve => { server.close(() => { resolve() }) })
+      await http?.close()
+      await stopServing()
     }
   }
 }

@@ -1,16 +1,18 @@
+import type { Gateway } from '../gateway/index.ts'
 import type { Logger } from '../logger.ts'
 import type { Fat, FatMetrics } from '../roles/fat/index.ts'
 import type { FatOverview } from '../roles/fat/overview.ts'
 import type { Vendor, VendorMetrics } from '../roles/vendor/index.ts'
 import { fatMetrics } from './fat.ts'
+import { gatewayMetrics, type GatewayMetrics } from './gateway.ts'
 import { createRegistry, startMonitoring } from './metrics.ts'
 import type { HttpAddress, HttpServer } from './server.ts'
 import { StatusTracker, statusRoutes } from './status.ts'
 import { vendorMetrics } from './vendor.ts'
 
-export { parseHttpListen, startHttpServer, DEFAULT_HTTP_HOST } from './server.ts'
+export { parseHttpListen, startHttpServer, listenError, DEFAULT_HTTP_HOST } from './server.ts'
 export type { HttpAddress, HttpServer, HttpReply, Route } from './server.ts'
-export { createRegistry, startMonitoring, servedMetrics, metricsRoute, healthRoute, PREFIX, LATENCY_BUCKETS } from './metrics.ts'
+export { createRegistry, startMonitoring, servedMetrics, metricsRoute, healthRoute, probedHealth, PREFIX, LATENCY_BUCKETS } from './metrics.ts'
 export type { Health, MonitoringOptions } from './metrics.ts'
 export { gatewayMetrics } from './gateway.ts'
 export type { GatewayMetrics } from './gateway.ts'
@@ -65,6 +67,17 @@ export function vendorMonitoring (listen: HttpAddress, log: Logger): Monitoring<
     metrics: vendorMetrics(registry, () => vendor?.overview()),
     async start (role) {
       vendor = role
+      return await startMonitoring({ listen, registry, health: role.health, log })
+    }
+  }
+}
+
+/** An S3 gateway's metrics and health (on a listener of its own, apart from S3). */
+export function gatewayMonitoring (listen: HttpAddress, log: Logger): Monitoring<Pick<Gateway, 'health'>, GatewayMetrics> {
+  const registry = createRegistry()
+  return {
+    metrics: gatewayMetrics(registry),
+    async start (role) {
       return await startMonitoring({ listen, registry, health: role.health, log })
     }
   }

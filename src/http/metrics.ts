@@ -29,6 +29,30 @@ export function servedMetrics (registry: Registry): (protocol: string, request: 
 /** Whether a daemon serves; `reason` says why not (or what it rests on). */
 export interface Health { ok: boolean, reason: string }
 
+/**
+ * A health answer that takes a round trip (a gateway asking the FAT): one probe at a time, its
+ * answer reused for `freshMs` (a scraper asking often costs one probe per that), and a probe that
+ * has not answered within `timeoutMs` answers unhealthy at once (it goes on, and the next ask
+ * after it ends gets a fresh one). A probe that throws is unhealthy with its message.
+ */
+export function probedHealth (probe: () => Promise<Health>, opts: { freshMs: number, timeoutMs: number, what: string }): () => Promise<Health> {
+  let last: { health: Health, at: number } | undefined
+  let running: Promise<Health> | undefined
+  return async () => {
+    if (last != null && Date.now() - last.at < opts.freshMs) return last.health
+    running ??= probe()
+      .catch((err: any): Health => ({ ok: false, reason: `${opts.what} did not answer: ${String(err?.message ?? err)}` }))
+      .then(health => { last = { health, at: Date.now() }; running = undefined; return health })
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<Health>(resolve => { timer = setTimeout(() => { resolve({ ok: false, reason: `${opts.what} did not answer within ${opts.timeoutMs / 1000} s` }) }, opts.timeoutMs) })
+    try {
+      return await Promise.race([running, late])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}
+
 export function metricsRoute (registry: Registry): Route {
   return async () => ({ status: 200, type: registry.contentType, body: await registry.metrics() })
 }

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { InvalidArgumentError } from '../errors.ts'
+import { InvalidArgumentError, type StorError } from '../errors.ts'
 import type { Logger } from '../logger.ts'
 
 /** The host an operator's `--http-listen PORT` binds to: metrics and the status page stay on this machine unless asked otherwise. */
@@ -19,6 +19,16 @@ export function parseHttpListen (text: string): HttpAddress {
   const port = Number(m[3])
   if (port > 65535) throw new InvalidArgumentError(`--http-listen: port ${port} is above 65535; ${hint}`)
   return { host: m[1] ?? m[2] ?? DEFAULT_HTTP_HOST, port }
+}
+
+/** Why a server could not listen on `addr`, as a one-line error naming the option that gave it (`--http-listen`, `--listen`). */
+export function listenError (option: string, addr: HttpAddress, err: NodeJS.ErrnoException): StorError {
+  const why = err.code === 'EADDRINUSE'
+    ? 'is in use by another program; choose another port (0 picks a free one)'
+    : err.code === 'EADDRNOTAVAIL'
+      ? 'is not an address of this machine'
+      : err.code === 'EACCES' ? 'needs privileges (ports below 1024); choose a port above 1023' : `cannot be listened on (${err.code ?? err.message})`
+  return new InvalidArgumentError(`${option}: ${addr.host}:${addr.port} ${why}`)
 }
 
 /** A reply: status, content type and body; headers beyond these are the server's. */
@@ -70,14 +80,7 @@ export async function startHttpServer (addr: HttpAddress, routes: Record<string,
   // a scraper that holds a connection open must not keep the daemon from stopping
   server.keepAliveTimeout = 5000
   await new Promise<void>((resolve, reject) => {
-    const failed = (err: NodeJS.ErrnoException): void => {
-      const why = err.code === 'EADDRINUSE'
-        ? 'is in use by another program; choose another port (0 picks a free one)'
-        : err.code === 'EADDRNOTAVAIL'
-          ? 'is not an address of this machine'
-          : err.code === 'EACCES' ? 'needs privileges (ports below 1024); choose a port above 1023' : `cannot be listened on (${err.code ?? err.message})`
-      reject(new InvalidArgumentError(`--http-listen: ${addr.host}:${addr.port} ${why}`))
-    }
+    const failed = (err: NodeJS.ErrnoException): void => { reject(listenError('--http-listen', addr, err)) }
     server.once('error', failed)
     server.listen(addr.port, addr.host, () => { server.off('error', failed); resolve() })
   })

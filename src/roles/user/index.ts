@@ -84,6 +84,8 @@ export interface User {
   check: (fileIds?: string[]) => Promise<{ files: FileSummary[], missing: string[] }>
   release: (fileId: string) => Promise<{ fileId: string, freed: number }>
   status: () => Promise<StatusReport>
+  /** The peer id of the FAT replica that orders writes, as the first replica to answer knows it; undefined while none does (an election, no majority). */
+  leader: () => Promise<string | undefined>
   /** The FAT's authoritative table of one of this user's files, with its vendors' addresses. */
   table: (fileId: string) => Promise<M.Message<typeof M.TableReply>>
   /** Asks for a provisional allocation without storing anything (it expires with its lease). */
@@ -371,6 +373,10 @@ export async function createUser (opts: UserOptions): Promise<User> {
     table,
     async status () {
       return await ask({ t: 'status' }, { 'status-reply': M.StatusReply }, false)
+    },
+    async leader () {
+      const r = await ask({ t: 'members' }, { 'members-reply': M.MembersReply }, false)
+      return r.leader !== '' ? r.leader : undefined
     }
   }
 }
