@@ -1,6 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, InvalidArgumentError, LimitError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, LimitError, NoQuorumError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
 import { encode } from '../../protocol/codec.ts'
 import { logger, type Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
@@ -203,6 +203,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         await replication.ready()
         return await handle(msg, (msg as { auth?: { owner: string } }).auth?.owner ?? self)
       }
+      const cut = leader == null ? replication.cutOff() : undefined
+      if (cut != null) throw new NoQuorumError(cut)
       if (Date.now() > deadline) throw new UnavailableError('no FAT replica orders writes right now (an election is under way, or a majority is unreachable); try again')
       await new Promise(resolve => setTimeout(resolve, 100))
     }

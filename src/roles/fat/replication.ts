@@ -57,6 +57,12 @@ export interface Replication {
   /** Waits until this replica has applied what the leader had committed (a read barrier). */
   caughtUp: () => Promise<void>
   isLeader: () => boolean
+  /**
+   * Why this replica knows it is cut off, or undefined: for longer than an election it has heard
+   * neither a leader nor a majority of its replica set (not while an election among reachable
+   * replicas is under way). A write sent here then fails at once instead of waiting for a leader.
+   */
+  cutOff: () => string | undefined
   leader: () => S.Member | undefined
   members: () => S.Member[]
   state: () => ReplicaState
@@ -123,7 +129,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     log('replica %s founds a new FAT network', self)
   }
 
-  const [electMin] = opts.electionMs ?? [1500, 3000]
+  const [electMin, electMax] = opts.electionMs ?? [1500, 3000]
   const entryBytes = new WeakMap<S.Entry, number>()
   const raft = new Raft<S.Entry, S.Member>({
     id: self,
@@ -153,6 +159,9 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   /** Peers trusted to lead us before our log names any members: the replicas we join through. */
   const joinLeaders = new Map<string, string[]>()
   const sendingSnapshot = new Set<string>()
+  /** When each replica was last heard: a message from it, or its acknowledgement of ours. */
+  const heard = new Map<string, number>()
+  const startedAt = Date.now()
 
   const members = (): S.Member[] => raft.config()
   const known = (peer: string): S.Member | undefined =>
@@ -217,6 +226,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   }
 
   const step = async (m: Message<S.Entry, S.Member>): Promise<void> => {
+    heard.set(m.from, Date.now())
     await serial.run(async () => {
       if (broken != null || stopped) return
       raft.step(m)
@@ -230,7 +240,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     if (m.type === 'snap') { sendSnapshot(m.to, m.term); return }
     const { from: _from, to, ...wire } = m
     call(node, target(to), FAT_SYNC_PROTOCOL, { t: 'raft', msg: wire }, { 'raft-ack': S.RaftAck }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(m.type === 'app' ? 10_000 : 3000) })
-      .catch(err => {
+      .then(() => { heard.set(to, Date.now()) }, err => {
         log('%s to %s: %s', m.type, to, err.message)
         void serial.run(async () => { raft.reportUnreachable(to); await processReady() })
       })
@@ -364,6 +374,20 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     throw new StorError('unexpected request')
   })
 
+  const cutOff = (): string | undefined => {
+    if (raft.role === 'leader' || broken != null) return undefined
+    const now = Date.now()
+    // an election's worth of silence, at least: a healthy follower hears its leader every heartbeat
+    const window = Math.max(electMax, 3 * (opts.heartbeatMs ?? 200))
+    if (now - startedAt < window) return undefined
+    const recent = (peer: string): boolean => peer === self || now - (heard.get(peer) ?? 0) < window
+    if (raft.lead != null && recent(raft.lead)) return undefined
+    const set = raft.config()
+    const reached = set.filter(m => recent(m.peer)).length
+    if (reached > set.length / 2) return undefined
+    return `FAT replica ${self} cannot reach a majority of its replica set (it heard ${reached} of ${set.length} replicas, itself included, in the last ${Math.round(window / 1000)} s) and knows no leader: it is cut off by the network, or most replicas are down`
+  }
+
   const state = (): ReplicaState => ({ term: raft.term, leader: raft.lead ?? '', applied, commit: raft.commit, lastIndex: raft.lastIndex })
 
   const ticker = setInterval(() => {
@@ -455,6 +479,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     ready,
     caughtUp,
     isLeader: () => raft.role === 'leader' && broken == null,
+    cutOff,
     leader: () => raft.lead != null ? known(raft.lead) : undefined,
     members,
     state,
