@@ -12,6 +12,7 @@ import { Serial } from '../../serial.ts'
 import { ConfigChangeError, NotLeaderError, Raft, type Message, type SnapshotMeta } from './raft/core.ts'
 import { LogStorage } from './raft/storage.ts'
 import { SnapshotInbox, readSnapshot } from './raft/snapshot.ts'
+import { MAX_ENTRY_BYTES } from './commit-size.ts'
 
 export interface ReplicationOptions {
   node: StorNode
@@ -78,8 +79,6 @@ const BYTES_PER_APPEND = 4 * 1024 * 1024
 /** Appends a leader sends a follower ahead of its acknowledgements. */
 const MAX_INFLIGHT = 8
 const PROPOSE_TIMEOUT_MS = 8000
-/** An entry must fit in one append with room to spare. */
-const MAX_ENTRY_BYTES = MAX_FAT_MESSAGE - 1024 * 1024
 /** Compact once this many entries are applied past the last snapshot (and the log holds at least this many bytes or entries). */
 const SNAPSHOT_ENTRIES = 10_000
 const SNAPSHOT_BYTES = 64 * 1024 * 1024
@@ -161,7 +160,11 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   const sendingSnapshot = new Set<string>()
   /** When each replica was last heard: a message from it, or its acknowledgement of ours. */
   const heard = new Map<string, number>()
-  const startedAt = Date.now()
+  /** Since when this process has been running without a pause (a start, or a stop like SIGSTOP): silence before that proves nothing. */
+  let awakeSince = Date.now()
+  let lastTickAt = Date.now()
+  /** An election's worth of silence, at least: a healthy follower hears its leader every heartbeat. */
+  const silenceMs = Math.max(electMax, 3 * (opts.heartbeatMs ?? 200))
 
   const members = (): S.Member[] => raft.config()
   const known = (peer: string): S.Member | undefined =>
@@ -375,22 +378,25 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   })
 
   const cutOff = (): string | undefined => {
-    if (raft.role === 'leader' || broken != null) return undefined
+    // a replica joining or removed has no majority of its own to hear
+    if (raft.role === 'leader' || broken != null || !raft.isMember(self)) return undefined
     const now = Date.now()
-    // an election's worth of silence, at least: a healthy follower hears its leader every heartbeat
-    const window = Math.max(electMax, 3 * (opts.heartbeatMs ?? 200))
-    if (now - startedAt < window) return undefined
-    const recent = (peer: string): boolean => peer === self || now - (heard.get(peer) ?? 0) < window
+    // a pause the ticker has not noticed yet counts as one too
+    if (now - awakeSince < silenceMs || now - lastTickAt > silenceMs) return undefined
+    const recent = (peer: string): boolean => peer === self || now - (heard.get(peer) ?? 0) < silenceMs
     if (raft.lead != null && recent(raft.lead)) return undefined
     const set = raft.config()
     const reached = set.filter(m => recent(m.peer)).length
     if (reached > set.length / 2) return undefined
-    return `FAT replica ${self} cannot reach a majority of its replica set (it heard ${reached} of ${set.length} replicas, itself included, in the last ${Math.round(window / 1000)} s) and knows no leader: it is cut off by the network, or most replicas are down`
+    return `FAT replica ${self} cannot reach a majority of its replica set (it heard ${reached} of ${set.length} replicas, itself included, in the last ${Math.round(silenceMs / 1000)} s) and knows no leader: it is cut off by the network, or most replicas are down`
   }
 
   const state = (): ReplicaState => ({ term: raft.term, leader: raft.lead ?? '', applied, commit: raft.commit, lastIndex: raft.lastIndex })
 
   const ticker = setInterval(() => {
+    const now = Date.now()
+    if (now - lastTickAt > silenceMs) awakeSince = now
+    lastTickAt = now
     void serial.run(async () => {
       if (broken != null || stopped) return
       raft.tick()
