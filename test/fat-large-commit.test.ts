@@ -36,7 +36,7 @@ describe('the bound on a commit\'s size, checked at allocation', function () {
   })
 
   it('refuses a table over one entry, naming the chunk size that fits', function () {
-    assert.throws(() => { checkCommitFits([200 * GiB], CHUNK, 2) }, (err: Error) => err instanceof LimitError && /this file in 51200 chunks of 4194304 bytes at 2 replicas need a table of up to [\d.]+ MiB, more than one commit can log \(15\.0 MiB\); use --chunk-size 8MiB or more$/.test(err.message))
+    assert.throws(() => { checkCommitFits([200 * GiB], CHUNK, 2) }, (err: Error) => err instanceof LimitError && /this file, in 51200 chunks of 4194304 bytes at 2 replicas, needs a table of up to [\d.]+ MiB, more than one commit can log \(15\.0 MiB\); use --chunk-size 8MiB or more$/.test(err.message))
     checkCommitFits([200 * GiB], 2 * CHUNK, 2)
     assert.throws(() => { checkCommitFits([2048 * GiB], CHUNK, 2) }, /even the largest --chunk-size \(16MiB\) is not enough: split the file, or use fewer --replicas/)
   })

@@ -74,5 +74,5 @@ export function checkCommitFits (sizes: number[], chunkSize: number, replicas: n
   const fix = fits != null
     ? `use --chunk-size ${fits / MiB}MiB or more`
     : `even the largest --chunk-size (${MAX_CHUNK_SIZE / MiB}MiB) is not enough: ${sizes.length > 1 ? 'upload fewer files at once, ' : ''}split the file, or use fewer --replicas`
-  throw new LimitError(`${sizes.length === 1 ? 'this file' : `these ${sizes.length} files`} in ${chunks} chunks of ${chunkSize} bytes at ${replicas} replicas need a table of up to ${mib(bound)}, more than one commit can log (${mib(MAX_ENTRY_BYTES)}); ${fix}`)
+  throw new LimitError(`${sizes.length === 1 ? 'this file, in' : `these ${sizes.length} files, in`} ${chunks} chunks of ${chunkSize} bytes at ${replicas} replicas, ${sizes.length === 1 ? 'needs' : 'need'} a table of up to ${mib(bound)}, more than one commit can log (${mib(MAX_ENTRY_BYTES)}); ${fix}`)
 }
