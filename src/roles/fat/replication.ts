@@ -13,6 +13,7 @@ import { ConfigChangeError, NotLeaderError, Raft, type Message, type SnapshotMet
 import { LogStorage } from './raft/storage.ts'
 import { SnapshotInbox, readSnapshot } from './raft/snapshot.ts'
 import { MAX_ENTRY_BYTES } from './commit-size.ts'
+import { cutOffReason } from './cut-off.ts'
 
 export interface ReplicationOptions {
   node: StorNode
@@ -377,19 +378,19 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     throw new StorError('unexpected request')
   })
 
-  const cutOff = (): string | undefined => {
-    // a replica joining or removed has no majority of its own to hear
-    if (raft.role === 'leader' || broken != null || !raft.isMember(self)) return undefined
-    const now = Date.now()
-    // a pause the ticker has not noticed yet counts as one too
-    if (now - awakeSince < silenceMs || now - lastTickAt > silenceMs) return undefined
-    const recent = (peer: string): boolean => peer === self || now - (heard.get(peer) ?? 0) < silenceMs
-    if (raft.lead != null && recent(raft.lead)) return undefined
-    const set = raft.config()
-    const reached = set.filter(m => recent(m.peer)).length
-    if (reached > set.length / 2) return undefined
-    return `FAT replica ${self} cannot reach a majority of its replica set (it heard ${reached} of ${set.length} replicas, itself included, in the last ${Math.round(silenceMs / 1000)} s) and knows no leader: it is cut off by the network, or most replicas are down`
-  }
+  // a replica stopped by a disk error says so instead (see unavailable)
+  const cutOff = (): string | undefined => broken != null ? undefined : cutOffReason({
+    self,
+    members: raft.config().map(m => m.peer),
+    leading: raft.role === 'leader',
+    member: raft.isMember(self),
+    lead: raft.lead,
+    heard,
+    now: Date.now(),
+    awakeSince,
+    lastTickAt,
+    silenceMs
+  })
 
   const state = (): ReplicaState => ({ term: raft.term, leader: raft.lead ?? '', applied, commit: raft.commit, lastIndex: raft.lastIndex })
 

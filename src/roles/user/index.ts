@@ -22,7 +22,7 @@ import { copyInto, streamRange, type RangeWriter } from './range.ts'
 import { createRecordStore, type RecordStore } from './records.ts'
 import { unpack } from './pack.ts'
 import { PeerBook, peerOf, relocateReplicas, unreachableReplicas } from './peer-book.ts'
-import { hedged } from './hedge.ts'
+import { hedged, roundVerdict } from './hedge.ts'
 import type { Progress } from './types.ts'
 
 export type { UploadResult, DownloadResult, Progress, PathScore, RangeWriter, RecordStore }
@@ -187,16 +187,11 @@ export async function createUser (opts: UserOptions): Promise<User> {
         await book.save().catch(() => {})
         return r.value
       }
-      const retry = (e: any): boolean => e instanceof UnreachableError || e instanceof UnavailableError || e instanceof NoQuorumError
-      // a replay refusal is only the echo of a copy that reached the leader another way
-      const final = r.errors.find((e: any) => !retry(e) && !(e instanceof AccessDeniedError && /replayed/.test(e.message)))
-      if (final != null) throw final
-      // every replica that answered knows it is cut off from a majority, and the others do not
-      // answer at all: no election is under way that we could wait for, so say so now
-      const cutOff = r.errors.find((e: any) => e instanceof NoQuorumError)
-      if (cutOff != null && r.errors.every((e: any) => e instanceof NoQuorumError || e instanceof UnreachableError)) {
+      const v = roundVerdict(r.errors)
+      if (v.verdict === 'final') throw v.error
+      if (v.verdict === 'cut-off') {
         const silent = r.errors.filter((e: any) => e instanceof UnreachableError).length
-        throw new NoQuorumError(`no FAT replica this command reaches can make writes: ${(cutOff as Error).message}${silent > 0 ? `; ${silent} other replica(s) did not answer` : ''}; give --bootstrap a replica on the majority's side, or try again once the network heals`)
+        throw new NoQuorumError(`no FAT replica this command reaches can make writes: ${v.error.message}${silent > 0 ? `; ${silent} other replica(s) did not answer` : ''}; give --bootstrap a replica on the majority's side, or try again once the network heals`)
       }
       errors.push(...r.errors.map((e: any) => String(e.message)))
       // before any replica has answered, a few quick rounds only (a reset connection is worth a
