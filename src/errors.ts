@@ -34,6 +34,11 @@ export const IntegrityError = named('IntegrityError', 'ERR_INTEGRITY')
 export const LimitError = named('LimitError', 'ERR_LIMIT')
 /** The service cannot do it now (no FAT replica orders writes, or none reaches a majority); try again. */
 export const UnavailableError = named('UnavailableError', 'ERR_UNAVAILABLE')
+/**
+ * A FAT replica that has heard neither a leader nor a majority of its replica set for a while:
+ * it is cut off (or most replicas are down), so retrying it alone is useless until that changes.
+ */
+export const NoQuorumError = named('NoQuorumError', 'ERR_NO_QUORUM')
 /** The local disk failed a write (full, read-only, I/O error): the fault is here, not on the network. */
 export const LocalDiskError = named('LocalDiskError', 'ERR_LOCAL_DISK')
 /** Another process already uses this data directory. */
@@ -50,7 +55,8 @@ const byCode = new Map<string, new (message: string) => StorError>([
   ['ERR_LIMIT', LimitError],
   ['ERR_LOCKED', LockedError],
   ['ERR_LOCAL_DISK', LocalDiskError],
-  ['ERR_UNAVAILABLE', UnavailableError]
+  ['ERR_UNAVAILABLE', UnavailableError],
+  ['ERR_NO_QUORUM', NoQuorumError]
 ])
 
 /** Rebuilds the named error a remote peer reported. */

@@ -1,11 +1,12 @@
 /**
  * The FAT replica set as processes: the log is compacted into snapshots, a new replica joins
  * through one, replicas are removed (a follower, then the leader) through the log with the CLI,
- * and a replica that restarts on another port is found at its new address. Every file committed
- * on the way downloads byte for byte.
+ * a replica that restarts on another port is found at its new address, and a replica that dies
+ * for good (its disk gone) is removed and replaced by a new one. Every file committed on the way
+ * downloads byte for byte.
  */
 import assert from 'node:assert/strict'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { openClient, spawnDaemon, startCluster, type Client, type Cluster, type DaemonProcess, type StatusReport } from '../src/index.ts'
 import { loopbackAddr } from '../src/cluster.ts'
@@ -129,5 +130,38 @@ describe('FAT replica set: snapshots, a replica joining through one, removal and
     }, 60_000) // 30 s was not always enough with other tests' processes on the same two cores
     await uploadSome(c, 'after-move', 3)
     await downloadAll(c, 'after-move')
+  })
+
+  it('a replica that dies for good is removed while dead and replaced by a new one', async function () {
+    const live = [...cluster.fats, ...extra].filter(f => f.child.exitCode == null && f.child.signalCode == null)
+    assert.equal(live.length, 2)
+    const c = await client(live)
+    // three replicas first, so the set keeps a majority when one of them dies
+    const third = await spawnDaemon('fat', join(tmp.dir, 'fat-third'), ['--bootstrap', loopbackAddr(live[0]), '--heartbeat', '500ms', '--snapshot-every', '20', '--join-secret', SECRET])
+    extra.push(third)
+    await eventually('three replicas agree', async () => agreed(await c.status(), 3), 60_000)
+    await uploadSome(c, 'before-death', 5)
+    // a follower dies: the process is killed and its disk is gone
+    const leader = leaderOf(await c.status()) as string
+    const dead = [...live, third].find(f => f.peerId !== leader) as DaemonProcess
+    const survivors = [...live, third].filter(f => f !== dead)
+    await dead.kill('SIGKILL')
+    await rm(dead.dataDir, { recursive: true, force: true })
+    const r = await cli(['remove-replica', dead.peerId, '--bootstrap', loopbackAddr(survivors[0]), '--join-secret', SECRET, '--json'])
+    assert.equal(r.code, 0, r.stderr)
+    assert.deepEqual(JSON.parse(r.stdout).members.map((m: { peer: string }) => m.peer).sort(), survivors.map(f => f.peerId).sort())
+    // a new replica (a new identity on a new disk) takes its place
+    const replacement = await spawnDaemon('fat', join(tmp.dir, 'fat-replacement'), ['--bootstrap', loopbackAddr(survivors[0]), '--heartbeat', '500ms', '--snapshot-every', '20', '--join-secret', SECRET])
+    extra.push(replacement)
+    const rest = await client([...survivors, replacement])
+    await eventually('the two survivors and the replacement agree, without the dead one', async () => {
+      const st = await rest.status()
+      return agreed(st, 3) && st.replicas.every(x => x.peer !== dead.peerId) && st.replicas.some(x => x.peer === replacement.peerId)
+    }, 60_000)
+    await uploadSome(rest, 'after-replacement', 5)
+    await eventually('every replica reports one digest after the new uploads', async () => agreed(await rest.status(), 3), 30_000)
+    // every file committed since the start, downloaded through the replacement alone
+    const direct = await client([replacement])
+    await downloadAll(direct, 'via-replacement')
   })
 })

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
-import { hedged } from '../src/roles/user/hedge.ts'
+import { AccessDeniedError, NoQuorumError, UnavailableError, UnreachableError } from '../src/errors.ts'
+import { hedged, roundVerdict } from '../src/roles/user/hedge.ts'
 
 const never = async (signal: AbortSignal): Promise<never> => await new Promise((_resolve, reject) => { signal.addEventListener('abort', () => { reject(new Error('aborted')) }) })
 
@@ -44,5 +45,26 @@ describe('hedged requests (user client failover)', function () {
       return t
     })
     assert.deepEqual(r, { value: 'slow', target: 'slow' })
+  })
+})
+
+describe('a round of FAT requests without an answer (user client failover)', function () {
+  const cut = new NoQuorumError('FAT replica A cannot reach a majority of its replica set')
+  const gone = new UnreachableError('cannot reach B')
+
+  it('gives up at once when the replicas that answer are cut off and the rest are unreachable', function () {
+    assert.deepEqual(roundVerdict([cut, gone, gone]), { verdict: 'cut-off', error: cut })
+    assert.deepEqual(roundVerdict([gone, cut]), { verdict: 'cut-off', error: cut })
+  })
+
+  it('retries while an election may end it: another replica says unavailable, or none answered at all', function () {
+    assert.deepEqual(roundVerdict([cut, new UnavailableError('no FAT replica orders writes right now'), gone]), { verdict: 'retry' })
+    assert.deepEqual(roundVerdict([gone, gone]), { verdict: 'retry' })
+    assert.deepEqual(roundVerdict([new AccessDeniedError('the request was replayed'), gone]), { verdict: 'retry' })
+  })
+
+  it('throws any other error as it is', function () {
+    const denied = new AccessDeniedError('allocation x belongs to another user')
+    assert.deepEqual(roundVerdict([cut, denied]), { verdict: 'final', error: denied })
   })
 })

@@ -797,6 +797,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       else if (err instanceof InvalidArgumentError) e = new S3Error('InvalidArgument', err.message)
       else if (err?.name === 'NoSpaceError') e = new S3Error('ServiceUnavailable', `the storage network has no room: ${err.message as string}`)
       else if (err?.name === 'UnreachableError') e = new S3Error('ServiceUnavailable', `the storage network did not answer: ${err.message as string}`)
+      // no FAT replica orders writes: an election, or the replicas reached are cut off from a majority
+      else if (err?.name === 'UnavailableError' || err?.name === 'NoQuorumError') e = new S3Error('ServiceUnavailable', `the storage network cannot take writes now: ${err.message as string}`)
       else {
         log('%s %s failed: %s', method, rawPath, err?.stack ?? err)
         e = new S3Error('InternalError', 'We encountered an internal error. Please try again.')

@@ -1,6 +1,6 @@
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, InvalidArgumentError, LimitError, NoSpaceError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
+import { AccessDeniedError, InvalidArgumentError, LimitError, NoQuorumError, NoSpaceError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
 import { encode } from '../../protocol/codec.ts'
 import { logger, type Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_FAT_MESSAGE, MAX_VENDOR_MESSAGE, ORDER_PROTOCOL } from '../../protocol/ids.ts'
@@ -17,6 +17,7 @@ import * as S from '../../protocol/fat-sync.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { FatTable, TABLE_PREFIXES, bytesPerVendor, newOrder, settleKeep, type AllocationRecord, type PendingOrder, type TransferRecord, type Replaced, type ChunkInfo } from './table.ts'
 import { createReplication, type Replication } from './replication.ts'
+import { checkCommitFits } from './commit-size.ts'
 import { atRisk, healthyCopy, planMoves, type VendorLoad } from './moves.ts'
 import { Liveness, judgeVendors } from './liveness.ts'
 import { DEFAULT_REPAIR_LIMITS, planRepair, type RepairLimits } from './repair.ts'
@@ -206,6 +207,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         await replication.ready()
         return await handle(msg, (msg as { auth?: { owner: string } }).auth?.owner ?? self)
       }
+      const cut = leader == null ? replication.cutOff() : undefined
+      if (cut != null) throw new NoQuorumError(cut)
       if (Date.now() > deadline) throw new UnavailableError('no FAT replica orders writes right now (an election is under way, or a majority is unreachable); try again')
       await new Promise(resolve => setTimeout(resolve, 100))
     }
@@ -480,6 +483,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       if (msg.sizes.length === 0) throw new InvalidArgumentError('an allocation needs at least one file')
       const bytes = msg.sizes.reduce((a, b) => a + b, 0)
       const leaseMs = opts.leaseMs + Math.ceil(bytes / 1048576) * (opts.leaseMsPerMiB ?? 1000)
+      // its commit must fit in one log entry: say so now, not after the bytes are uploaded
+      checkCommitFits(msg.sizes, msg.chunkSize, msg.replicas, msg.packed)
       const plan = async (): Promise<AllocationRecord> => await serial.run(async () => {
         const planned = table.planAllocation(remotePeer, msg.sizes, msg.replicas, msg.chunkSize, Date.now() + leaseMs, offered, msg.packed)
         await propose({ op: 'allocate', allocation: planned })
@@ -529,8 +534,9 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
           }
         }
         const orders = settleOrders(a, msg.tables)
-        // one log entry, which must fit in one message to the other replicas: propose refuses a
-        // larger one with a LimitError (a 100 GiB file in 25,600 chunks at 2 replicas takes ~14 MiB)
+        // one log entry, which must fit in one message to the other replicas: allocate refused
+        // what could not fit, and propose refuses a larger one with a LimitError (a 100 GiB file
+        // in 25,600 chunks at 2 replicas takes ~13 MiB)
         await propose({ op: 'commit' as const, allocationId: a.allocationId, tables: msg.tables, orders: orders.map(o => ({ ...o, keep: [] })) })
         push(orders)
       })
@@ -725,7 +731,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     overview,
     health: () => replication.leader() != null
       ? { ok: true, reason: replication.isLeader() ? 'this replica orders writes' : `replica ${replication.leader()?.peer ?? ''} orders writes` }
-      : { ok: false, reason: 'no replica orders writes: an election is under way, or a majority of the replicas is unreachable' },
+      : { ok: false, reason: `no replica orders writes: ${replication.cutOff() ?? 'an election is under way, or a majority of the replicas is unreachable'}` },
     async stop () {
       clearInterval(timer)
       clearInterval(rebalanceTimer)

@@ -12,6 +12,8 @@ import { Serial } from '../../serial.ts'
 import { ConfigChangeError, NotLeaderError, Raft, type Message, type SnapshotMeta } from './raft/core.ts'
 import { LogStorage } from './raft/storage.ts'
 import { SnapshotInbox, readSnapshot } from './raft/snapshot.ts'
+import { MAX_ENTRY_BYTES } from './commit-size.ts'
+import { cutOffReason } from './cut-off.ts'
 
 export interface ReplicationOptions {
   node: StorNode
@@ -57,6 +59,12 @@ export interface Replication {
   /** Waits until this replica has applied what the leader had committed (a read barrier). */
   caughtUp: () => Promise<void>
   isLeader: () => boolean
+  /**
+   * Why this replica knows it is cut off, or undefined: for longer than an election it has heard
+   * neither a leader nor a majority of its replica set (not while an election among reachable
+   * replicas is under way). A write sent here then fails at once instead of waiting for a leader.
+   */
+  cutOff: () => string | undefined
   leader: () => S.Member | undefined
   members: () => S.Member[]
   state: () => ReplicaState
@@ -72,8 +80,6 @@ const BYTES_PER_APPEND = 4 * 1024 * 1024
 /** Appends a leader sends a follower ahead of its acknowledgements. */
 const MAX_INFLIGHT = 8
 const PROPOSE_TIMEOUT_MS = 8000
-/** An entry must fit in one append with room to spare. */
-const MAX_ENTRY_BYTES = MAX_FAT_MESSAGE - 1024 * 1024
 /** Compact once this many entries are applied past the last snapshot (and the log holds at least this many bytes or entries). */
 const SNAPSHOT_ENTRIES = 10_000
 const SNAPSHOT_BYTES = 64 * 1024 * 1024
@@ -123,7 +129,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     log('replica %s founds a new FAT network', self)
   }
 
-  const [electMin] = opts.electionMs ?? [1500, 3000]
+  const [electMin, electMax] = opts.electionMs ?? [1500, 3000]
   const entryBytes = new WeakMap<S.Entry, number>()
   const raft = new Raft<S.Entry, S.Member>({
     id: self,
@@ -153,6 +159,13 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   /** Peers trusted to lead us before our log names any members: the replicas we join through. */
   const joinLeaders = new Map<string, string[]>()
   const sendingSnapshot = new Set<string>()
+  /** When each replica was last heard: a message from it, or its acknowledgement of ours. */
+  const heard = new Map<string, number>()
+  /** Since when this process has been running without a pause (a start, or a stop like SIGSTOP): silence before that proves nothing. */
+  let awakeSince = Date.now()
+  let lastTickAt = Date.now()
+  /** An election's worth of silence, at least: a healthy follower hears its leader every heartbeat. */
+  const silenceMs = Math.max(electMax, 3 * (opts.heartbeatMs ?? 200))
 
   const members = (): S.Member[] => raft.config()
   const known = (peer: string): S.Member | undefined =>
@@ -217,6 +230,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
   }
 
   const step = async (m: Message<S.Entry, S.Member>): Promise<void> => {
+    heard.set(m.from, Date.now())
     await serial.run(async () => {
       if (broken != null || stopped) return
       raft.step(m)
@@ -230,7 +244,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     if (m.type === 'snap') { sendSnapshot(m.to, m.term); return }
     const { from: _from, to, ...wire } = m
     call(node, target(to), FAT_SYNC_PROTOCOL, { t: 'raft', msg: wire }, { 'raft-ack': S.RaftAck }, { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(m.type === 'app' ? 10_000 : 3000) })
-      .catch(err => {
+      .then(() => { heard.set(to, Date.now()) }, err => {
         log('%s to %s: %s', m.type, to, err.message)
         void serial.run(async () => { raft.reportUnreachable(to); await processReady() })
       })
@@ -364,9 +378,26 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     throw new StorError('unexpected request')
   })
 
+  // a replica stopped by a disk error says so instead (see unavailable)
+  const cutOff = (): string | undefined => broken != null ? undefined : cutOffReason({
+    self,
+    members: raft.config().map(m => m.peer),
+    leading: raft.role === 'leader',
+    member: raft.isMember(self),
+    lead: raft.lead,
+    heard,
+    now: Date.now(),
+    awakeSince,
+    lastTickAt,
+    silenceMs
+  })
+
   const state = (): ReplicaState => ({ term: raft.term, leader: raft.lead ?? '', applied, commit: raft.commit, lastIndex: raft.lastIndex })
 
   const ticker = setInterval(() => {
+    const now = Date.now()
+    if (now - lastTickAt > silenceMs) awakeSince = now
+    lastTickAt = now
     void serial.run(async () => {
       if (broken != null || stopped) return
       raft.tick()
@@ -455,6 +486,7 @@ export async function createReplication (opts: ReplicationOptions): Promise<Repl
     ready,
     caughtUp,
     isLeader: () => raft.role === 'leader' && broken == null,
+    cutOff,
     leader: () => raft.lead != null ? known(raft.lead) : undefined,
     members,
     state,

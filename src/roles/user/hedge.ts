@@ -4,6 +4,8 @@
  * answer wins; the attempts still running are then aborted. With one of three FAT replicas cut
  * off, a command waits `delayMs` longer, not the cut-off replica's connection timeout.
  */
+import { AccessDeniedError, NoQuorumError, UnavailableError, UnreachableError } from '../../errors.ts'
+
 export type Hedged<T, R> = { value: R, target: T } | { errors: unknown[] }
 
 export async function hedged<T, R> (targets: T[], delayMs: number, attempt: (target: T, signal: AbortSignal) => Promise<R>): Promise<Hedged<T, R>> {
@@ -39,4 +41,20 @@ export async function hedged<T, R> (targets: T[], delayMs: number, attempt: (tar
     }
     launch()
   })
+}
+
+/**
+ * What a round of FAT requests in which no replica answered means: `final` (an error to throw
+ * as it is), `cut-off` (every replica that answered knows it is cut off from a majority and the
+ * others did not answer at all: no election is under way that waiting would end), or `retry`
+ * (unreachable replicas, an election, or a replay refusal: the echo of a copy that reached the
+ * leader another way).
+ */
+export function roundVerdict (errors: unknown[]): { verdict: 'final' | 'cut-off', error: Error } | { verdict: 'retry' } {
+  const retry = (e: unknown): boolean => e instanceof UnreachableError || e instanceof UnavailableError || e instanceof NoQuorumError
+  const final = errors.find(e => !retry(e) && !(e instanceof AccessDeniedError && /replayed/.test(e.message)))
+  if (final != null) return { verdict: 'final', error: final as Error }
+  const cutOff = errors.find(e => e instanceof NoQuorumError)
+  if (cutOff != null && errors.every(e => e instanceof NoQuorumError || e instanceof UnreachableError)) return { verdict: 'cut-off', error: cutOff as Error }
+  return { verdict: 'retry' }
 }

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { AccessDeniedError, IntegrityError, InvalidArgumentError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
+import { AccessDeniedError, IntegrityError, InvalidArgumentError, NoQuorumError, NotFoundError, UnavailableError, UnreachableError } from '../../errors.ts'
 import type { Logger } from '../../logger.ts'
 import { FAT_PROTOCOL, MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_REPLICAS, MiB } from '../../protocol/ids.ts'
 import * as M from '../../protocol/messages.ts'
@@ -22,7 +22,7 @@ import { copyInto, streamRange, type RangeWriter } from './range.ts'
 import { createRecordStore, type RecordStore } from './records.ts'
 import { unpack } from './pack.ts'
 import { PeerBook, peerOf, relocateReplicas, unreachableReplicas } from './peer-book.ts'
-import { hedged } from './hedge.ts'
+import { hedged, roundVerdict } from './hedge.ts'
 import type { Progress } from './types.ts'
 
 export type { UploadResult, DownloadResult, Progress, PathScore, RangeWriter, RecordStore }
@@ -189,10 +189,12 @@ export async function createUser (opts: UserOptions): Promise<User> {
         await book.save().catch(() => {})
         return r.value
       }
-      const retry = (e: any): boolean => e instanceof UnreachableError || e instanceof UnavailableError
-      // a replay refusal is only the echo of a copy that reached the leader another way
-      const final = r.errors.find((e: any) => !retry(e) && !(e instanceof AccessDeniedError && /replayed/.test(e.message)))
-      if (final != null) throw final
+      const v = roundVerdict(r.errors)
+      if (v.verdict === 'final') throw v.error
+      if (v.verdict === 'cut-off') {
+        const silent = r.errors.filter((e: any) => e instanceof UnreachableError).length
+        throw new NoQuorumError(`no FAT replica this command reaches can make writes: ${v.error.message}${silent > 0 ? `; ${silent} other replica(s) did not answer` : ''}; give --bootstrap a replica on the majority's side, or try again once the network heals`)
+      }
       errors.push(...r.errors.map((e: any) => String(e.message)))
       // before any replica has answered, a few quick rounds only (a reset connection is worth a
       // retry; an address where nothing listens is not worth 20 s)

@@ -1,0 +1,78 @@
+import { LimitError } from '../../errors.ts'
+import { encode } from '../../protocol/codec.ts'
+import { MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_WIRE_CHUNK, MiB } from '../../protocol/ids.ts'
+import type { ChunkEntry, FileTable } from '../../protocol/messages.ts'
+
+/**
+ * One commit is one log entry, and an entry must fit in one message to the other replicas with
+ * room to spare (an append carries it with its envelope).
+ */
+export const MAX_ENTRY_BYTES = MAX_FAT_MESSAGE - MiB
+
+/** A peer id is 52 characters for the Ed25519 keys we make; other key types make them up to 59. */
+const LONGEST_PEER = 'x'.repeat(59)
+
+/** The most bytes one chunk's line of a table takes in a commit, at `replicas` replicas (JSON, with its comma). */
+export function chunkLineBytes (replicas: number): number {
+  const worst: ChunkEntry = {
+    i: 2 ** 40,
+    id: 'f'.repeat(64),
+    size: MAX_WIRE_CHUNK,
+    replicas: Array.from({ length: replicas }, () => ({ vendor: LONGEST_PEER, sig: 'f'.repeat(128) }))
+  }
+  return encode(worst).byteLength + 1
+}
+
+/** The most bytes a table takes apart from its chunks: a name of 255 characters, each field at its widest. */
+function tableHeadBytes (): number {
+  const worst: FileTable = {
+    fileId: 'f'.repeat(32),
+    owner: LONGEST_PEER,
+    // a name's characters may be escaped in JSON (\uXXXX): up to six bytes each
+    name: '\u0001'.repeat(255),
+    size: Number.MAX_SAFE_INTEGER,
+    chunkSize: MAX_CHUNK_SIZE,
+    replicas: 16,
+    created: Number.MAX_SAFE_INTEGER,
+    cipher: { alg: 'aes-256-gcm', wrappedKey: 'f'.repeat(256) },
+    chunks: [],
+    kind: 'pack',
+    packed: { pack: 'f'.repeat(32), offset: Number.MAX_SAFE_INTEGER }
+  }
+  return encode(worst).byteLength + 1
+}
+
+/** Room in a commit's entry for what is not a table: the entry's envelope and one settle order per vendor. */
+const COMMIT_ENVELOPE_BYTES = 256 * 1024
+
+/**
+ * An upper bound on the bytes of the commit that will close an allocation of `sizes` at
+ * `chunkSize` and `replicas` (files listed in `packed` have no chunks of their own: their bytes
+ * are in a pack, which is one of `sizes` too).
+ */
+export function commitBytesBound (sizes: number[], chunkSize: number, replicas: number, packed: number[] = []): number {
+  const inPack = new Set(packed)
+  const chunks = sizes.reduce((n, s, i) => inPack.has(i) ? n : n + Math.ceil(s / chunkSize), 0)
+  return COMMIT_ENVELOPE_BYTES + sizes.length * tableHeadBytes() + chunks * chunkLineBytes(replicas)
+}
+
+/**
+ * Refuses, before any byte is uploaded, an allocation whose commit could not be logged: one
+ * commit is one log entry (see docs/replication.md, Limits). Names the chunk size that would fit.
+ */
+export function checkCommitFits (sizes: number[], chunkSize: number, replicas: number, packed: number[] = []): void {
+  const bound = commitBytesBound(sizes, chunkSize, replicas, packed)
+  if (bound <= MAX_ENTRY_BYTES) return
+  const mib = (n: number): string => `${(n / MiB).toFixed(1)} MiB`
+  let fits: number | undefined
+  for (let c = chunkSize * 2; c <= MAX_CHUNK_SIZE * 2 && fits == null; c *= 2) {
+    const size = Math.min(c, MAX_CHUNK_SIZE)
+    if (commitBytesBound(sizes, size, replicas, packed) <= MAX_ENTRY_BYTES) fits = size
+  }
+  const inPack = new Set(packed)
+  const chunks = sizes.reduce((n, size, i) => inPack.has(i) ? n : n + Math.ceil(size / chunkSize), 0)
+  const fix = fits != null
+    ? `use --chunk-size ${fits / MiB}MiB or more`
+    : `even the largest --chunk-size (${MAX_CHUNK_SIZE / MiB}MiB) is not enough: ${sizes.length > 1 ? 'upload fewer files at once, ' : ''}split the file, or use fewer --replicas`
+  throw new LimitError(`${sizes.length === 1 ? 'this file, in' : `these ${sizes.length} files, in`} ${chunks} chunks of ${chunkSize} bytes at ${replicas} replicas, ${sizes.length === 1 ? 'needs' : 'need'} a table of up to ${mib(bound)}, more than one commit can log (${mib(MAX_ENTRY_BYTES)}); ${fix}`)
+}
