@@ -5,12 +5,14 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
-import { IntegrityError } from '../src/errors.ts'
+import { IntegrityError, InvalidArgumentError } from '../src/errors.ts'
 import { encode } from '../src/protocol/codec.ts'
 import * as M from '../src/protocol/messages.ts'
 import { cutLines, splitCommit, tablePage, wholeTable } from '../src/protocol/table-pages.ts'
 import { SNAPSHOT_CHUNK_BYTES, SnapshotInbox, readSnapshot, splitText } from '../src/roles/fat/raft/snapshot.ts'
 import { openDb } from '../src/store/db.ts'
+import { FatTable } from '../src/roles/fat/table.ts'
+import type { AllocationRecord } from '../src/protocol/fat-sync.ts'
 import { tempDir } from './helpers.ts'
 
 const VENDOR = '12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp'
@@ -105,6 +107,57 @@ describe('a snapshot record larger than a chunk', function () {
       await assert.rejects(inbox.receive('b', cut.length, [{ k: 'meta/seq', v: '7' }], meta), /ends without its last piece/)
       await from.close()
       await to.close()
+    } finally {
+      await tmp.remove()
+    }
+  })
+})
+
+describe('the FAT\'s table stages parts and joins them at the commit', function () {
+  it('commit-part ops stage lines on disk only; the commit joins them into the table and drops them; expire drops them too', async function () {
+    const tmp = await tempDir('staged-parts')
+    try {
+      const db = await openDb(join(tmp.dir, 'db'))
+      const table = new FatTable(db)
+      await table.load()
+      const allocation = (id: string): AllocationRecord => ({ allocationId: id, owner: VENDOR, sizes: [5000], fileIds: [fileId()], replicas: 1, chunkSize: 1000, expires: Date.now() + 60_000, grants: { [VENDOR]: 1_000_000 } })
+      const a = allocation(randomBytes(16).toString('hex'))
+      const [file] = a.fileIds
+      const chunks = lines(5)
+      const t = { ...tableOf(chunks, file), size: 5000 }
+      await table.apply(1, { op: 'allocate', allocation: a })
+      table.checkPart(VENDOR, a.allocationId, file, 0, chunks.slice(0, 3))
+      assert.throws(() => table.checkPart(VENDOR, a.allocationId, file, 3, chunks.slice(0, 2)), (err: Error) => err instanceof InvalidArgumentError && /chunk 3 has the wrong index or size/.test(err.message))
+      assert.throws(() => table.checkPart(VENDOR, a.allocationId, file, 4, chunks.slice(3, 5)), (err: Error) => err instanceof InvalidArgumentError && /has 5 chunks: a part from line 4 holds 1 to 1 lines, not 2/.test(err.message))
+      await table.apply(2, { op: 'commit-part', allocationId: a.allocationId, fileId: file, first: 0, chunks: chunks.slice(0, 3) })
+      assert.equal(table.chunkCount(), 0, 'a staged line is no chunk of the table yet')
+      // a missing part shows at the commit's check as too few lines
+      assert.throws(() => table.checkCommit(VENDOR, a.allocationId, [{ ...t, chunks: chunks.slice(0, 3) }]), /lists 3 chunks, the file has 5/)
+      await table.apply(3, { op: 'commit-part', allocationId: a.allocationId, fileId: file, first: 3, chunks: chunks.slice(3) })
+      const joined = await table.stagedChunks(a.allocationId, file)
+      assert.deepEqual(joined, chunks)
+      table.checkCommit(VENDOR, a.allocationId, [{ ...t, chunks: joined }])
+      await table.apply(4, { op: 'commit', allocationId: a.allocationId, tables: [{ ...t, chunks: [] }], staged: [file], orders: [] })
+      assert.deepEqual((await table.fileTable(file))?.chunks, chunks)
+      assert.equal(table.chunkCount(), 5)
+      assert.deepEqual(await table.stagedParts(a.allocationId, file), [])
+
+      const b = allocation(randomBytes(16).toString('hex'))
+      await table.apply(5, { op: 'allocate', allocation: b })
+      await table.apply(6, { op: 'commit-part', allocationId: b.allocationId, fileId: b.fileIds[0], first: 0, chunks: chunks.slice(0, 2) })
+      assert.equal((await table.stagedParts(b.allocationId, b.fileIds[0])).length, 1)
+      await table.apply(7, { op: 'expire', allocationId: b.allocationId, orders: [] })
+      assert.deepEqual(await table.stagedParts(b.allocationId, b.fileIds[0]), [])
+      // a part logged after its allocation closed stages nothing
+      await table.apply(8, { op: 'commit-part', allocationId: b.allocationId, fileId: b.fileIds[0], first: 0, chunks: chunks.slice(0, 2) })
+      assert.deepEqual(await table.stagedParts(b.allocationId, b.fileIds[0]), [])
+      // what is on disk is what memory holds
+      const digest = await table.digest()
+      const again = new FatTable(db)
+      await again.load()
+      assert.equal(again.chunkCount(), 5)
+      assert.equal(await again.digest(), digest)
+      await db.close()
     } finally {
       await tmp.remove()
     }

@@ -569,12 +569,14 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       if (from > 0 && from >= whole.chunks.length) throw new InvalidArgumentError(`from: file ${msg.fileId} has ${whole.chunks.length} chunk lines, none from ${from}`)
       const { table: t, next } = tablePage(whole, from)
       const pack = t.packed != null ? await table.file(remotePeer, t.packed.pack) : undefined
-      const vendors = vendorsOf([t, ...(pack != null ? [pack] : [])])
+      // the vendors of the whole table, on every page: the download needs them all
+      const vendors = vendorsOf([whole, ...(pack != null ? [pack] : [])])
       return { t: 'table', table: t, ...(pack != null ? { pack } : {}), ...(next != null ? { next } : {}), vendors, stats: vendors.map(v => stats(v.vendor)) }
     },
 
     async 'get-many' (msg, remotePeer) {
       const tables: M.FileTable[] = []
+      const wholes: M.FileTable[] = []
       const packs = new Map<string, M.FileTable>()
       let bytes = 0
       let next: number | undefined
@@ -586,10 +588,11 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
         bytes += encode(page.table).byteLength + (pack != null ? encode(pack).byteLength : 0)
         if (tables.length > 0 && (bytes > TABLES_BUDGET || page.next != null)) break
         tables.push(page.table)
+        wholes.push(whole)
         if (pack != null) packs.set(pack.fileId, pack)
         if (page.next != null) { next = page.next; break }
       }
-      const vendors = vendorsOf([...tables, ...packs.values()])
+      const vendors = vendorsOf([...wholes, ...packs.values()])
       return { t: 'tables', tables, packs: [...packs.values()], ...(next != null ? { next } : {}), vendors, stats: vendors.map(v => stats(v.vendor)) }
     },
 
