@@ -11,7 +11,7 @@ import * as M from '../src/protocol/messages.ts'
 import { cutLines, splitCommit, tablePage, wholeTable } from '../src/protocol/table-pages.ts'
 import { SNAPSHOT_CHUNK_BYTES, SnapshotInbox, readSnapshot, splitText } from '../src/roles/fat/raft/snapshot.ts'
 import { openDb } from '../src/store/db.ts'
-import { FatTable } from '../src/roles/fat/table.ts'
+import { FatTable, TABLE_PREFIXES } from '../src/roles/fat/table.ts'
 import type { AllocationRecord } from '../src/protocol/fat-sync.ts'
 import { tempDir } from './helpers.ts'
 
@@ -146,6 +146,10 @@ describe('the FAT\'s table stages parts and joins them at the commit', function 
       await table.apply(5, { op: 'allocate', allocation: b })
       await table.apply(6, { op: 'commit-part', allocationId: b.allocationId, fileId: b.fileIds[0], first: 0, chunks: chunks.slice(0, 2) })
       assert.equal((await table.stagedParts(b.allocationId, b.fileIds[0])).length, 1)
+      // staged parts are table records: a snapshot taken now carries them to a new replica
+      const snapshotKeys: string[] = []
+      for await (const c of readSnapshot(db, TABLE_PREFIXES, 6)) snapshotKeys.push(...c.map(r => r.k))
+      assert.ok(snapshotKeys.some(k => k.startsWith(`stage/${b.allocationId}/`)), 'the snapshot carries the staged part')
       await table.apply(7, { op: 'expire', allocationId: b.allocationId, orders: [] })
       assert.deepEqual(await table.stagedParts(b.allocationId, b.fileIds[0]), [])
       // a part logged after its allocation closed stages nothing
