@@ -143,7 +143,8 @@ const OPS: Record<string, S.Op> = {
   members: { op: 'members', members: REPLICAS },
   vendor: { op: 'vendor', vendor: vendorRecord },
   allocate: { op: 'allocate', allocation: allocationRecord },
-  commit: { op: 'commit', allocationId: ALLOCATION_ID, tables: [fileTable], orders: [settleOrder] },
+  commit: { op: 'commit', allocationId: ALLOCATION_ID, tables: [fileTable, { ...fileTable, fileId: FILE_ID2, chunks: [] }], staged: [FILE_ID2], orders: [settleOrder] },
+  'commit-part': { op: 'commit-part', allocationId: ALLOCATION_ID, fileId: FILE_ID2, first: 2, chunks: fileTable.chunks.map((c, k) => ({ ...c, i: 2 + k })) },
   renew: { op: 'renew', allocationId: ALLOCATION_ID, expires: T0 + 7_200_000 },
   expire: { op: 'expire', allocationId: hexOf('expired allocation', 16), orders: [{ ...settleOrder, id: hexOf('expire order', 16), scope: hexOf('expired allocation', 16) }] },
   release: { op: 'release', fileId: FILE_ID, orders: [eraseOrder] },
@@ -166,6 +167,7 @@ const MORE_OPS: S.Op[] = [
   { op: 'allocate', allocation: { ...allocationRecord, sizes: [], fileIds: [], grants: {} } },
   { op: 'allocate', allocation: { ...allocationRecord, sizes: [10, 20, 30], fileIds: [FILE_ID, FILE_ID2, hexOf('pack', 16)], packed: [0, 1] } },
   { op: 'commit', allocationId: ALLOCATION_ID, tables: [], orders: [] },
+  { op: 'commit', allocationId: ALLOCATION_ID, tables: [fileTable], staged: [], orders: [] },
   { op: 'expire', allocationId: ALLOCATION_ID, orders: [{ ...settleOrder, keep: [] }] },
   { op: 'release', fileId: FILE_ID, orders: [{ ...eraseOrder, keep: [] }] },
   { op: 'delivered', vendor: VENDOR2, ids: [] },
@@ -213,11 +215,12 @@ const EXAMPLES: Record<string, Example> = {
   Allocate: ex(M.Allocate, await signed({ t: 'allocate' as const, sizes: [5 * MiB, 1 * KiB, 2 * KiB, 3 * KiB], replicas: 2, chunkSize: 4 * MiB, packed: [1, 2] })),
   Allocated: ex(M.Allocated, { t: 'allocated', allocationId: ALLOCATION_ID, fileIds: [FILE_ID, FILE_ID2], expires: T0 + 3_600_000, candidates: [hop, hop2], stats: [vendorStats, vendorStats2] }),
   Renew: ex(M.Renew, await signed({ t: 'renew' as const, allocationId: ALLOCATION_ID })),
-  Commit: ex(M.Commit, await signed({ t: 'commit' as const, allocationId: ALLOCATION_ID, tables: [fileTable, packedTable, packTable] })),
-  GetTable: ex(M.GetTable, await signed({ t: 'get' as const, fileId: FILE_ID })),
-  TableReply: ex(M.TableReply, { t: 'table', table: packedTable, pack: packTable, vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
+  Commit: ex(M.Commit, await signed({ t: 'commit' as const, allocationId: ALLOCATION_ID, tables: [fileTable, packedTable, packTable, { ...fileTable, fileId: hexOf('staged file', 16), chunks: [] }], staged: [hexOf('staged file', 16)] })),
+  CommitPart: ex(M.CommitPart, await signed({ t: 'commit-part' as const, allocationId: ALLOCATION_ID, fileId: FILE_ID, first: 10_000, chunks: fileTable.chunks.map((c, k) => ({ ...c, i: 10_000 + k })) })),
+  GetTable: ex(M.GetTable, await signed({ t: 'get' as const, fileId: FILE_ID, from: 2 })),
+  TableReply: ex(M.TableReply, { t: 'table', table: packedTable, pack: packTable, next: 2, vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
   GetTables: ex(M.GetTables, await signed({ t: 'get-many' as const, fileIds: [FILE_ID, FILE_ID2] })),
-  Tables: ex(M.Tables, { t: 'tables', tables: [fileTable, packedTable], packs: [packTable], vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
+  Tables: ex(M.Tables, { t: 'tables', tables: [fileTable, packedTable], packs: [packTable], next: 1, vendors: [{ vendor: VENDOR, addrs: hop.addrs }, { vendor: VENDOR2, addrs: hop2.addrs }], stats: [vendorStats, vendorStats2] }),
   List: ex(M.List, await signed({ t: 'list' as const })),
   Files: ex(M.Files, { t: 'files', files: [{ fileId: FILE_ID, name: 'holiday photos.tar', size: 5 * MiB, chunks: 2, replicas: 2, created: T0, health: { copies: 1, degraded: 1, lost: 0, stored: 10 * MiB } }] }),
   CheckFiles: ex(M.CheckFiles, await signed({ t: 'check' as const, fileIds: [FILE_ID, FILE_ID2] })),
@@ -243,7 +246,7 @@ const EXAMPLES: Record<string, Example> = {
   ErrorReply: ex(M.ErrorReply, { t: 'error', code: 'ERR_NOT_FOUND', message: 'this vendor holds no such chunk' }),
   // fat-sync.ts
   Raft: ex(S.Raft, appendOf(ENTRIES)),
-  SnapshotChunk: ex(S.SnapshotChunk, { t: 'snap-chunk', term: 7, id: hexOf('snapshot id', 16), seq: 3, records: [{ k: 'file/' + FILE_ID, v: '{"fileId":"x"}' }, { k: 'meta/seq', v: '120' }], last: { index: 120, term: 7, members: REPLICAS } }),
+  SnapshotChunk: ex(S.SnapshotChunk, { t: 'snap-chunk', term: 7, id: hexOf('snapshot id', 16), seq: 3, records: [{ k: 'file/' + FILE_ID2, v: '{"fileId":', more: true }, { k: 'file/' + FILE_ID2, v: '"x"}' }, { k: 'file/' + FILE_ID, v: '{"fileId":"x"}' }, { k: 'meta/seq', v: '120' }], last: { index: 120, term: 7, members: REPLICAS } }),
   RaftAck: ex(S.RaftAck, { t: 'raft-ack' }),
   Remove: ex(S.Remove, { t: 'remove', peer: REPLICAS[2].peer, proof: hexOf('remove proof', 32) }),
   Removed: ex(S.Removed, { t: 'removed', leader: FAT, members: REPLICAS.slice(0, 2) }),
@@ -258,9 +261,9 @@ const EXAMPLES: Record<string, Example> = {
 interface Table { label: string, checks: Checks, maxBytes: number, reply: boolean }
 
 // src/roles/fat/index.ts `REQUESTS` (not exported; a test below keeps this copy in step with the source)
-const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles, 'write-records': M.WriteRecords, 'get-records': M.GetRecords, 'list-records': M.ListRecords }
+const FAT_REQUESTS: Checks = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, 'commit-part': M.CommitPart, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles, 'write-records': M.WriteRecords, 'get-records': M.GetRecords, 'list-records': M.ListRecords }
 // src/roles/fat/index.ts `WRITES` (not exported either): the replies a replica expects when it hands a write to the leader
-const FAT_WRITES: Record<string, Checks> = { allocate: { allocated: M.Allocated }, renew: { allocated: M.Allocated }, commit: { ok: M.Ok }, release: { released: M.Released }, copied: { ok: M.Ok }, drain: { draining: M.Draining }, 'write-records': { 'records-written': M.RecordsWritten } }
+const FAT_WRITES: Record<string, Checks> = { allocate: { allocated: M.Allocated }, renew: { allocated: M.Allocated }, commit: { ok: M.Ok }, 'commit-part': { ok: M.Ok }, release: { released: M.Released }, copied: { ok: M.Ok }, drain: { draining: M.Draining }, 'write-records': { 'records-written': M.RecordsWritten } }
 
 /**
  * Fields messages may leave out (`opt` in the schema): an erase-chunks order's `chunks`, a vendor
@@ -276,6 +279,10 @@ function optionalField (path: Array<string | number>): boolean {
   if (key === 'restore') return path.length === 1
   // a record write without a value deletes; a condition names a version or absence; a list may start anywhere
   if (['expect', 'absent', 'sha256', 'after', 'limit'].includes(String(key))) return true
+  // a commit's staged files, a get's first line, a page's next, a snapshot record's pieces
+  if (key === 'staged' || key === 'next') return true
+  if (key === 'from') return path.length === 1
+  if (key === 'more') return path.length > 1
   if (key === 'value') return path.includes('writes')
   if (key === 'pack') return parent !== 'packed'
   if (key === 'kind') return !path.some(k => k === 'order' || k === 'orders')
@@ -469,10 +476,11 @@ function listLimit (name: string, path: Path): number {
   if (key === 'chunks' && path.some(k => k === 'order' || k === 'orders')) return M.MAX_CHUNK_LIST
   if (key === 'ids' && name === 'GetRecords') return M.MAX_RECORDS_LISTED
   if (key === 'records' && name === 'RecordList') return M.MAX_RECORDS_LISTED
+  if (key === 'chunks' && (name === 'CommitPart' || (path.includes('op') && path.length === 5 && path[2] === OP_TAGS.indexOf('commit-part')))) return M.MAX_PART_CHUNKS
   const limits: Record<string, number> = {
     addrs: 16, devices: 256, done: 10_000, candidates: MAX_CANDIDATES, route: MAX_REPLICAS, receipts: MAX_REPLICAS,
     failed: MAX_REPLICAS, replicas: MAX_REPLICAS, keep: 1_000_000, chunks: 1_000_000, files: 100_000,
-    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, records: 1_000_000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16, writes: M.MAX_RECORD_WRITES, expect: 16,
+    sizes: M.MAX_FILES, fileIds: M.MAX_FILES, staged: M.MAX_FILES, tables: M.MAX_FILES, packs: M.MAX_FILES, packed: M.MAX_FILES, fats: 15, members: 15, entries: 1000, records: 1_000_000, ids: 10_000, transfers: 1000, lost: 1000, restore: 1000, fromAddrs: 16, writes: M.MAX_RECORD_WRITES, expect: 16,
     missing: M.MAX_FILES, held: 10_000, copies: S.MAX_TRANSFERS_PER_OP
   }
   const limit = limits[key]
@@ -1015,7 +1023,7 @@ describe('protocol', function () {
     })
 
     it('an Op with an unknown `op` tag, or a tag that is not a string, is refused with MalformedMessageError', function () {
-      const tagRe = /\.op: expected one of members, vendor, allocate, commit, expire, renew, release, delivered, noop, drain, transfer, replace-replica, transfer-end, vendor-state, transfers, replaced, records$/
+      const tagRe = /\.op: expected one of members, vendor, allocate, commit, commit-part, expire, renew, release, delivered, noop, drain, transfer, replace-replica, transfer-end, vendor-state, transfers, replaced, records$/
       const unknown = ['', 'MEMBERS', 'Noop', 'noop ', ' noop', 'no-op', 'noop\u0000', 'append', 'vote', 'announce', 'op', 'undefined', 'null',
         '__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf', '__defineGetter__']
       const notString: unknown[] = [null, 0, 1, -1, 0.5, true, false, [], ['noop'], [['members']], {}, { op: 'noop' }]

@@ -1,6 +1,6 @@
 import { arr, bool, dict, hex, int, obj, oneOf, opt, peer, str, union, type Check, type Infer } from './schema.ts'
 import { MAX_FAT_MESSAGE, MAX_REPLICAS } from './ids.ts'
-import { Device, RecordsOp, FileTable, MAX_BYTES, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields, zone } from './messages.ts'
+import { ChunkEntry, Device, RecordsOp, FileTable, MAX_BYTES, MAX_PART_CHUNKS, MAX_CHUNK_LIST, MAX_FILES, addrs, allocationId, chunkId, fileId, time, transferFields, zone } from './messages.ts'
 
 /**
  * The FAT replicas' own protocol (/stor/fat-sync/1.0.0): the ordered op log that every replica
@@ -70,7 +70,10 @@ export const Op = union('op', {
   members: obj({ op: t('members'), members: arr(Member, MAX_MEMBERS) }),
   vendor: obj({ op: t('vendor'), vendor: VendorRecord }),
   allocate: obj({ op: t('allocate'), allocation: AllocationRecord }),
-  commit: obj({ op: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), orders }),
+  /** `staged`: files whose tables are logged without chunks; apply assembles them from their commit-parts */
+  commit: obj({ op: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), staged: opt(arr(fileId, MAX_FILES)), orders }),
+  /** chunk lines of a large file staged under its open allocation, for the commit that closes it */
+  'commit-part': obj({ op: t('commit-part'), allocationId, fileId, first: int(0, 2 ** 40), chunks: arr(ChunkEntry, MAX_PART_CHUNKS) }),
   expire: obj({ op: t('expire'), allocationId, orders }),
   renew: obj({ op: t('renew'), allocationId, expires: time }),
   release: obj({ op: t('release'), fileId, orders }),
@@ -132,7 +135,8 @@ export const SnapshotChunk = obj({
   term,
   id: hex(16),
   seq: int(0, 2 ** 32),
-  records: arr(obj({ k: str(512), v: str(MAX_RECORD) }), 1_000_000),
+  /** a record larger than a chunk comes in pieces, in order: each but its last has `more` */
+  records: arr(obj({ k: str(512), v: str(MAX_RECORD), more: opt(bool) }), 1_000_000),
   last: opt(SnapshotMeta)
 })
 /** The receiver holds the message (Raft messages) or chunk (snapshots); nothing more is promised. */

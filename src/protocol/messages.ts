@@ -181,16 +181,33 @@ export const Allocated = obj({ t: t('allocated'), allocationId, fileIds: arr(fil
 
 /** Extends an open allocation's lease while its upload runs; answered like `allocate`, with fresh grants. */
 export const Renew = obj({ t: t('renew'), allocationId, auth: Auth })
-export const Commit = obj({ t: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), auth: Auth })
-export const GetTable = obj({ t: t('get'), fileId, auth: Auth })
-/** A file's table; for a packed file, its pack's table too. */
-export const TableReply = obj({ t: t('table'), table: FileTable, pack: opt(FileTable), vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
+/**
+ * Closes an allocation with the files' final tables. A file listed in `staged` comes with no
+ * chunks: its chunk lines were sent before by `commit-part` requests, and the FAT assembles them
+ * (a large file's table does not fit one message).
+ */
+export const Commit = obj({ t: t('commit'), allocationId, tables: arr(FileTable, MAX_FILES), staged: opt(arr(fileId, MAX_FILES)), auth: Auth })
+/** Chunk lines one commit-part carries at most (its message must also stay within MAX_FAT_MESSAGE). */
+export const MAX_PART_CHUNKS = 10_000
+/**
+ * Stages the chunk lines `first`, `first + 1`, ... of file `fileId` of an open allocation, for the
+ * `commit` that will list the file in `staged`. Sent again with the same `first`, it replaces that part.
+ */
+export const CommitPart = obj({ t: t('commit-part'), allocationId, fileId, first: int(0, 2 ** 40), chunks: arr(ChunkEntry, MAX_PART_CHUNKS), auth: Auth })
+/** A file's table, its chunk lines from `from` (0 when left out) as many as fit one reply. */
+export const GetTable = obj({ t: t('get'), fileId, from: opt(int(0, 2 ** 40)), auth: Auth })
+/**
+ * A file's table; for a packed file, its pack's table too. A large table comes in pages: `next`,
+ * when present, is the index of the first chunk line not in this reply (ask again with `from`).
+ */
+export const TableReply = obj({ t: t('table'), table: FileTable, pack: opt(FileTable), next: opt(int(1, 2 ** 40)), vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
 /**
  * Many tables in one request. The reply holds the tables of the first files asked for, in order,
  * as many as fit one message (ask again for the rest), the packs they lie in, and their vendors.
  */
 export const GetTables = obj({ t: t('get-many'), fileIds: arr(fileId, MAX_FILES), auth: Auth })
-export const Tables = obj({ t: t('tables'), tables: arr(FileTable, MAX_FILES), packs: arr(FileTable, MAX_FILES), vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
+/** `next`: the last table holds only its chunk lines before this index; the rest come through `get` with `from`. */
+export const Tables = obj({ t: t('tables'), tables: arr(FileTable, MAX_FILES), packs: arr(FileTable, MAX_FILES), next: opt(int(1, 2 ** 40)), vendors: arr(VendorAddrs, 1024), stats: arr(VendorStats, 1024) })
 
 /**
  * A file's health: `copies` is the fewest healthy copies any of its chunks has (healthy: on a

@@ -4,10 +4,18 @@ import { MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_WIRE_CHUNK, MiB } from '../../prot
 import type { ChunkEntry, FileTable } from '../../protocol/messages.ts'
 
 /**
- * One commit is one log entry, and an entry must fit in one message to the other replicas with
- * room to spare (an append carries it with its envelope).
+ * One log entry must fit in one message to the other replicas with room to spare (an append
+ * carries it with its envelope). A large file's commit is several entries (commit-part ops and the
+ * commit: src/protocol/table-pages.ts), so this bounds an entry, not a file.
  */
 export const MAX_ENTRY_BYTES = MAX_FAT_MESSAGE - MiB
+
+/**
+ * The most bytes of tables one upload may commit. Every replica holds a committed table in memory
+ * and writes it as one record, and a download holds it too: 256 MiB is a 1 TiB file in 4 MiB
+ * chunks at four replicas, or 4 TiB in 16 MiB chunks at two.
+ */
+export const MAX_COMMIT_BYTES = 256 * MiB
 
 /** A peer id is 52 characters for the Ed25519 keys we make; other key types make them up to 59. */
 const LONGEST_PEER = 'x'.repeat(59)
@@ -57,22 +65,22 @@ export function commitBytesBound (sizes: number[], chunkSize: number, replicas: 
 }
 
 /**
- * Refuses, before any byte is uploaded, an allocation whose commit could not be logged: one
- * commit is one log entry (see docs/replication.md, Limits). Names the chunk size that would fit.
+ * Refuses, before any byte is uploaded, an allocation whose tables would be larger than the FAT
+ * keeps for one upload (see docs/replication.md, Limits). Names the chunk size that would fit.
  */
 export function checkCommitFits (sizes: number[], chunkSize: number, replicas: number, packed: number[] = []): void {
   const bound = commitBytesBound(sizes, chunkSize, replicas, packed)
-  if (bound <= MAX_ENTRY_BYTES) return
+  if (bound <= MAX_COMMIT_BYTES) return
   const mib = (n: number): string => `${(n / MiB).toFixed(1)} MiB`
   let fits: number | undefined
   for (let c = chunkSize * 2; c <= MAX_CHUNK_SIZE * 2 && fits == null; c *= 2) {
     const size = Math.min(c, MAX_CHUNK_SIZE)
-    if (commitBytesBound(sizes, size, replicas, packed) <= MAX_ENTRY_BYTES) fits = size
+    if (commitBytesBound(sizes, size, replicas, packed) <= MAX_COMMIT_BYTES) fits = size
   }
   const inPack = new Set(packed)
   const chunks = sizes.reduce((n, size, i) => inPack.has(i) ? n : n + Math.ceil(size / chunkSize), 0)
   const fix = fits != null
     ? `use --chunk-size ${fits / MiB}MiB or more`
     : `even the largest --chunk-size (${MAX_CHUNK_SIZE / MiB}MiB) is not enough: ${sizes.length > 1 ? 'upload fewer files at once, ' : ''}split the file, or use fewer --replicas`
-  throw new LimitError(`${sizes.length === 1 ? 'this file, in' : `these ${sizes.length} files, in`} ${chunks} chunks of ${chunkSize} bytes at ${replicas} replicas, ${sizes.length === 1 ? 'needs' : 'need'} a table of up to ${mib(bound)}, more than one commit can log (${mib(MAX_ENTRY_BYTES)}); ${fix}`)
+  throw new LimitError(`${sizes.length === 1 ? 'this file, in' : `these ${sizes.length} files, in`} ${chunks} chunks of ${chunkSize} bytes at ${replicas} replicas, ${sizes.length === 1 ? 'needs' : 'need'} a table of up to ${mib(bound)}, more than the FAT keeps for one upload (${mib(MAX_COMMIT_BYTES)}); ${fix}`)
 }

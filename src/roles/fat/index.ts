@@ -18,6 +18,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { FatTable, TABLE_PREFIXES, bytesPerVendor, newOrder, settleKeep, type AllocationRecord, type PendingOrder, type TransferRecord, type Replaced, type ChunkInfo } from './table.ts'
 import { createReplication, type Replication } from './replication.ts'
 import { checkCommitFits } from './commit-size.ts'
+import { tablePage } from '../../protocol/table-pages.ts'
 import { atRisk, healthyCopy, planMoves, type VendorLoad } from './moves.ts'
 import { Liveness, judgeVendors } from './liveness.ts'
 import { DEFAULT_REPAIR_LIMITS, planRepair, type RepairLimits } from './repair.ts'
@@ -89,13 +90,14 @@ export interface Fat {
 /** Orders carried by one heartbeat reply; the rest follow on the next beats. */
 const ORDERS_PER_HEARTBEAT = 200
 
-const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles, 'write-records': M.WriteRecords, 'get-records': M.GetRecords, 'list-records': M.ListRecords }
+const REQUESTS = { announce: M.Announce, allocate: M.Allocate, renew: M.Renew, commit: M.Commit, 'commit-part': M.CommitPart, get: M.GetTable, 'get-many': M.GetTables, list: M.List, release: M.Release, status: M.Status, members: M.Members, copied: M.Copied, drain: M.Drain, check: M.CheckFiles, 'write-records': M.WriteRecords, 'get-records': M.GetRecords, 'list-records': M.ListRecords }
 
 /** Changes only the replica that orders writes makes; the others forward them to it, expecting these replies. */
 const WRITES: Record<string, Record<string, any>> = {
   allocate: { allocated: M.Allocated },
   renew: { allocated: M.Allocated },
   commit: { ok: M.Ok },
+  'commit-part': { ok: M.Ok },
   release: { released: M.Released },
   copied: { ok: M.Ok },
   drain: { draining: M.Draining },
@@ -127,8 +129,8 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const appliedWork = (op: S.Op): (() => void) | undefined => {
     const metrics = opts.metrics as FatMetrics
     if (op.op === 'commit') {
-      const bytes = op.tables.reduce((n, t) => n + t.chunks.reduce((m, c) => m + c.size * c.replicas.length, 0), 0)
-      return () => { metrics.stored(bytes) }
+      // read once applied: a staged file's chunks are only in the table then
+      return () => { metrics.stored(op.tables.reduce((n, t) => n + table.health(t.fileId, () => true).stored, 0)) }
     }
     const copies = op.op === 'replace-replica' ? [op] : op.op === 'replaced' ? op.copies : []
     const done = copies.map(c => table.transfer(c.transferId)).filter(x => x != null)
@@ -201,7 +203,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       const leader = replication.leader()
       if (leader != null && leader.peer !== self) {
         // a commit of a large file checks tens of thousands of receipts and logs megabytes: give it time
-        return await call(node, { peer: leader.peer, addrs: leader.addrs }, FAT_PROTOCOL, msg, WRITES[msg.t], { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(msg.t === 'commit' ? 120_000 : 20_000) }) as object
+        return await call(node, { peer: leader.peer, addrs: leader.addrs }, FAT_PROTOCOL, msg, WRITES[msg.t], { maxReply: MAX_FAT_MESSAGE, signal: AbortSignal.timeout(msg.t === 'commit' || msg.t === 'commit-part' ? 120_000 : 20_000) }) as object
       }
       if (replication.isLeader()) {
         await replication.ready()
@@ -276,6 +278,19 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
   const vendorsOf = (tables: M.FileTable[]): M.VendorAddrs[] => {
     const ids = new Set(tables.flatMap(t => [...bytesPerVendor(t).keys()]))
     return [...ids].slice(0, 1024).map(v => ({ vendor: v, addrs: table.vendor(v)?.addrs ?? [] }))
+  }
+
+  /** Checks every replica's signed receipt of the chunk lines of `tables`. */
+  const verifyReceipts = async (tables: Array<Pick<M.FileTable, 'fileId' | 'chunks'>>): Promise<void> => {
+    let checked = 0
+    for (const t of tables) {
+      for (const c of t.chunks) {
+        for (const r of c.replicas) await verify(r.vendor, 'receipt', { vendor: r.vendor, fileId: t.fileId, chunkId: c.id, size: c.size, sig: r.sig })
+        // a large file has tens of thousands of receipts, seconds of checking: let timers and
+        // the network run between them, or this replica misses its heartbeats and loses the lead
+        if (++checked % 64 === 0) await new Promise(resolve => setImmediate(resolve))
+      }
+    }
   }
 
   const settleOrders = (a: AllocationRecord, tables: M.FileTable[]): PendingOrder[] =>
@@ -483,7 +498,7 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       if (msg.sizes.length === 0) throw new InvalidArgumentError('an allocation needs at least one file')
       const bytes = msg.sizes.reduce((a, b) => a + b, 0)
       const leaseMs = opts.leaseMs + Math.ceil(bytes / 1048576) * (opts.leaseMsPerMiB ?? 1000)
-      // its commit must fit in one log entry: say so now, not after the bytes are uploaded
+      // a table the FAT will not keep is refused now, not after the bytes are uploaded
       checkCommitFits(msg.sizes, msg.chunkSize, msg.replicas, msg.packed)
       const plan = async (): Promise<AllocationRecord> => await serial.run(async () => {
         const planned = table.planAllocation(remotePeer, msg.sizes, msg.replicas, msg.chunkSize, Date.now() + leaseMs, offered, msg.packed)
@@ -523,50 +538,77 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
     async commit (msg, remotePeer) {
       const started = performance.now()
       await serial.run(async () => {
-        const a = table.checkCommit(remotePeer, msg.allocationId, msg.tables)
-        let checked = 0
+        // a staged file comes without chunks: its lines are the parts its commit-part requests staged
+        const staged = new Set(msg.staged ?? [])
+        const tables: M.FileTable[] = []
         for (const t of msg.tables) {
-          for (const c of t.chunks) {
-            for (const r of c.replicas) await verify(r.vendor, 'receipt', { vendor: r.vendor, fileId: t.fileId, chunkId: c.id, size: c.size, sig: r.sig })
-            // a large file has tens of thousands of receipts, seconds of checking: let timers and
-            // the network run between them, or this replica misses its heartbeats and loses the lead
-            if (++checked % 64 === 0) await new Promise(resolve => setImmediate(resolve))
-          }
+          if (!staged.has(t.fileId)) { tables.push(t); continue }
+          if (t.chunks.length > 0) throw new InvalidArgumentError(`file ${t.fileId} is listed in staged and carries chunks: send its chunk lines in commit-part requests only`)
+          tables.push({ ...t, chunks: await table.stagedChunks(msg.allocationId, t.fileId) })
         }
-        const orders = settleOrders(a, msg.tables)
-        // one log entry, which must fit in one message to the other replicas: allocate refused
-        // what could not fit, and propose refuses a larger one with a LimitError (a 100 GiB file
-        // in 25,600 chunks at 2 replicas takes ~13 MiB)
-        await propose({ op: 'commit' as const, allocationId: a.allocationId, tables: msg.tables, orders: orders.map(o => ({ ...o, keep: [] })) })
+        if (staged.size !== (msg.staged ?? []).length || [...staged].some(id => !msg.tables.some(t => t.fileId === id))) throw new InvalidArgumentError('staged: each file must be listed once, and have its table in the commit')
+        const a = table.checkCommit(remotePeer, msg.allocationId, tables)
+        // staged lines had their receipts checked by commit-part
+        await verifyReceipts(msg.tables.filter(t => !staged.has(t.fileId)))
+        const orders = settleOrders(a, tables)
+        // one log entry, which must fit in one message to the other replicas: staged files are
+        // logged without their lines (apply reads them from the parts), and propose refuses a
+        // larger entry with a LimitError
+        await propose({ op: 'commit' as const, allocationId: a.allocationId, tables: msg.tables, ...(staged.size > 0 ? { staged: [...staged] } : {}), orders: orders.map(o => ({ ...o, keep: [] })) })
         push(orders)
       })
-      log('committed %s (%d files) for %s', msg.allocationId, msg.tables.length, remotePeer)
+      log('committed %s (%d files, %d staged) for %s', msg.allocationId, msg.tables.length, msg.staged?.length ?? 0, remotePeer)
       opts.metrics?.committed((performance.now() - started) / 1000)
       return { t: 'ok' }
     },
 
+    async 'commit-part' (msg, remotePeer) {
+      await serial.run(async () => {
+        const a = table.checkPart(remotePeer, msg.allocationId, msg.fileId, msg.first, msg.chunks)
+        for (const p of await table.stagedParts(a.allocationId, msg.fileId)) {
+          // the same part sent again replaces itself; parts that overlap would stage lines twice
+          if (p.first !== msg.first && p.first < msg.first + msg.chunks.length && msg.first < p.first + p.chunks.length) {
+            throw new InvalidArgumentError(`file ${msg.fileId}: chunk lines ${msg.first}-${msg.first + msg.chunks.length - 1} overlap a part staged from ${p.first}`)
+          }
+        }
+        await verifyReceipts([{ fileId: msg.fileId, chunks: msg.chunks }])
+        await propose({ op: 'commit-part', allocationId: a.allocationId, fileId: msg.fileId, first: msg.first, chunks: msg.chunks })
+      })
+      log('staged chunk lines %d-%d of %s under %s', msg.first, msg.first + msg.chunks.length - 1, msg.fileId, msg.allocationId)
+      return { t: 'ok' }
+    },
+
     async get (msg, remotePeer) {
-      const t = await table.file(remotePeer, msg.fileId)
+      const whole = await table.file(remotePeer, msg.fileId)
+      const from = msg.from ?? 0
+      if (from > 0 && from >= whole.chunks.length) throw new InvalidArgumentError(`from: file ${msg.fileId} has ${whole.chunks.length} chunk lines, none from ${from}`)
+      const { table: t, next } = tablePage(whole, from)
       const pack = t.packed != null ? await table.file(remotePeer, t.packed.pack) : undefined
-      const vendors = vendorsOf([t, ...(pack != null ? [pack] : [])])
-      return { t: 'table', table: t, ...(pack != null ? { pack } : {}), vendors, stats: vendors.map(v => stats(v.vendor)) }
+      // the vendors of the whole table, on every page: the download needs them all
+      const vendors = vendorsOf([whole, ...(pack != null ? [pack] : [])])
+      return { t: 'table', table: t, ...(pack != null ? { pack } : {}), ...(next != null ? { next } : {}), vendors, stats: vendors.map(v => stats(v.vendor)) }
     },
 
     async 'get-many' (msg, remotePeer) {
       const tables: M.FileTable[] = []
+      const wholes: M.FileTable[] = []
       const packs = new Map<string, M.FileTable>()
       let bytes = 0
+      let next: number | undefined
       for (const fileId of msg.fileIds) {
-        const t = await table.file(remotePeer, fileId)
-        const pack = t.packed != null && !packs.has(t.packed.pack) ? await table.file(remotePeer, t.packed.pack) : undefined
-        bytes += encode(t).byteLength + (pack != null ? encode(pack).byteLength : 0)
-        // the rest is asked for again; the first table always goes, the message limit holds it
-        if (tables.length > 0 && bytes > TABLES_BUDGET) break
-        tables.push(t)
+        const whole = await table.file(remotePeer, fileId)
+        const pack = whole.packed != null && !packs.has(whole.packed.pack) ? await table.file(remotePeer, whole.packed.pack) : undefined
+        // a table larger than a page goes alone, as its first page (the rest through get)
+        const page = tablePage(whole)
+        bytes += encode(page.table).byteLength + (pack != null ? encode(pack).byteLength : 0)
+        if (tables.length > 0 && (bytes > TABLES_BUDGET || page.next != null)) break
+        tables.push(page.table)
+        wholes.push(whole)
         if (pack != null) packs.set(pack.fileId, pack)
+        if (page.next != null) { next = page.next; break }
       }
-      const vendors = vendorsOf([...tables, ...packs.values()])
-      return { t: 'tables', tables, packs: [...packs.values()], vendors, stats: vendors.map(v => stats(v.vendor)) }
+      const vendors = vendorsOf([...wholes, ...packs.values()])
+      return { t: 'tables', tables, packs: [...packs.values()], ...(next != null ? { next } : {}), vendors, stats: vendors.map(v => stats(v.vendor)) }
     },
 
     async list (_msg, remotePeer) {

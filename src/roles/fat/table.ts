@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { AccessDeniedError, InvalidArgumentError, NoSpaceError, NotFoundError } from '../../errors.ts'
 import { CHUNK_OVERHEAD } from '../../protocol/ids.ts'
-import type { FileTable, FileSummary, Health } from '../../protocol/messages.ts'
+import type { ChunkEntry, FileTable, FileSummary, Health } from '../../protocol/messages.ts'
 import type { VendorRecord, AllocationRecord, PendingOrder, Op, Member, TransferRecord, Replaced } from '../../protocol/fat-sync.ts'
 import { Records, type DB } from '../../store/db.ts'
 import { UserRecords } from './records.ts'
@@ -64,7 +64,10 @@ export function newOrder (vendor: string, kind: PendingOrder['kind'], scope: str
  * holds the applied position), and the digest hashes all but `meta`. A new kind of record needs
  * its prefix here, and nothing else, to travel in snapshots.
  */
-export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'file', 'order', 'xfer', 'urec', 'meta'] as const
+export const TABLE_PREFIXES = ['members', 'vendor', 'alloc', 'stage', 'file', 'order', 'xfer', 'urec', 'meta'] as const
+
+/** The key of a staged part under its allocation and file: its first line's index padded, so parts list in order. */
+const stageKey = (allocationId: string, fileId: string, first: number): string => `${allocationId}/${fileId}/${String(first).padStart(13, '0')}`
 /** Adds `value` to the set under `key` (on), or removes it and drops a set left empty (off). */
 function toggle<T> (m: Map<string, Set<T>>, key: string, value: T, on: boolean): void {
   let set = m.get(key)
@@ -112,6 +115,8 @@ export class FatTable {
   private readonly orderRecs: Records<PendingOrder>
   private readonly metaRecs: Records<number>
   private readonly memberRecs: Records<Member[]>
+  /** chunk lines of large files staged by commit-part ops, until their commit or expiry (see docs/replication.md) */
+  private readonly stageRecs: Records<ChunkEntry[]>
   private seq = 0
   /** the users' sealed records (the S3 gateway's index) */
   readonly records: UserRecords
@@ -125,6 +130,7 @@ export class FatTable {
     this.metaRecs = new Records(db, 'meta')
     this.memberRecs = new Records(db, 'members')
     this.transferRecs = new Records(db, 'xfer')
+    this.stageRecs = new Records(db, 'stage')
   }
 
   /** Reads the table from level again, from scratch (after a snapshot was installed, or a failed write). */
@@ -207,6 +213,18 @@ export class FatTable {
   /** A committed file's table, whoever owns it (for repair and migration). */
   async fileTable (fileId: string): Promise<FileTable | undefined> {
     return this.owners.has(fileId) ? await this.fileRecs.get(fileId) : undefined
+  }
+
+  /** The parts staged for `fileId` under `allocationId`, in order of their first chunk. */
+  async stagedParts (allocationId: string, fileId: string): Promise<Array<{ first: number, chunks: ChunkEntry[] }>> {
+    const out: Array<{ first: number, chunks: ChunkEntry[] }> = []
+    for await (const [k, chunks] of this.stageRecs.entries(`${allocationId}/${fileId}/`)) out.push({ first: Number(k.slice(k.lastIndexOf('/') + 1)), chunks })
+    return out
+  }
+
+  /** The chunk lines staged for `fileId` under `allocationId`, joined in order (checkCommit judges them). */
+  async stagedChunks (allocationId: string, fileId: string): Promise<ChunkEntry[]> {
+    return (await this.stagedParts(allocationId, fileId)).flatMap(p => p.chunks)
   }
 
   /** Packs of small files: files of the table that no user named. */
@@ -317,11 +335,43 @@ export class FatTable {
     }
   }
 
-  /** Checks final tables against their allocation; throws a clear error for anything off. */
-  checkCommit (owner: string, allocationId: string, tables: FileTable[]): AllocationRecord {
+  /** The owner's allocation, open still; a clear error otherwise. */
+  private openAllocation (owner: string, allocationId: string): AllocationRecord {
     const a = this.allocations.get(allocationId)
     if (a == null || a.expires <= Date.now()) throw new NotFoundError(`no open allocation ${allocationId}: it was committed already, or its lease expired; upload again`)
     if (a.owner !== owner) throw new AccessDeniedError(`allocation ${allocationId} belongs to another user`)
+    return a
+  }
+
+  /** Chunk line `c` at index `i` of file `fileId` of `size` bytes: right index and size, replicas on distinct granted vendors. */
+  private checkLine (a: AllocationRecord, fileId: string, size: number, c: ChunkEntry, i: number): void {
+    const plain = Math.min(a.chunkSize, size - i * a.chunkSize)
+    if (c.i !== i || c.size !== plain + CHUNK_OVERHEAD) throw new InvalidArgumentError(`file ${fileId}: chunk ${i} has the wrong index or size`)
+    const vendors = new Set(c.replicas.map(r => r.vendor))
+    if (c.replicas.length !== a.replicas || vendors.size !== c.replicas.length) throw new InvalidArgumentError(`file ${fileId}: chunk ${i} needs ${a.replicas} replicas on distinct vendors`)
+    for (const v of vendors) {
+      if (a.grants[v] == null) throw new AccessDeniedError(`chunk ${i} names vendor ${v}, which was not granted to this allocation`)
+    }
+  }
+
+  /**
+   * Checks a commit-part: lines `first`.. of a file of the owner's open allocation that has chunks
+   * of its own. The grants' totals are checked on the whole table, at the commit.
+   */
+  checkPart (owner: string, allocationId: string, fileId: string, first: number, chunks: ChunkEntry[]): AllocationRecord {
+    const a = this.openAllocation(owner, allocationId)
+    const slot = a.fileIds.indexOf(fileId)
+    if (slot < 0) throw new InvalidArgumentError(`file ${fileId} is not part of allocation ${allocationId}`)
+    if ((a.packed ?? []).includes(slot)) throw new InvalidArgumentError(`file ${fileId} lies in a pack: it has no chunk lines to stage`)
+    const count = chunkCount(a.sizes[slot], a.chunkSize)
+    if (chunks.length === 0 || first + chunks.length > count) throw new InvalidArgumentError(`file ${fileId} has ${count} chunks: a part from line ${first} holds 1 to ${Math.max(0, count - first)} lines, not ${chunks.length}`)
+    chunks.forEach((c, k) => { this.checkLine(a, fileId, a.sizes[slot], c, first + k) })
+    return a
+  }
+
+  /** Checks final tables against their allocation; throws a clear error for anything off. */
+  checkCommit (owner: string, allocationId: string, tables: FileTable[]): AllocationRecord {
+    const a = this.openAllocation(owner, allocationId)
     const perVendor = new Map<string, number>()
     const seen = new Set<string>()
     const inPack = new Set((a.packed ?? []).map(i => a.fileIds[i]))
@@ -338,14 +388,8 @@ export class FatTable {
       const count = chunkCount(table.size, a.chunkSize)
       if (table.chunks.length !== count) throw new InvalidArgumentError(`file ${table.fileId} lists ${table.chunks.length} chunks, the file has ${count}`)
       table.chunks.forEach((c, i) => {
-        const plain = Math.min(a.chunkSize, table.size - i * a.chunkSize)
-        if (c.i !== i || c.size !== plain + CHUNK_OVERHEAD) throw new InvalidArgumentError(`file ${table.fileId}: chunk ${i} has the wrong index or size`)
-        const vendors = new Set(c.replicas.map(r => r.vendor))
-        if (c.replicas.length !== a.replicas || vendors.size !== c.replicas.length) throw new InvalidArgumentError(`file ${table.fileId}: chunk ${i} needs ${a.replicas} replicas on distinct vendors`)
-        for (const v of vendors) {
-          if (a.grants[v] == null) throw new AccessDeniedError(`chunk ${i} names vendor ${v}, which was not granted to this allocation`)
-          add(perVendor, v, c.size)
-        }
+        this.checkLine(a, table.fileId, table.size, c, i)
+        for (const r of c.replicas) add(perVendor, r.vendor, c.size)
       })
     }
     for (const [v, b] of perVendor) {
@@ -427,6 +471,10 @@ export class FatTable {
       this.allocations.delete(id)
       batch.push(this.allocRecs.del(id))
     }
+    /** An allocation's staged parts go with it, whether committed or expired. */
+    const dropStaged = async (allocationId: string): Promise<void> => {
+      for await (const k of this.db.keys({ gte: this.stageRecs.key(`${allocationId}/`), lt: this.stageRecs.key(`${allocationId}/\xff`) })) batch.push({ type: 'del', key: k })
+    }
     switch (op.op) {
       case 'vendor': {
         const old = this.vendors.get(op.vendor.peer)
@@ -441,15 +489,24 @@ export class FatTable {
         this.lock(op.allocation, 1)
         batch.push(this.allocRecs.put(op.allocation.allocationId, op.allocation))
         break
+      case 'commit-part':
+        // staged only under an allocation still open; nothing in memory changes until the commit
+        if (this.allocations.has(op.allocationId)) batch.push(this.stageRecs.put(stageKey(op.allocationId, op.fileId, op.first), op.chunks))
+        break
       case 'commit': {
         closeAllocation(op.allocationId)
-        for (const t of op.tables) {
+        // a staged file's chunk lines are read back from its parts, in the same batch as its table
+        const staged = new Set(op.staged ?? [])
+        const tables: FileTable[] = []
+        for (const t of op.tables) tables.push(staged.has(t.fileId) ? { ...t, chunks: await this.stagedChunks(op.allocationId, t.fileId) } : t)
+        await dropStaged(op.allocationId)
+        for (const t of tables) {
           this.addFile(t)
           batch.push(this.fileRecs.put(t.fileId, t))
         }
         // a settle order's keep list repeats the tables' chunk ids: the entry leaves it out (so a
         // large file's commit fits one log entry) and every replica derives the same list here
-        orders(op.orders.map(o => o.kind === 'settle' && o.keep.length === 0 ? { ...o, keep: settleKeep(op.tables, o.vendor) } : o))
+        orders(op.orders.map(o => o.kind === 'settle' && o.keep.length === 0 ? { ...o, keep: settleKeep(tables, o.vendor) } : o))
         break
       }
       case 'renew': {
@@ -462,6 +519,7 @@ export class FatTable {
       }
       case 'expire':
         closeAllocation(op.allocationId)
+        await dropStaged(op.allocationId)
         orders(op.orders)
         break
       case 'release': {

@@ -8,6 +8,7 @@ import { FAT_PROTOCOL, MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_REPLICAS, MiB } from
 import * as M from '../../protocol/messages.ts'
 import { call, type Target } from '../../protocol/rpc.ts'
 import { signRequest } from '../../protocol/auth.ts'
+import { splitCommit, wholeTable } from '../../protocol/table-pages.ts'
 import type { Check } from '../../protocol/schema.ts'
 import type { StorNode } from '../../node/index.ts'
 import { parallel } from '../../parallel.ts'
@@ -221,7 +222,11 @@ export async function createUser (opts: UserOptions): Promise<User> {
 
   const table = async (fileId: string): Promise<M.Message<typeof M.TableReply>> => {
     checkFileId(fileId)
-    return await ask({ t: 'get', fileId }, { table: M.TableReply })
+    const first = await ask({ t: 'get', fileId }, { table: M.TableReply })
+    if (first.next == null) return first
+    // a large table comes in pages
+    const { next: _next, ...reply } = first
+    return { ...reply, table: await wholeTable(first, async from => await ask({ t: 'get', fileId, from }, { table: M.TableReply })) }
   }
 
   const release = async (fileId: string): Promise<{ fileId: string, freed: number }> => {
@@ -240,9 +245,12 @@ export async function createUser (opts: UserOptions): Promise<User> {
     buffers,
     allocate,
     renew,
-    commit: async (allocationId, tables) => {
+    commit: async (allocationId, whole) => {
+      // a large file's chunk lines go first, in parts the FAT stages; the commit names them
+      const { tables, staged, parts } = splitCommit(whole)
+      for (const p of parts) await ask({ t: 'commit-part', allocationId, ...p }, { ok: M.Ok })
       try {
-        await ask({ t: 'commit', allocationId, tables }, { ok: M.Ok })
+        await ask({ t: 'commit', allocationId, tables, ...(staged.length > 0 ? { staged } : {}) }, { ok: M.Ok })
       } catch (err) {
         // a commit retried on another replica after its reply was lost finds the allocation gone:
         // it took effect if the files are there
@@ -271,10 +279,12 @@ export async function createUser (opts: UserOptions): Promise<User> {
     while (out.length < fileIds.length) {
       const r = await ask({ t: 'get-many', fileIds: fileIds.slice(out.length, out.length + M.MAX_FILES) }, { tables: M.Tables })
       if (r.tables.length === 0) throw new IntegrityError('the FAT answered with no tables')
-      for (const t of r.tables) {
+      for (const [k, t] of r.tables.entries()) {
         const want = fileIds[out.length]
         if (t.fileId !== want || t.owner !== self) throw new IntegrityError(`the FAT answered with another file's table than ${want}`)
-        out.push(t)
+        // the last table may be the first page of a large one: the rest through get
+        const next = k === r.tables.length - 1 ? r.next : undefined
+        out.push(next == null ? t : await wholeTable({ table: t, next }, async from => await ask({ t: 'get', fileId: want, from }, { table: M.TableReply })))
       }
       for (const p of r.packs) if (p.owner === self && p.kind === 'pack') packs.set(p.fileId, p)
       r.vendors.forEach(v => vendors.set(v.vendor, v))

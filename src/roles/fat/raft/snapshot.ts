@@ -9,7 +9,8 @@ import type { SnapshotMeta } from './core.ts'
  * created, so the leader streams its table as of that moment while it goes on applying.
  */
 
-export interface SnapshotRecord { k: string, v: string }
+/** One record, or one piece of a record larger than a chunk: each piece but its last has `more`. */
+export interface SnapshotRecord { k: string, v: string, more?: boolean }
 
 /** Bytes of records per chunk on the wire (a message may be 16 MiB; keep well under it). */
 export const SNAPSHOT_CHUNK_BYTES = 1024 * 1024
@@ -35,8 +36,14 @@ export function readSnapshot (db: DB, prefixes: readonly string[], index: number
         if (!wanted.has(k.slice(0, k.indexOf('/')))) continue
         const text = dec.decode(v)
         if (k === 'meta/seq') seq = Number(text)
-        // a record larger than a chunk (a big file's table) travels alone
         if (chunk.length > 0 && bytes + k.length + v.byteLength > SNAPSHOT_CHUNK_BYTES) { yield chunk; chunk = []; bytes = 0 }
+        if (v.byteLength > SNAPSHOT_CHUNK_BYTES) {
+          // a record larger than a chunk (a big file's table) travels in pieces, one per chunk
+          const pieces = splitText(text, SNAPSHOT_CHUNK_BYTES)
+          for (const piece of pieces.slice(0, -1)) yield [{ k, v: piece, more: true }]
+          yield [{ k, v: pieces[pieces.length - 1] }]
+          continue
+        }
         chunk.push({ k, v: text })
         bytes += k.length + v.byteLength
       }
@@ -48,6 +55,19 @@ export function readSnapshot (db: DB, prefixes: readonly string[], index: number
   })()
 }
 
+/** `text` in pieces of at most `size` UTF-16 units, never splitting a surrogate pair. */
+export function splitText (text: string, size: number): string[] {
+  const out: string[] = []
+  for (let at = 0; at < text.length;) {
+    let end = Math.min(text.length, at + size)
+    const last = text.charCodeAt(end - 1)
+    if (end < text.length && last >= 0xd800 && last <= 0xdbff) end--
+    out.push(text.slice(at, end))
+    at = end
+  }
+  return out
+}
+
 interface Staged { id: string, next: number, bytes: number, meta?: SnapshotMeta<Member> }
 
 /**
@@ -57,6 +77,8 @@ interface Staged { id: string, next: number, bytes: number, meta?: SnapshotMeta<
  */
 export class SnapshotInbox {
   private staged: Staged | undefined
+  /** the pieces so far of a record that comes in pieces (memory: one record, however large the table) */
+  private partial: { k: string, pieces: string[] } | undefined
 
   constructor (private readonly db: DB, private readonly prefixes: readonly string[]) {}
 
@@ -65,6 +87,7 @@ export class SnapshotInbox {
     if (seq === 0) {
       await this.db.clear({ gte: STAGE, lt: `${STAGE}\xff` })
       this.staged = { id, next: 0, bytes: 0 }
+      this.partial = undefined
     }
     if (this.staged == null || this.staged.id !== id || this.staged.next !== seq) {
       throw new Error(`snapshot chunk ${seq} of ${id} is out of order; the leader starts it again`)
@@ -73,13 +96,22 @@ export class SnapshotInbox {
     const batch: Array<{ type: 'put', key: string, value: Uint8Array }> = []
     for (const r of records) {
       if (!wanted.has(r.k.slice(0, r.k.indexOf('/')))) throw new Error(`snapshot record ${r.k} is not a table record`)
-      JSON.parse(r.v) // every table record is JSON; a garbled one stops the snapshot here
-      const value = enc.encode(r.v)
+      if (this.partial != null && this.partial.k !== r.k) throw new Error(`snapshot record ${this.partial.k} ends without its last piece`)
+      if (r.more === true) {
+        this.partial ??= { k: r.k, pieces: [] }
+        this.partial.pieces.push(r.v)
+        continue
+      }
+      const text = this.partial != null ? [...this.partial.pieces, r.v].join('') : r.v
+      this.partial = undefined
+      JSON.parse(text) // every table record is JSON; a garbled one stops the snapshot here
+      const value = enc.encode(text)
       this.staged.bytes += r.k.length + value.byteLength
       batch.push({ type: 'put', key: `${STAGE}${r.k}`, value })
     }
     this.staged.next++
     if (last != null) {
+      if (this.partial != null) throw new Error(`snapshot record ${this.partial.k} ends without its last piece`)
       const seqRecord = await this.db.get(`${STAGE}meta/seq`)
       const at = seqRecord != null ? Number(dec.decode(seqRecord)) : Number(records.find(r => r.k === 'meta/seq')?.v ?? 0)
       if (at !== last.index) throw new Error(`the snapshot's table is at ${at}, its meta says ${last.index}`)
