@@ -231,6 +231,11 @@ describe('S3 gateway', function () {
     const anon = await fetch(`${(gw as GatewayProcess).url}/photos/ranged`)
     assert.equal(anon.status, 403)
     assert.match(await anon.text(), /<Error><Code>AccessDenied<\/Code>/)
+    // a CORS preflight (never signed): no bucket has a CORS configuration
+    const preflight = await fetch(`${(gw as GatewayProcess).url}/photos/ranged`, { method: 'OPTIONS' })
+    assert.equal(preflight.status, 400)
+    assert.match(await preflight.text(), /<Code>BadRequest<\/Code>/)
+    assert.equal((await fetch(`${(gw as GatewayProcess).url}/photos/ranged`, { method: 'OPTIONS', headers: { origin: 'http://example.com', 'access-control-request-method': 'GET' } })).status, 403)
     wrong.destroy()
     unknown.destroy()
   })
@@ -243,6 +248,16 @@ describe('S3 gateway', function () {
     const put = await getSignedUrl(s3, new PutObjectCommand({ Bucket: 'photos', Key: 'presigned-put' }), { expiresIn: 60 })
     assert.equal((await fetch(put, { method: 'PUT', body: 'via a presigned URL' })).status, 200)
     assert.equal((await bytesOf((await s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'presigned-put' }))).Body)).toString(), 'via a presigned URL')
+    // a body of unknown length (Transfer-Encoding: chunked), longer than the 16 MiB segments it is stored in
+    const unsized = randomBytes(17 * MiB + 123)
+    const chunkedPut = await getSignedUrl(s3, new PutObjectCommand({ Bucket: 'photos', Key: 'unsized' }), { expiresIn: 60 })
+    const pieces = Readable.toWeb(Readable.from((function * () { for (let i = 0; i < unsized.length; i += MiB) yield unsized.subarray(i, i + MiB) })()))
+    const sent = await fetch(chunkedPut, { method: 'PUT', body: pieces as any, duplex: 'half' } as any)
+    assert.equal(sent.status, 200, await sent.text())
+    assert.equal(sent.headers.get('etag'), `"${md5(unsized)}"`)
+    const back = await s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'unsized' }))
+    assert.equal(back.ContentLength, unsized.length)
+    assert.equal(sha(await bytesOf(back.Body)), sha(unsized))
     // signed a minute ago for one second: expired
     const old = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'photos', Key: 'streamed' }), { expiresIn: 1, signingDate: new Date(Date.now() - 60_000) })
     const expired = await fetch(old)
