@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { S3Client, CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { addKey, openClient, spawnGateway, type Cluster } from '../src/index.ts'
-import { peakRss } from './transfer.ts'
+import { benchNodeArgs, peakRss } from './transfer.ts'
 
 /** Times, and the gateway process's peak RSS after the upload and after the download (VmHWM). */
 export interface GatewayRun { upSeconds: number, downSeconds: number, upPeakRss: number, downPeakRss: number }
@@ -17,7 +17,8 @@ export async function measureGateway (cluster: Cluster, dir: string, src: string
   const userDir = join(dir, 'gateway-user')
   const client = await openClient({ dataDir: userDir, bootstrap: [cluster.bootstrap] })
   const key = await addKey(client, 'bench').finally(async () => { await client.close() })
-  const gw = await spawnGateway(userDir, cluster.bootstrap, ['--replicas', String(replicas)])
+  // BENCH_CPU_PROF profiles the gateway too
+  const gw = await spawnGateway(userDir, cluster.bootstrap, ['--replicas', String(replicas)], undefined, {}, { nodeArgs: benchNodeArgs() })
   const s3 = new S3Client({ endpoint: gw.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: key.accessKey, secretAccessKey: key.secret } })
   try {
     await s3.send(new CreateBucketCommand({ Bucket: 'bench' }))

@@ -112,6 +112,17 @@ describe('S3 gateway', function () {
     // a body whose Content-MD5 does not match is refused and not stored
     assert.equal((await failsWith(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-md5', Body: 'abc', ContentMD5: Buffer.from(md5(Buffer.from('abd')), 'hex').toString('base64') })))).code, 'BadDigest')
     assert.equal((await failsWith(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'bad-md5' })))).status, 404)
+    // the same for bodies of several MiB (hashed on the gateway's hashing thread): a wrong MD5, a wrong signed SHA-256
+    const big = randomBytes(3 * MiB + 5)
+    assert.equal((await failsWith(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-md5', Body: big, ContentMD5: Buffer.from(md5(big.subarray(1)), 'hex').toString('base64') })))).code, 'BadDigest')
+    const lying = client((gw as GatewayProcess).url, key.accessKey, key.secret)
+    // the signer signs the payload hash it finds in the request
+    lying.middlewareStack.add(next => async (args: any) => { args.request.headers['x-amz-content-sha256'] = sha(big.subarray(1)); return await next(args) }, { step: 'build' })
+    assert.equal((await failsWith(lying.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-sha', Body: big })))).code, 'XAmzContentSHA256Mismatch')
+    lying.destroy()
+    for (const k of ['bad-md5', 'bad-sha']) assert.equal((await failsWith(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: k })))).status, 404)
+    await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'big', Body: big, ContentMD5: Buffer.from(md5(big), 'hex').toString('base64') }))
+    assert.equal((await s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'big' }))).ETag, `"${md5(big)}"`)
   })
 
   it('serves ranges across chunk boundaries, fetching only what covers them', async function () {

@@ -12,6 +12,7 @@ import { compareKeys, listKeys } from './list.ts'
 import { isSigned, UNSIGNED_PAYLOAD, verifyRequest, type SigningContext } from './sigv4.ts'
 import { GatewayStore, secretOf, STORED_HEADERS, type ObjectRecord, type PartRecord } from './store.ts'
 import { fromXml, MAX_XML_BODY, toXml } from './xml.ts'
+import { HashWorker } from './hasher.ts'
 
 export { addKey, listKeys as listAccessKeys, removeKey } from './store.ts'
 
@@ -135,6 +136,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const { user } = opts
   const log = opts.log ?? logger('stor:gateway')
   const store = new GatewayStore(user, log)
+  const hashes = new HashWorker()
   const secrets = new Map<string, { secret: string | undefined, at: number }>()
   const lookupSecret = async (accessKey: string): Promise<string | undefined> => {
     const cached = secrets.get(accessKey)
@@ -167,30 +169,34 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     if (wantMd5 != null && !/^[A-Za-z0-9+/]{22}==$/.test(wantMd5)) throw new S3Error('InvalidDigest', 'The Content-MD5 you specified was not valid.')
     const wantSha = !streaming && payload !== UNSIGNED_PAYLOAD ? payload : undefined
     if (wantSha != null && !/^[0-9a-f]{64}$/.test(wantSha)) throw new S3Error('InvalidArgument', 'x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-* or a sha-256 in hex')
-    const md5 = createHash('md5')
-    const sha = wantSha != null ? createHash('sha256') : undefined
     let digest = ''
     const source: AsyncIterable<Buffer> = streaming ? decodeAwsChunked(r.req, r.signing, size as number) : r.req
-    const check = (): void => {
-      digest = md5.digest('hex')
-      if (wantMd5 != null && Buffer.from(digest, 'hex').toString('base64') !== wantMd5) throw new S3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.')
-      if (sha != null && sha.digest('hex') !== wantSha) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided \'x-amz-content-sha256\' header does not match what was computed.')
-    }
     async function * body (): AsyncGenerator<Buffer> {
-      let got = 0
-      if (size === 0) check()
-      for await (const piece of source) {
-        if (size != null && got + piece.byteLength > size) throw new S3Error('IncompleteBody', `the body is longer than its ${size} bytes`)
-        if (size == null && got + piece.byteLength > MAX_UNSIZED_BODY) throw new S3Error('EntityTooLarge', `Your proposed upload exceeds the maximum allowed size (${MAX_UNSIZED_BODY} bytes).`)
-        got += piece.byteLength
-        md5.update(piece)
-        sha?.update(piece)
-        // checked before the last bytes go on, so a bad body is never stored
-        if (got === size) check()
-        yield piece
+      // MD5 (the ETag) and the signed SHA-256 are computed on the hashing thread
+      const hash = hashes.hashing(wantSha != null ? ['md5', 'sha256'] : ['md5'], size)
+      const check = async (): Promise<void> => {
+        const [md5, sha] = await hash.digest()
+        digest = md5
+        if (wantMd5 != null && Buffer.from(digest, 'hex').toString('base64') !== wantMd5) throw new S3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.')
+        if (wantSha != null && sha !== wantSha) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided \'x-amz-content-sha256\' header does not match what was computed.')
       }
-      if (size == null) check()
-      else if (got !== size) throw new S3Error('IncompleteBody', `You did not provide the number of bytes specified by the Content-Length HTTP header (${got} of ${size}).`)
+      try {
+        let got = 0
+        if (size === 0) await check()
+        for await (const piece of source) {
+          if (size != null && got + piece.byteLength > size) throw new S3Error('IncompleteBody', `the body is longer than its ${size} bytes`)
+          if (size == null && got + piece.byteLength > MAX_UNSIZED_BODY) throw new S3Error('EntityTooLarge', `Your proposed upload exceeds the maximum allowed size (${MAX_UNSIZED_BODY} bytes).`)
+          got += piece.byteLength
+          await hash.update(piece)
+          // checked before the last bytes go on, so a bad body is never stored
+          if (got === size) await check()
+          yield piece
+        }
+        if (size == null) await check()
+        else if (got !== size) throw new S3Error('IncompleteBody', `You did not provide the number of bytes specified by the Content-Length HTTP header (${got} of ${size}).`)
+      } finally {
+        hash.drop()
+      }
     }
     return { size, body: body(), md5: () => digest }
   }
@@ -794,6 +800,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     async close () {
       server.closeAllConnections()
       await new Promise<void>(resolve => { server.close(() => { resolve() }) })
+      await hashes.close()
     }
   }
 }
