@@ -20,7 +20,7 @@ import { join } from 'node:path'
 import { startCluster, type Cluster } from '../src/index.ts'
 import type { StorNode } from '../src/node/index.ts'
 import { rawSender, sendRaw, startRawPeer, type RawPeer, type RawResult } from './raw.ts'
-import { benchNodeArgs, measureTcp, runCli, type CliRun } from './transfer.ts'
+import { benchNodeArgs, cpuSeconds, measureTcp, runCli, type CliRun } from './transfer.ts'
 import { measureRepair, type RepairResult } from './repair.ts'
 import { measureGateway } from './gateway.ts'
 
@@ -89,19 +89,6 @@ async function sha256File (path: string): Promise<string> {
   return h.digest('hex')
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc; undefined off Linux. */
-function cpuSeconds (pid: number | undefined): number | undefined {
-  if (pid == null) return undefined
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return undefined
-  }
-}
-
-/** CPU seconds per daemon process of the cluster so far, to see where a transfer spends its time. */
 function cpuSnapshot (cluster: Cluster): Map<string, number | undefined> {
   const m = new Map<string, number | undefined>([['fat', cpuSeconds(cluster.fat.child.pid)]])
   cluster.vendors.forEach((v, i) => m.set(`vendor${i}`, cpuSeconds(v.child.pid)))
@@ -305,7 +292,7 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
     }
     const g = await measureGateway(c, dir, src, total, srcHash, 2)
     result.gateway = { up: { seconds: g.upSeconds, MBs: mbs(total, g.upSeconds), peakRss: g.upPeakRss }, down: { seconds: g.downSeconds, MBs: mbs(total, g.downSeconds), peakRss: g.downPeakRss } }
-    log(`gateway x2: SDK upload ${g.upSeconds.toFixed(2)} s (${result.gateway.up.MBs.toFixed(1)} MB/s), GetObject ${g.downSeconds.toFixed(2)} s (${result.gateway.down.MBs.toFixed(1)} MB/s); gateway peak RSS ${(g.upPeakRss / MiB).toFixed(0)} MiB after the upload, ${(g.downPeakRss / MiB).toFixed(0)} MiB after the download`)
+    log(`gateway x2: SDK upload ${g.upSeconds.toFixed(2)} s (${result.gateway.up.MBs.toFixed(1)} MB/s, gateway cpu ${g.upCpuSeconds.toFixed(2)} s, this process (the SDK) ${g.upClientCpuSeconds.toFixed(2)} s), GetObject ${g.downSeconds.toFixed(2)} s (${result.gateway.down.MBs.toFixed(1)} MB/s); gateway peak RSS ${(g.upPeakRss / MiB).toFixed(0)} MiB after the upload, ${(g.downPeakRss / MiB).toFixed(0)} MiB after the download`)
     if (only) {
       log(`gateway x2: SDK upload ${(result.gateway.up.MBs / (result.upload.get(2) as BigResult).MBs).toFixed(2)} of upload x2 in this run`)
       return result

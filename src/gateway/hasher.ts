@@ -10,7 +10,9 @@ import { Worker } from 'node:worker_threads'
 /** Bytes gathered before they go to the worker in one message. */
 const BATCH_BYTES = 1024 * 1024
 /** Bytes sent to the worker and not hashed yet, at most: a body waits for the worker beyond. */
-const MAX_PENDING_BYTES = 8 * 1024 * 1024
+const MAX_PENDING_BYTES = 4 * 1024 * 1024
+/** Batches kept for reuse once the worker hands them back. */
+const MAX_SPARE_BATCHES = 16
 
 // the worker's code, evaluated as CommonJS (a bundle has no file of its own to point a worker at)
 const WORKER_SOURCE = `
@@ -19,7 +21,7 @@ const { createHash } = require('node:crypto')
 const jobs = new Map()
 parentPort.on('message', m => {
   if (m.t === 'start') jobs.set(m.id, m.algorithms.map(a => createHash(a)))
-  else if (m.t === 'update') { for (const h of jobs.get(m.id) ?? []) h.update(m.data); parentPort.postMessage({ t: 'hashed', id: m.id, bytes: m.data.byteLength }) }
+  else if (m.t === 'update') { for (const h of jobs.get(m.id) ?? []) h.update(m.data); parentPort.postMessage({ t: 'hashed', id: m.id, bytes: m.data.byteLength, data: m.data }, [m.data.buffer]) }
   else if (m.t === 'digest') { const hs = jobs.get(m.id) ?? []; jobs.delete(m.id); parentPort.postMessage({ t: 'digest', id: m.id, digests: hs.map(h => h.digest('hex')) }) }
   else if (m.t === 'drop') jobs.delete(m.id)
 })
@@ -32,12 +34,15 @@ export class HashWorker {
   private worker: Worker | undefined
   private readonly jobs = new Map<number, Job>()
   private next = 0
+  private readonly spare: Array<Buffer<ArrayBuffer>> = []
 
   private start (): Worker {
     if (this.worker != null) return this.worker
     const w = new Worker(WORKER_SOURCE, { eval: true })
     w.unref()
-    w.on('message', (m: { t: string, id: number, bytes?: number, digests?: string[] }) => {
+    w.on('message', (m: { t: string, id: number, bytes?: number, data?: Uint8Array, digests?: string[] }) => {
+      // a batch hashed comes back, to be filled again (fewer big buffers for the garbage collector)
+      if (m.data != null && this.spare.length < MAX_SPARE_BATCHES) this.spare.push(Buffer.from(m.data.buffer as ArrayBuffer, 0, BATCH_BYTES))
       const job = this.jobs.get(m.id)
       if (job == null) return
       if (m.t === 'hashed') { job.pending -= m.bytes ?? 0; job.wake?.() }
@@ -71,16 +76,17 @@ export class HashWorker {
     worker.postMessage({ t: 'start', id, algorithms })
     // bytes are copied into a batch of their own (never a slice of node's shared pool), which is
     // handed over whole to the worker
-    let batch = Buffer.allocUnsafeSlow(BATCH_BYTES)
+    const newBatch = (): Buffer<ArrayBuffer> => this.spare.pop() ?? Buffer.allocUnsafeSlow(BATCH_BYTES)
+    let batch = newBatch()
     let batchBytes = 0
     let failed: Error | undefined
     const flush = (): void => {
       if (batchBytes === 0) return
       const data = batch.subarray(0, batchBytes)
-      batch = Buffer.allocUnsafeSlow(BATCH_BYTES)
+      batch = newBatch()
       batchBytes = 0
       job.pending += data.byteLength
-      worker.postMessage({ t: 'update', id, data }, [data.buffer])
+      worker.postMessage({ t: 'update', id, data }, [data.buffer as ArrayBuffer])
     }
     job.fail = err => { failed = err }
     return {
