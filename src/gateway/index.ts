@@ -573,7 +573,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const uploadPart = async (r: Request): Promise<void> => {
     const n = partNumber(r)
     const uploadId = r.query.get('uploadId') as string
-    const u = await store.upload(r.bucket, uploadId)
+    const [u, old] = await Promise.all([store.upload(r.bucket, uploadId), store.part(uploadId, n)])
     if (u.value.key !== r.key) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.', { UploadId: uploadId })
     let stored: { fileId?: string, size: number, md5: string }
     if (r.headers['x-amz-copy-source'] != null) {
@@ -596,7 +596,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       stored = { fileId: body.files[0]?.fileId, size: body.size, md5: body.md5 }
     }
     const rec: PartRecord = { fileId: stored.fileId ?? '', size: stored.size, etag: stored.md5, modified: Date.now() }
-    await store.putPart(r.bucket, uploadId, n, rec)
+    await store.putPart(r.bucket, uploadId, n, rec, { upload: u, old })
     if (r.headers['x-amz-copy-source'] != null) send(r, 200, toXml('CopyPartResult', { LastModified: isoDate(rec.modified), ETag: quote(rec.etag) }))
     else send(r, 200, undefined, { etag: quote(rec.etag) })
   }
