@@ -8,23 +8,29 @@ import { join } from 'node:path'
 import { S3Client, CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { addKey, openClient, spawnGateway, type Cluster } from '../src/index.ts'
-import { peakRss } from './transfer.ts'
+import { benchNodeArgs, cpuSeconds, peakRss } from './transfer.ts'
 
 /** Times, and the gateway process's peak RSS after the upload and after the download (VmHWM). */
-export interface GatewayRun { upSeconds: number, downSeconds: number, upPeakRss: number, downPeakRss: number }
+export interface GatewayRun { upSeconds: number, downSeconds: number, upPeakRss: number, downPeakRss: number, upCpuSeconds: number, upClientCpuSeconds: number }
 
 export async function measureGateway (cluster: Cluster, dir: string, src: string, total: number, srcHash: string, replicas: number): Promise<GatewayRun> {
   const userDir = join(dir, 'gateway-user')
   const client = await openClient({ dataDir: userDir, bootstrap: [cluster.bootstrap] })
   const key = await addKey(client, 'bench').finally(async () => { await client.close() })
-  const gw = await spawnGateway(userDir, cluster.bootstrap, ['--replicas', String(replicas)])
+  // BENCH_CPU_PROF profiles the gateway too
+  const gw = await spawnGateway(userDir, cluster.bootstrap, ['--replicas', String(replicas)], undefined, {}, { nodeArgs: benchNodeArgs() })
   const s3 = new S3Client({ endpoint: gw.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: key.accessKey, secretAccessKey: key.secret } })
   try {
     await s3.send(new CreateBucketCommand({ Bucket: 'bench' }))
+    const cpuBefore = cpuSeconds(gw.child.pid) ?? 0
+    const clientBefore = process.cpuUsage()
     let t = performance.now()
     await new Upload({ client: s3, params: { Bucket: 'bench', Key: 'input.bin', Body: createReadStream(src, { highWaterMark: 1024 * 1024 }) }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
     const upSeconds = (performance.now() - t) / 1000
     const upPeakRss = peakRss(gw.child.pid)
+    const upCpuSeconds = (cpuSeconds(gw.child.pid) ?? 0) - cpuBefore
+    const clientCpu = process.cpuUsage(clientBefore)
+    const upClientCpuSeconds = (clientCpu.user + clientCpu.system) / 1e6
     t = performance.now()
     const got = await s3.send(new GetObjectCommand({ Bucket: 'bench', Key: 'input.bin' }))
     const h = createHash('sha256')
@@ -32,7 +38,7 @@ export async function measureGateway (cluster: Cluster, dir: string, src: string
     for await (const part of got.Body as AsyncIterable<Uint8Array>) { h.update(part); bytes += part.byteLength }
     const downSeconds = (performance.now() - t) / 1000
     if (bytes !== total || h.digest('hex') !== srcHash) throw new Error(`gateway: the object read back (${bytes} bytes) does not match the uploaded file`)
-    return { upSeconds, downSeconds, upPeakRss, downPeakRss: peakRss(gw.child.pid) }
+    return { upSeconds, downSeconds, upPeakRss, downPeakRss: peakRss(gw.child.pid), upCpuSeconds, upClientCpuSeconds }
   } catch (err) {
     const e = gw.stderr()
     if (e !== '') process.stderr.write(`gateway stderr:\n${e.slice(-3000)}\n`)

@@ -8,6 +8,8 @@
 // and a download runs during repair.
 // BENCH_MB sets the file size in MiB (default 1024), BENCH_FILES the small-file count (default 1000),
 // BENCH_CPU_PROF=DIR runs every CLI command and daemon with node --cpu-prof, its profiles in DIR.
+// BENCH_ONLY=gateway runs only `stordaemon upload` x2 and the S3 gateway's upload and download of the
+// same file, and prints the gateway's ratio (for working on the gateway; no table, no targets).
 //   npm run bench            BENCH_MB=64 BENCH_FILES=200 node dist/bench/index.js   (quick, about a minute)
 import '../src/polyfill.ts'
 import { createHash, randomBytes } from 'node:crypto'
@@ -18,7 +20,7 @@ import { join } from 'node:path'
 import { startCluster, type Cluster } from '../src/index.ts'
 import type { StorNode } from '../src/node/index.ts'
 import { rawSender, sendRaw, startRawPeer, type RawPeer, type RawResult } from './raw.ts'
-import { benchNodeArgs, measureTcp, runCli, type CliRun } from './transfer.ts'
+import { benchNodeArgs, cpuSeconds, measureTcp, runCli, type CliRun } from './transfer.ts'
 import { measureRepair, type RepairResult } from './repair.ts'
 import { measureGateway } from './gateway.ts'
 
@@ -87,19 +89,6 @@ async function sha256File (path: string): Promise<string> {
   return h.digest('hex')
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc; undefined off Linux. */
-function cpuSeconds (pid: number | undefined): number | undefined {
-  if (pid == null) return undefined
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return undefined
-  }
-}
-
-/** CPU seconds per daemon process of the cluster so far, to see where a transfer spends its time. */
 function cpuSnapshot (cluster: Cluster): Map<string, number | undefined> {
   const m = new Map<string, number | undefined>([['fat', cpuSeconds(cluster.fat.child.pid)]])
   cluster.vendors.forEach((v, i) => m.set(`vendor${i}`, cpuSeconds(v.child.pid)))
@@ -238,6 +227,13 @@ interface Transfer {
   gateway?: { up: CommandResult, down: CommandResult }
 }
 
+/** BENCH_ONLY=gateway: only the upload x2 and the gateway, the rest left out. */
+function gatewayOnly (): boolean {
+  const only = process.env.BENCH_ONLY
+  if (only != null && only !== 'gateway') throw new Error(`BENCH_ONLY: "${only}" is not a part the benchmark can run alone (only "gateway")`)
+  return only === 'gateway'
+}
+
 function benchFiles (): number {
   const text = process.env.BENCH_FILES ?? '1000'
   if (!/^\d+$/.test(text.trim()) || Number(text) < 1) throw new Error(`BENCH_FILES: "${text}" is not a whole number >= 1`)
@@ -270,12 +266,17 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
     const src = join(dir, 'input.bin')
     log(`cluster: writing ${total / MiB} MiB of random bytes to ${src}`)
     const srcHash = await randomFile(src, total)
-    for (const replicas of [1, 2]) {
+    const only = gatewayOnly()
+    for (const replicas of only ? [2] : [1, 2]) {
       let cpu = cpuSnapshot(c)
       const up = await command(`upload x${replicas}`, ['upload', src, ...user, '--replicas', String(replicas)], limit)
       let used = cpuUsed(cpu, cpuSnapshot(c))
       result.upload.set(replicas, bigResult(total, up.run, used, replicas))
       log(`upload x${replicas}: ${up.out.chunks} chunks in ${up.run.seconds.toFixed(2)} s (whole command), ${mbs(total, up.run.seconds).toFixed(1)} MB/s, peak RSS ${(up.run.peakRss / MiB).toFixed(0)} MiB; ${cpuLine(up.run, used)}`)
+      if (only) {
+        await command('release', ['release', up.out.fileId, ...user], 60_000)
+        continue
+      }
       const out = join(dir, `output-${replicas}.bin`)
       cpu = cpuSnapshot(c)
       const down = await command(`download x${replicas}`, ['download', up.out.fileId, out, ...user], limit)
@@ -291,7 +292,11 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
     }
     const g = await measureGateway(c, dir, src, total, srcHash, 2)
     result.gateway = { up: { seconds: g.upSeconds, MBs: mbs(total, g.upSeconds), peakRss: g.upPeakRss }, down: { seconds: g.downSeconds, MBs: mbs(total, g.downSeconds), peakRss: g.downPeakRss } }
-    log(`gateway x2: SDK upload ${g.upSeconds.toFixed(2)} s (${result.gateway.up.MBs.toFixed(1)} MB/s), GetObject ${g.downSeconds.toFixed(2)} s (${result.gateway.down.MBs.toFixed(1)} MB/s); gateway peak RSS ${(g.upPeakRss / MiB).toFixed(0)} MiB after the upload, ${(g.downPeakRss / MiB).toFixed(0)} MiB after the download`)
+    log(`gateway x2: SDK upload ${g.upSeconds.toFixed(2)} s (${result.gateway.up.MBs.toFixed(1)} MB/s, gateway cpu ${g.upCpuSeconds.toFixed(2)} s, this process (the SDK) ${g.upClientCpuSeconds.toFixed(2)} s), GetObject ${g.downSeconds.toFixed(2)} s (${result.gateway.down.MBs.toFixed(1)} MB/s); gateway peak RSS ${(g.upPeakRss / MiB).toFixed(0)} MiB after the upload, ${(g.downPeakRss / MiB).toFixed(0)} MiB after the download`)
+    if (only) {
+      log(`gateway x2: SDK upload ${(result.gateway.up.MBs / (result.upload.get(2) as BigResult).MBs).toFixed(2)} of upload x2 in this run`)
+      return result
+    }
 
     const smallDir = join(dir, 'small')
     await mkdir(smallDir, { recursive: true })
@@ -456,6 +461,10 @@ async function main (): Promise<number> {
     cleanup.add(`temp folder ${dir}`, async () => { await endChildren(); await rm(dir, { recursive: true, force: true }) })
 
     const files = benchFiles()
+    if (gatewayOnly()) {
+      await measureCluster(cleanup, dir, total, files)
+      return 0
+    }
     log(`tcp: ${sizeMiB} MiB over one plain socket`)
     const tcpMBs = await measureTcp(total)
     log(`tcp: ${tcpMBs.toFixed(1)} MB/s`)

@@ -14,6 +14,20 @@ import { binPath } from '../src/cluster.ts'
 const MiB = 1024 * 1024
 
 /** Peak resident set (VmHWM) of a live process, in bytes; 0 once it is gone or off Linux. */
+/** CPU seconds (user + system) a process has used so far, from /proc; undefined off Linux. */
+export function cpuSeconds (pid: number | undefined): number | undefined {
+  if (pid == null) return undefined
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100 // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return undefined
+  }
+}
+
+/** CPU seconds per daemon process of the cluster so far, to see where a transfer spends its time. */
+
 export function peakRss (pid: number | undefined): number {
   if (pid == null) return 0
   try {

@@ -376,6 +376,8 @@ const gateway = userOpts(program.command('gateway').description('serve S3 (AWS S
     const tls = opts.tlsCert != null
       ? { cert: await readFile(opts.tlsCert).catch(() => { throw new InvalidArgumentError(`--tls-cert: cannot read ${opts.tlsCert as string}`) }), key: await readFile(opts.tlsKey).catch(() => { throw new InvalidArgumentError(`--tls-key: cannot read ${opts.tlsKey as string}`) }) }
       : undefined
+    // the gateway moves objects' bytes as the CLI's transfers do (its index lives at the FAT, not in its heap)
+    heapForTransfers()
     const client = await openClient({ dataDir: opts.dataDir, bootstrap: opts.bootstrap ?? [], identity: 'require' })
     let gw
     try {

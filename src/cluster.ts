@@ -191,9 +191,9 @@ export interface GatewayProcess {
 }
 
 /** Starts `stordaemon gateway` as the user of `dataDir` and waits for its address and `ready`. */
-export async function spawnGateway (dataDir: string, bootstrap: string, args: string[] = [], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}): Promise<GatewayProcess> {
+export async function spawnGateway (dataDir: string, bootstrap: string, args: string[] = [], timeoutMs = 60_000, env: NodeJS.ProcessEnv = {}, launch: Launch = {}): Promise<GatewayProcess> {
   const listen = args.includes('--listen') ? [] : ['--listen', '127.0.0.1:0']
-  const { child, stderr, exited } = startChild(['gateway', '--data-dir', dataDir, '--bootstrap', bootstrap, ...listen, ...args], env)
+  const { child, stderr, exited } = startChild(['gateway', '--data-dir', dataDir, '--bootstrap', bootstrap, ...listen, ...args], env, launch)
   let url = ''
   let peer = ''
   let http: string | undefined

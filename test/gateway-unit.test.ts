@@ -12,7 +12,7 @@ import { Sha256 } from '@aws-crypto/sha256-js'
 import { chunkSignature, signingKey, verifyRequest, STREAMING_SIGNED, type SigningContext } from '../src/gateway/sigv4.ts'
 import { decodeAwsChunked } from '../src/gateway/chunked.ts'
 import { listKeys } from '../src/gateway/list.ts'
-import { parseListen, parseRange, checkBucketName, operationOf } from '../src/gateway/index.ts'
+import { parseListen, parseRange, checkBucketName, headersOf, operationOf } from '../src/gateway/index.ts'
 import { S3Error } from '../src/gateway/errors.ts'
 import { planSegments, copyInto } from '../src/roles/user/range.ts'
 import { streamSource } from '../src/roles/user/source.ts'
@@ -53,6 +53,17 @@ describe('gateway: SigV4 against @smithy/signature-v4', function () {
     const pre = await signer.presign({ method: 'GET', protocol: 'http:', hostname: '127.0.0.1', port: 9000, path: '/bucket/key', query: {}, headers: { host: '127.0.0.1:9000', 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } } as any, { expiresIn: 60 }) as any
     const ctx = await verifyRequest({ method: 'GET', rawPath: '/bucket/key', rawQuery: rawQuery(pre.query), headers: lower(pre.headers) }, secretOf)
     assert.equal(ctx.payload, 'UNSIGNED-PAYLOAD')
+  })
+
+  it('accepts non-ASCII metadata signed in UTF-8, read from the bytes node shows as Latin-1', async function () {
+    const req = await signed({ method: 'PUT', path: '/bucket/key', headers: { 'x-amz-meta-greeting': 'Hello Worldé ✓' } })
+    // node hands over each byte of a header value as one character
+    const onWire = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('latin1')]))
+    const headers = headersOf({ headers: onWire }) as Record<string, string>
+    assert.equal(headers['x-amz-meta-greeting'], 'Hello Worldé ✓')
+    await verifyRequest({ ...req, headers }, secretOf)
+    // bytes that are not UTF-8 stay as they came
+    assert.equal(headersOf({ headers: { 'x-a': 'caf\xe9' } })['x-a'], 'caf\xe9')
   })
 
   it('refuses a wrong secret, an unknown key, a changed request, an old request and an expired URL', async function () {

@@ -112,6 +112,17 @@ describe('S3 gateway', function () {
     // a body whose Content-MD5 does not match is refused and not stored
     assert.equal((await failsWith(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-md5', Body: 'abc', ContentMD5: Buffer.from(md5(Buffer.from('abd')), 'hex').toString('base64') })))).code, 'BadDigest')
     assert.equal((await failsWith(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'bad-md5' })))).status, 404)
+    // the same for bodies of several MiB (hashed on the gateway's hashing thread): a wrong MD5, a wrong signed SHA-256
+    const big = randomBytes(3 * MiB + 5)
+    assert.equal((await failsWith(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-md5', Body: big, ContentMD5: Buffer.from(md5(big.subarray(1)), 'hex').toString('base64') })))).code, 'BadDigest')
+    const lying = client((gw as GatewayProcess).url, key.accessKey, key.secret)
+    // the signer signs the payload hash it finds in the request
+    lying.middlewareStack.add(next => async (args: any) => { args.request.headers['x-amz-content-sha256'] = sha(big.subarray(1)); return await next(args) }, { step: 'build' })
+    assert.equal((await failsWith(lying.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-sha', Body: big })))).code, 'XAmzContentSHA256Mismatch')
+    lying.destroy()
+    for (const k of ['bad-md5', 'bad-sha']) assert.equal((await failsWith(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: k })))).status, 404)
+    await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'big', Body: big, ContentMD5: Buffer.from(md5(big), 'hex').toString('base64') }))
+    assert.equal((await s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'big' }))).ETag, `"${md5(big)}"`)
   })
 
   it('serves ranges across chunk boundaries, fetching only what covers them', async function () {
@@ -231,6 +242,11 @@ describe('S3 gateway', function () {
     const anon = await fetch(`${(gw as GatewayProcess).url}/photos/ranged`)
     assert.equal(anon.status, 403)
     assert.match(await anon.text(), /<Error><Code>AccessDenied<\/Code>/)
+    // a CORS preflight (never signed): no bucket has a CORS configuration
+    const preflight = await fetch(`${(gw as GatewayProcess).url}/photos/ranged`, { method: 'OPTIONS' })
+    assert.equal(preflight.status, 400)
+    assert.match(await preflight.text(), /<Code>BadRequest<\/Code>/)
+    assert.equal((await fetch(`${(gw as GatewayProcess).url}/photos/ranged`, { method: 'OPTIONS', headers: { origin: 'http://example.com', 'access-control-request-method': 'GET' } })).status, 403)
     wrong.destroy()
     unknown.destroy()
   })
@@ -243,6 +259,16 @@ describe('S3 gateway', function () {
     const put = await getSignedUrl(s3, new PutObjectCommand({ Bucket: 'photos', Key: 'presigned-put' }), { expiresIn: 60 })
     assert.equal((await fetch(put, { method: 'PUT', body: 'via a presigned URL' })).status, 200)
     assert.equal((await bytesOf((await s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'presigned-put' }))).Body)).toString(), 'via a presigned URL')
+    // a body of unknown length (Transfer-Encoding: chunked), longer than the 16 MiB segments it is stored in
+    const unsized = randomBytes(17 * MiB + 123)
+    const chunkedPut = await getSignedUrl(s3, new PutObjectCommand({ Bucket: 'photos', Key: 'unsized' }), { expiresIn: 60 })
+    const pieces = Readable.toWeb(Readable.from((function * () { for (let i = 0; i < unsized.length; i += MiB) yield unsized.subarray(i, i + MiB) })()))
+    const sent = await fetch(chunkedPut, { method: 'PUT', body: pieces as any, duplex: 'half' } as any)
+    assert.equal(sent.status, 200, await sent.text())
+    assert.equal(sent.headers.get('etag'), `"${md5(unsized)}"`)
+    const back = await s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'unsized' }))
+    assert.equal(back.ContentLength, unsized.length)
+    assert.equal(sha(await bytesOf(back.Body)), sha(unsized))
     // signed a minute ago for one second: expired
     const old = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'photos', Key: 'streamed' }), { expiresIn: 1, signingDate: new Date(Date.now() - 60_000) })
     const expired = await fetch(old)

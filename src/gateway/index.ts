@@ -13,6 +13,7 @@ import { compareKeys, listKeys } from './list.ts'
 import { isSigned, UNSIGNED_PAYLOAD, verifyRequest, type SigningContext } from './sigv4.ts'
 import { GatewayStore, listKeys as accessKeys, secretOf, STORED_HEADERS, type ObjectRecord, type PartRecord } from './store.ts'
 import { fromXml, MAX_XML_BODY, toXml } from './xml.ts'
+import { HashWorker } from './hasher.ts'
 
 export { addKey, listKeys as listAccessKeys, removeKey } from './store.ts'
 
@@ -47,6 +48,9 @@ const MAX_PARTS = 10_000
 /** Parts one object may have: its record lists their files, and a record holds 64 KiB. */
 const MAX_OBJECT_PARTS = 800
 const MAX_LIST_KEYS = 1000
+/** A PutObject body of unknown length (Transfer-Encoding: chunked): S3's limit of one PUT, and the files it is cut into. */
+const MAX_UNSIZED_BODY = 5 * 1024 ** 3
+const UNSIZED_SEGMENT = 16 * 1024 * 1024
 /**
  * The names objects' files get in their tables: the FAT sees a file's name, so it is not the
  * bucket or the key (those are sealed in the records).
@@ -129,9 +133,19 @@ interface Request {
   counted: Counted
 }
 
-function headersOf (req: IncomingMessage): Record<string, string | undefined> {
+/**
+ * The request's headers, a value's bytes read as UTF-8 when they are (node reads them as Latin-1):
+ * clients send and sign non-ASCII metadata in UTF-8, and node writes header values back in UTF-8.
+ */
+export function headersOf (req: Pick<IncomingMessage, 'headers'>): Record<string, string | undefined> {
   const out: Record<string, string | undefined> = {}
-  for (const [k, v] of Object.entries(req.headers)) out[k] = Array.isArray(v) ? v.join(',') : v
+  for (const [k, v] of Object.entries(req.headers)) {
+    const value = Array.isArray(v) ? v.join(',') : v
+    if (value == null || !/[^\x00-\x7f]/.test(value)) { out[k] = value; continue }
+    const bytes = Buffer.from(value, 'latin1')
+    const text = bytes.toString('utf8')
+    out[k] = Buffer.from(text, 'utf8').equals(bytes) ? text : value
+  }
   return out
 }
 
@@ -194,6 +208,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const monitor = httpAddr != null ? gatewayMonitoring(httpAddr, logger('stor:gateway:http')) : undefined
   const metrics: GatewayMetrics | undefined = monitor?.metrics
   const store = new GatewayStore(user, log)
+  const hashes = new HashWorker()
   const secrets = new Map<string, { secret: string | undefined, at: number }>()
   const lookupSecret = async (accessKey: string): Promise<string | undefined> => {
     const cached = secrets.get(accessKey)
@@ -211,65 +226,97 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   /**
    * The request body as it arrives, checked: decoded from aws-chunked (each chunk's signature
    * checked), its length, sha-256 (when signed) and Content-MD5 (when given) checked at its end.
-   * `md5` is the bytes' MD5 once the body has ended.
+   * `md5` is the bytes' MD5 once the body has ended. `size` is undefined for a body sent with
+   * `Transfer-Encoding: chunked` and no length, which `unsized` allows (at most MAX_UNSIZED_BODY).
    */
-  const bodyOf = (r: Request): { size: number, body: AsyncGenerator<Buffer>, md5: () => string } => {
+  const bodyOf = (r: Request, unsized = false): { size: number | undefined, body: AsyncGenerator<Buffer>, md5: () => string } => {
     const { payload } = r.signing
     const streaming = payload.startsWith('STREAMING-')
     const lengthHeader = streaming ? r.headers['x-amz-decoded-content-length'] : r.headers['content-length']
-    if (lengthHeader == null && r.headers['transfer-encoding'] == null) throw new S3Error('MissingContentLength', 'You must provide the Content-Length HTTP header.')
-    if (lengthHeader == null) throw new S3Error('MissingContentLength', `You must provide the ${streaming ? 'x-amz-decoded-content-length' : 'Content-Length'} HTTP header.`)
-    const size = Number(lengthHeader)
-    if (!Number.isSafeInteger(size) || size < 0) throw new S3Error('InvalidArgument', `the content length "${lengthHeader}" is not a byte count`)
+    const chunkedOnly = lengthHeader == null && !streaming && r.headers['transfer-encoding'] != null
+    if (lengthHeader == null && !(chunkedOnly && unsized)) throw new S3Error('MissingContentLength', `You must provide the ${streaming ? 'x-amz-decoded-content-length' : 'Content-Length'} HTTP header.`)
+    const size = lengthHeader == null ? undefined : Number(lengthHeader)
+    if (size != null && (!Number.isSafeInteger(size) || size < 0)) throw new S3Error('InvalidArgument', `the content length "${lengthHeader}" is not a byte count`)
     const wantMd5 = r.headers['content-md5']
     if (wantMd5 != null && !/^[A-Za-z0-9+/]{22}==$/.test(wantMd5)) throw new S3Error('InvalidDigest', 'The Content-MD5 you specified was not valid.')
     const wantSha = !streaming && payload !== UNSIGNED_PAYLOAD ? payload : undefined
     if (wantSha != null && !/^[0-9a-f]{64}$/.test(wantSha)) throw new S3Error('InvalidArgument', 'x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-* or a sha-256 in hex')
-    const md5 = createHash('md5')
-    const sha = wantSha != null ? createHash('sha256') : undefined
     let digest = ''
-    const source: AsyncIterable<Buffer> = streaming ? decodeAwsChunked(r.req, r.signing, size) : r.req
-    const check = (): void => {
-      digest = md5.digest('hex')
-      if (wantMd5 != null && Buffer.from(digest, 'hex').toString('base64') !== wantMd5) throw new S3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.')
-      if (sha != null && sha.digest('hex') !== wantSha) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided \'x-amz-content-sha256\' header does not match what was computed.')
-    }
+    const source: AsyncIterable<Buffer> = streaming ? decodeAwsChunked(r.req, r.signing, size as number) : r.req
     async function * body (): AsyncGenerator<Buffer> {
-      let got = 0
-      if (size === 0) check()
-      for await (const piece of source) {
-        if (got + piece.byteLength > size) throw new S3Error('IncompleteBody', `the body is longer than its ${size} bytes`)
-        got += piece.byteLength
-        r.counted.in += piece.byteLength
-        md5.update(piece)
-        sha?.update(piece)
-        // checked before the last bytes go on, so a bad body is never stored
-        if (got === size) check()
-        yield piece
+      // MD5 (the ETag) and the signed SHA-256 are computed on the hashing thread
+      const hash = hashes.hashing(wantSha != null ? ['md5', 'sha256'] : ['md5'], size)
+      const check = async (): Promise<void> => {
+        const [md5, sha] = await hash.digest()
+        digest = md5
+        if (wantMd5 != null && Buffer.from(digest, 'hex').toString('base64') !== wantMd5) throw new S3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.')
+        if (wantSha != null && sha !== wantSha) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided \'x-amz-content-sha256\' header does not match what was computed.')
       }
-      if (got !== size) throw new S3Error('IncompleteBody', `You did not provide the number of bytes specified by the Content-Length HTTP header (${got} of ${size}).`)
+      try {
+        let got = 0
+        if (size === 0) await check()
+        for await (const piece of source) {
+          if (size != null && got + piece.byteLength > size) throw new S3Error('IncompleteBody', `the body is longer than its ${size} bytes`)
+          if (size == null && got + piece.byteLength > MAX_UNSIZED_BODY) throw new S3Error('EntityTooLarge', `Your proposed upload exceeds the maximum allowed size (${MAX_UNSIZED_BODY} bytes).`)
+          got += piece.byteLength
+          r.counted.in += piece.byteLength
+          await hash.update(piece)
+          // checked before the last bytes go on, so a bad body is never stored
+          if (got === size) await check()
+          yield piece
+        }
+        if (size == null) await check()
+        else if (got !== size) throw new S3Error('IncompleteBody', `You did not provide the number of bytes specified by the Content-Length HTTP header (${got} of ${size}).`)
+      } finally {
+        hash.drop()
+      }
     }
     return { size, body: body(), md5: () => digest }
   }
 
-  /** Stores a request body as a stordaemon file (none for an empty body); the body is read to its end and checked. */
-  const storeBody = async (r: Request, name: string): Promise<{ fileId?: string, size: number, md5: string }> => {
-    const { size, body, md5 } = bodyOf(r)
-    let fileId: string | undefined
-    if (size > 0) fileId = (await user.uploadStream(body, size, { ...uploadOpts, name: name.slice(0, 255) })).fileId
+  /**
+   * Stores a request body as stordaemon files (none for an empty body); the body is read to its
+   * end and checked. A body of known size is one file; one of unknown size (a PutObject sent with
+   * Transfer-Encoding: chunked) is cut into files of UNSIZED_SEGMENT bytes, each stored once full,
+   * so that no more than one segment is held.
+   */
+  const storeBody = async (r: Request, name: string, unsized = false): Promise<{ files: ObjectRecord['parts'], size: number, md5: string }> => {
+    const { size, body, md5 } = bodyOf(r, unsized)
+    const files: ObjectRecord['parts'] = []
+    const storeFile = async (source: AsyncIterable<Uint8Array>, bytes: number): Promise<void> => {
+      files.push({ fileId: (await user.uploadStream(source, bytes, { ...uploadOpts, name: name.slice(0, 255) })).fileId, size: bytes })
+    }
     try {
+      if (size != null && size > 0) await storeFile(body, size)
+      if (size == null) {
+        let held: Buffer[] = []
+        let heldBytes = 0
+        const flush = async (): Promise<void> => {
+          const segment = held
+          held = []
+          heldBytes = 0
+          if (segment.length > 0) await storeFile((async function * () { yield * segment })(), segment.reduce((a, b) => a + b.byteLength, 0))
+        }
+        for await (const piece of body) {
+          held.push(piece)
+          heldBytes += piece.byteLength
+          if (heldBytes >= UNSIZED_SEGMENT) await flush()
+        }
+        // the body has ended, and been checked, before its last segment is stored
+        await flush()
+      }
       // the rest (an aws-chunked body's final chunk and trailer) is checked too
       for (;;) if ((await body.next()).done === true) break
     } catch (err) {
-      if (fileId != null) await store.releaseFiles([fileId])
+      await store.releaseFiles(files.map(f => f.fileId))
       throw err
     }
-    return { fileId, size, md5: md5() }
+    return { files, size: size ?? files.reduce((a, f) => a + f.size, 0), md5: md5() }
   }
 
   const readXml = async (r: Request, root: string): Promise<Record<string, any>> => {
     const { size, body } = bodyOf(r)
-    if (size > MAX_XML_BODY) throw new S3Error('MalformedXML', `the XML body is larger than ${MAX_XML_BODY} bytes`)
+    if (size != null && size > MAX_XML_BODY) throw new S3Error('MalformedXML', `the XML body is larger than ${MAX_XML_BODY} bytes`)
     const pieces: Buffer[] = []
     for await (const p of body) pieces.push(p)
     return fromXml(Buffer.concat(pieces).toString('utf8'), root)
@@ -475,8 +522,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       if (ifNoneMatch != null && old != null && listed(ifNoneMatch, old.etag)) throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' })
     }
     if (r.headers['if-match'] != null || r.headers['if-none-match'] != null) condition(await store.object(r.bucket, r.key).catch(err => { if (err instanceof S3Error && err.code === 'NoSuchKey') return undefined; throw err }))
-    const stored = await storeBody(r, OBJECT_FILE)
-    const rec: ObjectRecord = { size: stored.size, etag: stored.md5, modified: Date.now(), meta, headers, parts: stored.fileId != null ? [{ fileId: stored.fileId, size: stored.size }] : [] }
+    const stored = await storeBody(r, OBJECT_FILE, true)
+    const rec: ObjectRecord = { size: stored.size, etag: stored.md5, modified: Date.now(), meta, headers, parts: stored.files }
     await store.putObject(r.bucket, r.key, rec, [], condition)
     send(r, 200, undefined, { etag: quote(rec.etag) })
   }
@@ -601,7 +648,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const uploadPart = async (r: Request): Promise<void> => {
     const n = partNumber(r)
     const uploadId = r.query.get('uploadId') as string
-    const u = await store.upload(r.bucket, uploadId)
+    const [u, old] = await Promise.all([store.upload(r.bucket, uploadId), store.part(uploadId, n)])
     if (u.value.key !== r.key) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.', { UploadId: uploadId })
     let stored: { fileId?: string, size: number, md5: string }
     if (r.headers['x-amz-copy-source'] != null) {
@@ -620,10 +667,11 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       const copied = await copyBytes(src.o, start, end, PART_FILE)
       stored = { fileId: copied.fileId, size: end - start, md5: copied.md5 }
     } else {
-      stored = await storeBody(r, PART_FILE)
+      const body = await storeBody(r, PART_FILE)
+      stored = { fileId: body.files[0]?.fileId, size: body.size, md5: body.md5 }
     }
     const rec: PartRecord = { fileId: stored.fileId ?? '', size: stored.size, etag: stored.md5, modified: Date.now() }
-    await store.putPart(r.bucket, uploadId, n, rec)
+    await store.putPart(r.bucket, uploadId, n, rec, { upload: u, old })
     if (r.headers['x-amz-copy-source'] != null) send(r, 200, toXml('CopyPartResult', { LastModified: isoDate(rec.modified), ETag: quote(rec.etag) }))
     else send(r, 200, undefined, { etag: quote(rec.etag) })
   }
@@ -786,6 +834,11 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       const key = rest.join('/')
       operation = operationOf(method, bucket, key, query, headers['x-amz-copy-source'] != null)
       const signable = { method, rawPath, rawQuery, headers }
+      // a CORS preflight is never signed; no bucket here has a CORS configuration
+      if (method === 'OPTIONS') {
+        if (headers.origin == null) throw new S3Error('BadRequest', 'Insufficient information. Origin request header needed.')
+        throw new S3Error('AccessForbidden', 'CORSResponse: CORS is not enabled for this bucket.')
+      }
       if (!isSigned(signable)) throw new S3Error('AccessDenied', 'Access Denied: anonymous requests are not allowed; sign requests with an access key (stordaemon gateway key add)')
       const signing = await verifyRequest(signable, lookupSecret)
       // the signature covers the query: from here its parameters are trusted
@@ -808,7 +861,9 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       const xml = toXml('Error', { Code: e.code, Message: e.message, ...e.extra, Resource: resource, RequestId: id }, false)
       // an error before the body was read: the client may still be sending it
       res.setHeader('connection', 'close')
-      res.writeHead(e.status, { 'x-amz-request-id': id, 'content-type': 'application/xml', 'content-length': method === 'HEAD' ? 0 : Buffer.byteLength(xml) })
+      // without versioning, a missing key is never a delete marker (HEAD shows no error body, only this)
+      const marker = e.code === 'NoSuchKey' ? { 'x-amz-delete-marker': 'false' } : {}
+      res.writeHead(e.status, { 'x-amz-request-id': id, 'content-type': 'application/xml', 'content-length': method === 'HEAD' ? 0 : Buffer.byteLength(xml), ...marker })
       if (method !== 'HEAD') counted.out += Buffer.byteLength(xml)
       res.end(method === 'HEAD' ? undefined : xml)
     }
@@ -819,7 +874,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   server.requestTimeout = 0
   const listen = parseListen(opts.listen)
   server.listen(listen.port, listen.host)
-  await once(server, 'listening').catch(err => { throw listenError('--listen', listen, err) })
+  await once(server, 'listening').catch(async err => { await hashes.close(); throw listenError('--listen', listen, err) })
   const addr = server.address() as AddressInfo
   const shown = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   const url = `${opts.tls != null ? 'https' : 'http'}://${shown}:${addr.port}`
@@ -827,6 +882,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
   const stopServing = async (): Promise<void> => {
     server.closeAllConnections()
     await new Promise<void>(resolve => { server.close(() => { resolve() }) })
+    await hashes.close()
   }
   // it serves when a FAT replica answers (the buckets and keys are there) and one orders writes
   // (a PUT needs it), and when a client can sign at all

@@ -141,8 +141,11 @@ export class GatewayStore {
   }
 
   async upload (bucket: string, uploadId: string): Promise<UserRecord<UploadRecord>> {
-    await this.bucket(bucket)
-    const u = (await this.user.records.get<UploadRecord>(uploads(bucket), [uploadId])).get(uploadId)
+    // both read at once; a missing bucket is the error to give first
+    const [b, found] = await Promise.allSettled([this.bucket(bucket), this.user.records.get<UploadRecord>(uploads(bucket), [uploadId])])
+    if (b.status === 'rejected') throw b.reason
+    if (found.status === 'rejected') throw found.reason
+    const u = found.value.get(uploadId)
     if (u == null) throw new S3Error('NoSuchUpload', 'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.', { UploadId: uploadId })
     return u
   }
@@ -151,15 +154,31 @@ export class GatewayStore {
     return (await this.user.records.list<PartRecord>(parts(uploadId))).map(r => ({ n: Number(r.key), part: r.value })).sort((a, b) => a.n - b.n)
   }
 
-  /** Records a stored part, as long as its upload is in progress; a part replaced is released. */
-  async putPart (bucket: string, uploadId: string, n: number, rec: PartRecord): Promise<void> {
-    const u = await this.upload(bucket, uploadId)
-    const old = (await this.user.records.get<PartRecord>(parts(uploadId), [partKey(n)])).get(partKey(n))
-    const ok = await this.user.records.write([{ scope: parts(uploadId), key: partKey(n), value: rec }], [{ scope: uploads(bucket), key: uploadId, version: u.version }, { scope: parts(uploadId), key: partKey(n), version: old?.version ?? null }])
-    if (!ok) {
-      await this.releaseFiles([rec.fileId])
-      await this.upload(bucket, uploadId)
-      throw new S3Error('SlowDown', `another request changed part ${n} at the same time; try again`)
+  /** A part's record, if it was uploaded. */
+  async part (uploadId: string, n: number): Promise<UserRecord<PartRecord> | undefined> {
+    return (await this.user.records.get<PartRecord>(parts(uploadId), [partKey(n)])).get(partKey(n))
+  }
+
+  /**
+   * Records a stored part, as long as its upload is in progress; a part replaced is released.
+   * `seen` is the upload and the part as read before the part's bytes were stored (read then, so
+   * that storing the bytes is the only wait between): the write is conditional on them, and
+   * should either have changed meanwhile they are read again once.
+   */
+  async putPart (bucket: string, uploadId: string, n: number, rec: PartRecord, seen: { upload: UserRecord<UploadRecord>, old: UserRecord<PartRecord> | undefined }): Promise<void> {
+    let { upload: u, old } = seen
+    for (let attempt = 0; ; attempt++) {
+      const ok = await this.user.records.write([{ scope: parts(uploadId), key: partKey(n), value: rec }], [{ scope: uploads(bucket), key: uploadId, version: u.version }, { scope: parts(uploadId), key: partKey(n), version: old?.version ?? null }])
+      if (ok) break
+      try {
+        // aborted or completed meanwhile: NoSuchUpload
+        u = await this.upload(bucket, uploadId)
+        if (attempt > 0) throw new S3Error('SlowDown', `another request changed part ${n} at the same time; try again`)
+        old = await this.part(uploadId, n)
+      } catch (err) {
+        await this.releaseFiles([rec.fileId])
+        throw err
+      }
     }
     if (old != null) await this.releaseFiles([old.value.fileId])
   }
