@@ -9,7 +9,6 @@ import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
 import type { PrivateKey } from '@libp2p/interface'
 import { DHT_PROTOCOL, MAX_STREAM_BUFFER } from '../protocol/ids.ts'
-import { batchWindowUpdates } from './yamux-window.ts'
 
 const STREAM_WINDOW = Math.floor(MAX_STREAM_BUFFER / 2)
 
@@ -31,7 +30,6 @@ export interface NodeOptions {
 
 /** The one libp2p node every role runs on: TCP, noise, yamux, identify, ping, a private DHT, gossipsub. */
 export async function createNode (opts: NodeOptions): Promise<StorNode> {
-  batchWindowUpdates()
   return await createLibp2p<Services>({
     privateKey: opts.privateKey,
     addresses: { listen: opts.listen },
