@@ -89,6 +89,7 @@ async function sha256File (path: string): Promise<string> {
   return h.digest('hex')
 }
 
+/** CPU seconds per daemon process of the cluster so far, to see where a transfer spends its time. */
 function cpuSnapshot (cluster: Cluster): Map<string, number | undefined> {
   const m = new Map<string, number | undefined>([['fat', cpuSeconds(cluster.fat.child.pid)]])
   cluster.vendors.forEach((v, i) => m.set(`vendor${i}`, cpuSeconds(v.child.pid)))

@@ -293,9 +293,10 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         let heldBytes = 0
         const flush = async (): Promise<void> => {
           const segment = held
+          const bytes = heldBytes
           held = []
           heldBytes = 0
-          if (segment.length > 0) await storeFile((async function * () { yield * segment })(), segment.reduce((a, b) => a + b.byteLength, 0))
+          if (bytes > 0) await storeFile((async function * () { yield * segment })(), bytes)
         }
         for await (const piece of body) {
           held.push(piece)

@@ -2,6 +2,7 @@ import { LimitError } from '../../errors.ts'
 import { encode } from '../../protocol/codec.ts'
 import { MAX_CHUNK_SIZE, MAX_FAT_MESSAGE, MAX_WIRE_CHUNK, MiB } from '../../protocol/ids.ts'
 import type { ChunkEntry, FileTable } from '../../protocol/messages.ts'
+import { chunkCount } from './table.ts'
 
 /**
  * One log entry must fit in one message to the other replicas with room to spare (an append
@@ -59,9 +60,13 @@ const COMMIT_ENVELOPE_BYTES = 256 * 1024
  * are in a pack, which is one of `sizes` too).
  */
 export function commitBytesBound (sizes: number[], chunkSize: number, replicas: number, packed: number[] = []): number {
+  return COMMIT_ENVELOPE_BYTES + sizes.length * tableHeadBytes() + chunkLines(sizes, chunkSize, packed) * chunkLineBytes(replicas)
+}
+
+/** The chunk lines of the tables of files of `sizes` (a file in a pack has none of its own). */
+function chunkLines (sizes: number[], chunkSize: number, packed: number[]): number {
   const inPack = new Set(packed)
-  const chunks = sizes.reduce((n, s, i) => inPack.has(i) ? n : n + Math.ceil(s / chunkSize), 0)
-  return COMMIT_ENVELOPE_BYTES + sizes.length * tableHeadBytes() + chunks * chunkLineBytes(replicas)
+  return sizes.reduce((n, s, i) => inPack.has(i) ? n : n + chunkCount(s, chunkSize), 0)
 }
 
 /**
@@ -77,8 +82,7 @@ export function checkCommitFits (sizes: number[], chunkSize: number, replicas: n
     const size = Math.min(c, MAX_CHUNK_SIZE)
     if (commitBytesBound(sizes, size, replicas, packed) <= MAX_COMMIT_BYTES) fits = size
   }
-  const inPack = new Set(packed)
-  const chunks = sizes.reduce((n, size, i) => inPack.has(i) ? n : n + Math.ceil(size / chunkSize), 0)
+  const chunks = chunkLines(sizes, chunkSize, packed)
   const fix = fits != null
     ? `use --chunk-size ${fits / MiB}MiB or more`
     : `even the largest --chunk-size (${MAX_CHUNK_SIZE / MiB}MiB) is not enough: ${sizes.length > 1 ? 'upload fewer files at once, ' : ''}split the file, or use fewer --replicas`

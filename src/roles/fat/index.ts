@@ -540,13 +540,13 @@ export async function createFat (opts: FatOptions): Promise<Fat> {
       await serial.run(async () => {
         // a staged file comes without chunks: its lines are the parts its commit-part requests staged
         const staged = new Set(msg.staged ?? [])
+        if (staged.size !== (msg.staged ?? []).length || [...staged].some(id => !msg.tables.some(t => t.fileId === id))) throw new InvalidArgumentError('staged: each file must be listed once, and have its table in the commit')
         const tables: M.FileTable[] = []
         for (const t of msg.tables) {
           if (!staged.has(t.fileId)) { tables.push(t); continue }
           if (t.chunks.length > 0) throw new InvalidArgumentError(`file ${t.fileId} is listed in staged and carries chunks: send its chunk lines in commit-part requests only`)
           tables.push({ ...t, chunks: await table.stagedChunks(msg.allocationId, t.fileId) })
         }
-        if (staged.size !== (msg.staged ?? []).length || [...staged].some(id => !msg.tables.some(t => t.fileId === id))) throw new InvalidArgumentError('staged: each file must be listed once, and have its table in the commit')
         const a = table.checkCommit(remotePeer, msg.allocationId, tables)
         // staged lines had their receipts checked by commit-part
         await verifyReceipts(msg.tables.filter(t => !staged.has(t.fileId)))

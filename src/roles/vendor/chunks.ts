@@ -171,18 +171,14 @@ export class ChunkStore {
     let damaged = 0
     for await (const [, c] of this.chunks.entries()) {
       if (!c.pieces.some(p => p.device === path)) continue
-      if (c.damaged != null) {
-        // already marked (the scrub found its piece gone before the device was known to have
-        // failed): like the others, a copy comes back onto the healthy devices here
-        this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
-        damaged++
-        continue
+      // a chunk marked already (the scrub found its piece gone before the device was known to have
+      // failed) comes back onto the healthy devices here like the others
+      if (c.damaged == null) {
+        if (await this.relocate(c, path)) { moved++; continue }
+        if (!(await this.markDamaged(c.fileId, c.chunkId, deviceFailed(path)))) continue
       }
-      if (await this.relocate(c, path)) moved++
-      else if (await this.markDamaged(c.fileId, c.chunkId, deviceFailed(path))) {
-        this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
-        damaged++
-      }
+      this.deviceLost.set(`${c.fileId}/${c.chunkId}`, c.size)
+      damaged++
     }
     return { moved, damaged }
   }
