@@ -11,7 +11,16 @@ import { addKey, openClient, spawnGateway, type Cluster } from '../src/index.ts'
 import { benchNodeArgs, cpuSeconds, peakRss } from './transfer.ts'
 
 /** Times, and the gateway process's peak RSS after the upload and after the download (VmHWM). */
-export interface GatewayRun { upSeconds: number, downSeconds: number, upPeakRss: number, downPeakRss: number, upCpuSeconds: number, upClientCpuSeconds: number }
+export interface GatewayRun {
+  upSeconds: number
+  downSeconds: number
+  upPeakRss: number
+  downPeakRss: number
+  /** CPU seconds during the upload: the gateway's, this process's (the SDK's), the FAT's and vendors' together */
+  upCpuSeconds: number
+  upClientCpuSeconds: number
+  upClusterCpuSeconds: number
+}
 
 export async function measureGateway (cluster: Cluster, dir: string, src: string, total: number, srcHash: string, replicas: number): Promise<GatewayRun> {
   const userDir = join(dir, 'gateway-user')
@@ -22,13 +31,16 @@ export async function measureGateway (cluster: Cluster, dir: string, src: string
   const s3 = new S3Client({ endpoint: gw.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: key.accessKey, secretAccessKey: key.secret } })
   try {
     await s3.send(new CreateBucketCommand({ Bucket: 'bench' }))
+    const clusterCpu = (): number => [cluster.fat, ...cluster.vendors].reduce((a, p) => a + (cpuSeconds(p.child.pid) ?? NaN), 0)
     const cpuBefore = cpuSeconds(gw.child.pid) ?? 0
+    const clusterBefore = clusterCpu()
     const clientBefore = process.cpuUsage()
     let t = performance.now()
     await new Upload({ client: s3, params: { Bucket: 'bench', Key: 'input.bin', Body: createReadStream(src, { highWaterMark: 1024 * 1024 }) }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
     const upSeconds = (performance.now() - t) / 1000
     const upPeakRss = peakRss(gw.child.pid)
     const upCpuSeconds = (cpuSeconds(gw.child.pid) ?? 0) - cpuBefore
+    const upClusterCpuSeconds = clusterCpu() - clusterBefore
     const clientCpu = process.cpuUsage(clientBefore)
     const upClientCpuSeconds = (clientCpu.user + clientCpu.system) / 1e6
     t = performance.now()
@@ -38,7 +50,7 @@ export async function measureGateway (cluster: Cluster, dir: string, src: string
     for await (const part of got.Body as AsyncIterable<Uint8Array>) { h.update(part); bytes += part.byteLength }
     const downSeconds = (performance.now() - t) / 1000
     if (bytes !== total || h.digest('hex') !== srcHash) throw new Error(`gateway: the object read back (${bytes} bytes) does not match the uploaded file`)
-    return { upSeconds, downSeconds, upPeakRss, downPeakRss: peakRss(gw.child.pid), upCpuSeconds, upClientCpuSeconds }
+    return { upSeconds, downSeconds, upPeakRss, downPeakRss: peakRss(gw.child.pid), upCpuSeconds, upClientCpuSeconds, upClusterCpuSeconds }
   } catch (err) {
     const e = gw.stderr()
     if (e !== '') process.stderr.write(`gateway stderr:\n${e.slice(-3000)}\n`)

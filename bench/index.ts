@@ -23,6 +23,7 @@ import { rawSender, sendRaw, startRawPeer, type RawPeer, type RawResult } from '
 import { benchNodeArgs, cpuSeconds, measureTcp, runCli, type CliRun } from './transfer.ts'
 import { measureRepair, type RepairResult } from './repair.ts'
 import { measureGateway } from './gateway.ts'
+import { floors, measureFloor, type Floor } from './floor.ts'
 
 const MiB = 1024 * 1024
 const WRITE_SIZES = [256 * 1024, 1024 * 1024]
@@ -225,7 +226,30 @@ interface Transfer {
   smallDown: CommandResult
   files: number
   /** the same file through the S3 gateway (SDK multipart upload, GetObject), replicas 2 */
-  gateway?: { up: CommandResult, down: CommandResult }
+  gateway?: { up: CommandResult, down: CommandResult, cpu: GatewayCpu }
+}
+
+/**
+ * Where the CPU of the upload x2 goes, through the gateway and through the CLI, in ms per MB: all
+ * processes run on the same cores, so the ratio of the totals predicts the ratio of the speeds;
+ * `bound` is that ratio if the gateway spent nothing beyond the CLI's own work but S3's MD5 (the
+ * ETag) and the signed payload's SHA-256, with the SDK's CPU as measured.
+ */
+interface GatewayCpu { gateway: number, sdk: number, cluster: number, cliPath: number, predicted: number, bound: number }
+
+function gatewayCpu (total: number, g: { upCpuSeconds: number, upClientCpuSeconds: number, upClusterCpuSeconds: number }, up2: BigResult, floor: Floor): GatewayCpu {
+  const per = (s: number): number => s * 1e3 / (total / 1e6)
+  const gateway = per(g.upCpuSeconds)
+  const sdk = per(g.upClientCpuSeconds)
+  const cluster = per(g.upClusterCpuSeconds)
+  const cliPath = up2.cliMsPerMB + up2.vendorMsPerMB * 2 + up2.fatMsPerMB
+  const predicted = cliPath / (gateway + sdk + cluster)
+  const bound = cliPath / (cliPath + floor.md5 + floor.sha256 + sdk)
+  return { gateway, sdk, cluster, cliPath, predicted, bound }
+}
+
+function gatewayCpuLine (c: GatewayCpu): string {
+  return `CPU per MB: gateway ${c.gateway.toFixed(2)} + SDK ${c.sdk.toFixed(2)} + FAT and vendors ${c.cluster.toFixed(2)} ms, against ${c.cliPath.toFixed(2)} for the CLI's upload x2 with its FAT and vendors: predicts ${c.predicted.toFixed(2)}; at best ${c.bound.toFixed(2)} if the gateway added only MD5 and SHA-256 to the CLI's work`
 }
 
 /** BENCH_ONLY=gateway: only the upload x2 and the gateway, the rest left out. */
@@ -253,7 +277,7 @@ async function command (what: string, args: string[], timeoutMs: number): Promis
  * (so its own wall time and peak RSS are measured): the big file up and down at replicas 1 and 2,
  * then `files` files of 4 KiB up in one command and down in one command.
  */
-async function measureCluster (cleanup: Cleanup, dir: string, total: number, files: number): Promise<Transfer> {
+async function measureCluster (cleanup: Cleanup, dir: string, total: number, files: number, floor: Floor): Promise<Transfer> {
   const deviceSize = `${Math.max(1024, Math.ceil((2 * total) / MiB) + 256)}MiB`
   log(`cluster: starting 1 FAT and 4 vendors (1 device of ${deviceSize} each) under ${dir}`)
   let cluster: Cluster | undefined
@@ -292,8 +316,10 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
       await command('release', ['release', up.out.fileId, ...user], 60_000)
     }
     const g = await measureGateway(c, dir, src, total, srcHash, 2)
-    result.gateway = { up: { seconds: g.upSeconds, MBs: mbs(total, g.upSeconds), peakRss: g.upPeakRss }, down: { seconds: g.downSeconds, MBs: mbs(total, g.downSeconds), peakRss: g.downPeakRss } }
+    const gcpu = gatewayCpu(total, g, result.upload.get(2) as BigResult, floor)
+    result.gateway = { up: { seconds: g.upSeconds, MBs: mbs(total, g.upSeconds), peakRss: g.upPeakRss }, down: { seconds: g.downSeconds, MBs: mbs(total, g.downSeconds), peakRss: g.downPeakRss }, cpu: gcpu }
     log(`gateway x2: SDK upload ${g.upSeconds.toFixed(2)} s (${result.gateway.up.MBs.toFixed(1)} MB/s, gateway cpu ${g.upCpuSeconds.toFixed(2)} s, this process (the SDK) ${g.upClientCpuSeconds.toFixed(2)} s), GetObject ${g.downSeconds.toFixed(2)} s (${result.gateway.down.MBs.toFixed(1)} MB/s); gateway peak RSS ${(g.upPeakRss / MiB).toFixed(0)} MiB after the upload, ${(g.downPeakRss / MiB).toFixed(0)} MiB after the download`)
+    log(`gateway x2: ${gatewayCpuLine(gcpu)}`)
     if (only) {
       log(`gateway x2: SDK upload ${(result.gateway.up.MBs / (result.upload.get(2) as BigResult).MBs).toFixed(2)} of upload x2 in this run`)
       return result
@@ -324,7 +350,7 @@ async function measureCluster (cleanup: Cleanup, dir: string, total: number, fil
   }
 }
 
-function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, tcpMBs: number, t: Transfer, repair: RepairResult): void {
+function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, tcpMBs: number, t: Transfer, repair: RepairResult, floor: Floor): void {
   const raw = [...rawBefore.best, ...rawAfter.best]
   const best = raw.reduce((a, b) => (b.MBs > a.MBs ? b : a))
   const rawMBs = best.MBs
@@ -351,6 +377,7 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
     ...(t.gateway != null
       ? [
           ['S3 gateway upload x2 (SDK multipart)', `${t.gateway.up.MBs.toFixed(1)} MB/s`, `${(t.gateway.up.MBs / up2.MBs).toFixed(2)} of upload x2`, `>= 0.7: ${ok(t.gateway.up.MBs / up2.MBs >= 0.7)}`] as Row,
+          ['  its CPU per MB: gateway + SDK + cluster', `${(t.gateway.cpu.gateway + t.gateway.cpu.sdk + t.gateway.cpu.cluster).toFixed(2)} ms/MB`, `${t.gateway.cpu.gateway.toFixed(2)} + ${t.gateway.cpu.sdk.toFixed(2)} + ${t.gateway.cpu.cluster.toFixed(2)}, against ${t.gateway.cpu.cliPath.toFixed(2)} through the CLI: ratio ${t.gateway.cpu.predicted.toFixed(2)}`, `at best ${t.gateway.cpu.bound.toFixed(2)} with only MD5 + SHA-256 added`] as Row,
           ['S3 gateway GetObject x2 (SDK)', `${t.gateway.down.MBs.toFixed(1)} MB/s`, `${(t.gateway.down.MBs / down2.MBs).toFixed(2)} of download x2`, ''] as Row,
           ['peak RSS, gateway process (after up / down)', `${(t.gateway.up.peakRss / MB).toFixed(0)} / ${(t.gateway.down.peakRss / MB).toFixed(0)} MB`, 'bounded: does not grow with the file', ''] as Row
         ]
@@ -365,21 +392,25 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
   // CPU per MB: the CLI against the raw stream's side that does its job (upload: sender,
   // download: receiver), the vendors per copy against the other side
   const ms = (n: number): string => n.toFixed(2)
-  const cpuRow = (what: string, r: BigResult, upload: boolean, vendorLimit: number): Row[] => {
+  // the least each side can spend with today's design: its raw side plus the primitives it must run
+  const least = floors(floor, refSender, refReceiver)
+  const cpuRow = (what: string, r: BigResult, upload: boolean, vendorLimit: number, cliFloor: number, vendorFloor: number): Row[] => {
     const cliRef = upload ? refSender : refReceiver
     const vendorRef = upload ? refReceiver : refSender
+    const floorNote = (f: number, ref: number): string => `floor ${ms(f)} = ${(f / ref).toFixed(2)} x`
     return [
-      [`${what}: CLI`, `${ms(r.cliMsPerMB)} ms/MB`, `${(r.cliMsPerMB / cliRef).toFixed(2)} x raw ${upload ? 'sender' : 'receiver'} (${ms(cliRef)})`, `<= 2.0: ${ok(r.cliMsPerMB <= 2 * cliRef)}`],
-      [`${what}: vendors per copy`, `${ms(r.vendorMsPerMB)} ms/MB`, `${(r.vendorMsPerMB / vendorRef).toFixed(2)} x raw ${upload ? 'receiver' : 'sender'} (${ms(vendorRef)})`, `<= ${vendorLimit.toFixed(1)}: ${ok(r.vendorMsPerMB <= vendorLimit * vendorRef)}; fat ${ms(r.fatMsPerMB)} ms/MB; load ${r.load}`]
+      [`${what}: CLI`, `${ms(r.cliMsPerMB)} ms/MB`, `${(r.cliMsPerMB / cliRef).toFixed(2)} x raw ${upload ? 'sender' : 'receiver'} (${ms(cliRef)}); ${floorNote(cliFloor, cliRef)}`, `<= 2.0: ${ok(r.cliMsPerMB <= 2 * cliRef)}`],
+      [`${what}: vendors per copy`, `${ms(r.vendorMsPerMB)} ms/MB`, `${(r.vendorMsPerMB / vendorRef).toFixed(2)} x raw ${upload ? 'receiver' : 'sender'} (${ms(vendorRef)}); ${floorNote(vendorFloor, vendorRef)}`, `<= ${vendorLimit.toFixed(1)}: ${ok(r.vendorMsPerMB <= vendorLimit * vendorRef)}; fat ${ms(r.fatMsPerMB)} ms/MB; load ${r.load}`]
     ]
   }
   const cpuRows: Row[] = [
     ['raw stream sender, before / after', `${ms(rawBefore.senderMsPerMB)} / ${ms(rawAfter.senderMsPerMB)} ms/MB`, `lower ${ms(refSender)} (the reference)`, ''],
     ['raw stream receiver, before / after', `${ms(rawBefore.receiverMsPerMB)} / ${ms(rawAfter.receiverMsPerMB)} ms/MB`, `lower ${ms(refReceiver)} (the reference)`, ''],
-    ...cpuRow('upload x1', up1, true, 2),
-    ...cpuRow('upload x2', up2, true, 2.5),
-    ...cpuRow('download x1', down1, false, 2),
-    ...cpuRow('download x2', down2, false, 2)
+    ['work a transfer adds, in this process', `${ms(floor.sha256)} / ${ms(floor.aesGcm)} / ${ms(floor.crc32)} ms/MB`, `SHA-256 / AES-256-GCM / CRC-32; file read ${ms(floor.fileRead)}, write ${ms(floor.fileWrite)}; MD5 ${ms(floor.md5)}`, 'floor = raw side + this work, nothing else'],
+    ...cpuRow('upload x1', up1, true, 2, least.cliUpload, least.vendorUpload),
+    ...cpuRow('upload x2', up2, true, 2.5, least.cliUpload, least.vendorUploadRelay),
+    ...cpuRow('download x1', down1, false, 2, least.cliDownload, least.vendorDownload),
+    ...cpuRow('download x2', down2, false, 2, least.cliDownload, least.vendorDownload)
   ]
   const table = (title: string, rs: Row[]): string[] => {
     const w = [0, 1, 2].map(i => Math.max(...rs.map(r => r[i].length)))
@@ -413,6 +444,8 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
     download1Ratio: r3(down1.MBs / rawMBs),
     download2Ratio: r3(down2.MBs / rawMBs),
     cpu: { upload1: cpuJson(up1, true), upload2: cpuJson(up2, true), download1: cpuJson(down1, false), download2: cpuJson(down2, false) },
+    floorMsPerMB: { sha256: r3(floor.sha256), md5: r3(floor.md5), aesGcm: r3(floor.aesGcm), crc32: r3(floor.crc32), fileRead: r3(floor.fileRead), fileWrite: r3(floor.fileWrite) },
+    floorRatio: { cliUpload: r3(least.cliUpload / refSender), cliDownload: r3(least.cliDownload / refReceiver), vendorUpload: r3(least.vendorUpload / refReceiver), vendorUploadRelay: r3(least.vendorUploadRelay / refReceiver), vendorDownload: r3(least.vendorDownload / refSender) },
     rawToTcp: r3(rawMBs / tcpMBs),
     files: t.files,
     smallUpSeconds: round(t.smallUp.seconds, 2),
@@ -425,7 +458,7 @@ function report (sizeMiB: number, rawBefore: RawMeasure, rawAfter: RawMeasure, t
     downloadDuringRepairMBs: round(repair.downloadDuringMBs, 1),
     downloadAfterRepairMBs: round(repair.downloadAfterMBs, 1),
     downloadDuringRepairRatio: r3(repair.downloadDuringMBs / repair.downloadAfterMBs),
-    ...(t.gateway != null ? { gatewayUploadMBs: round(t.gateway.up.MBs, 1), gatewayUploadRatio: r3(t.gateway.up.MBs / up2.MBs), gatewayDownloadMBs: round(t.gateway.down.MBs, 1), gatewayPeakRssMB: round(t.gateway.down.peakRss / MB, 0) } : {})
+    ...(t.gateway != null ? { gatewayUploadMBs: round(t.gateway.up.MBs, 1), gatewayUploadRatio: r3(t.gateway.up.MBs / up2.MBs), gatewayCpuRatio: r3(t.gateway.cpu.predicted), gatewayBestRatio: r3(t.gateway.cpu.bound), gatewayDownloadMBs: round(t.gateway.down.MBs, 1), gatewayPeakRssMB: round(t.gateway.down.peakRss / MB, 0) } : {})
   }) + '\n')
 }
 
@@ -462,20 +495,22 @@ async function main (): Promise<number> {
     cleanup.add(`temp folder ${dir}`, async () => { await endChildren(); await rm(dir, { recursive: true, force: true }) })
 
     const files = benchFiles()
+    const floor = measureFloor(dir, total)
+    log(`floor: CPU ms/MB in this process: SHA-256 ${floor.sha256.toFixed(3)}, MD5 ${floor.md5.toFixed(3)}, AES-256-GCM ${floor.aesGcm.toFixed(3)}, CRC-32 ${floor.crc32.toFixed(3)}, file write ${floor.fileWrite.toFixed(3)}, file read ${floor.fileRead.toFixed(3)}`)
     if (gatewayOnly()) {
-      await measureCluster(cleanup, dir, total, files)
+      await measureCluster(cleanup, dir, total, files, floor)
       return 0
     }
     log(`tcp: ${sizeMiB} MiB over one plain socket`)
     const tcpMBs = await measureTcp(total)
     log(`tcp: ${tcpMBs.toFixed(1)} MB/s`)
     const rawBefore = await measureRaw(cleanup, total, 'before')
-    const transfer = await measureCluster(cleanup, dir, total, files)
+    const transfer = await measureCluster(cleanup, dir, total, files, floor)
     // the reference again, so a machine that got busier or quieter meanwhile shows
     const rawAfter = await measureRaw(cleanup, total, 'after')
     // on the input file measureCluster wrote
     const repair = await measureRepair(cleanup, dir, total, log)
-    report(sizeMiB, rawBefore, rawAfter, tcpMBs, transfer, repair)
+    report(sizeMiB, rawBefore, rawAfter, tcpMBs, transfer, repair, floor)
   } catch (err: any) {
     failed = true
     log(`FAILED: ${err?.stack ?? err}`)
