@@ -1,16 +1,20 @@
 /**
  * Fast tests of the S3 gateway's pure parts: SigV4 checked against @smithy/signature-v4 (the
  * AWS SDK's own signer), aws-chunked decoding with chunk signatures, S3 listing, Range headers,
- * the ranged download's segments, the streaming upload source, and the records' wire messages
- * fed garbage.
+ * the ranged download's segments, the streaming upload source, the additional checksums
+ * (x-amz-checksum-*) against their published check values and the AWS SDK's own, and the records'
+ * wire messages fed garbage.
  */
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import fc from 'fast-check'
 import { SignatureV4 } from '@smithy/signature-v4'
 import { Sha256 } from '@aws-crypto/sha256-js'
-import { chunkSignature, signingKey, verifyRequest, STREAMING_SIGNED, type SigningContext } from '../src/gateway/sigv4.ts'
+import { chunkSignature, signingKey, verifyRequest, STREAMING_SIGNED, STREAMING_UNSIGNED_TRAILER, type SigningContext } from '../src/gateway/sigv4.ts'
 import { decodeAwsChunked } from '../src/gateway/chunked.ts'
+import { checkChecksum, makeHasher, wantedChecksum } from '../src/gateway/checksum.ts'
+import { HashWorker } from '../src/gateway/hasher.ts'
+import { crc32 } from 'node:zlib'
 import { listKeys } from '../src/gateway/list.ts'
 import { parseListen, parseRange, checkBucketName, headersOf, operationOf } from '../src/gateway/index.ts'
 import { S3Error } from '../src/gateway/errors.ts'
@@ -108,10 +112,75 @@ describe('gateway: aws-chunked bodies', function () {
     await assert.rejects(collect(decodeAwsChunked(split(body, 999), ctx(), 10)), (e: any) => e instanceof S3Error)
   })
 
+  it('hands on the trailing headers of an unsigned body with a trailer', async function () {
+    const unsigned = { ...ctx(), payload: STREAMING_UNSIGNED_TRAILER }
+    const body = Buffer.from('5\r\nhello\r\n3\r\n!!!\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n')
+    for (const n of [1, 5, body.byteLength]) {
+      const trailers: string[] = []
+      assert.equal((await collect(decodeAwsChunked(split(body, n), unsigned, 8, (name, value) => trailers.push(`${name}=${value}`)))).toString(), 'hello!!!')
+      assert.deepEqual(trailers, ['x-amz-checksum-crc32=NhCmhg=='])
+    }
+  })
+
   it('refuses garbage with an S3 error, never another', async function () {
     await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), async bytes => {
       try { await collect(decodeAwsChunked(split(Buffer.from(bytes), 17), ctx(), 100)) } catch (e) { assert.ok(e instanceof S3Error, String(e)) }
     }), { numRuns: 200 })
+  })
+})
+
+describe('gateway: additional checksums (x-amz-checksum-*)', function () {
+  const check = Buffer.from('123456789')
+  const digest = (algorithm: string, pieces: Uint8Array[]): string => {
+    const h = makeHasher(algorithm, createHash, crc32)
+    for (const p of pieces) h.update(p)
+    return h.digest()
+  }
+
+  it('computes CRC-32 and CRC-32C to their check values, in pieces, and SHA-1 and SHA-256 as node does', function () {
+    // the check values of the CRC catalogue: CRC-32/ISO-HDLC and CRC-32/ISCSI of "123456789"
+    assert.equal(digest('crc32', [check]), 'cbf43926')
+    assert.equal(digest('crc32c', [check]), 'e3069283')
+    assert.equal(digest('crc32c', [check.subarray(0, 4), check.subarray(4)]), 'e3069283')
+    assert.equal(digest('crc32c', []), '00000000')
+    for (const a of ['sha1', 'sha256']) assert.equal(digest(a, [check.subarray(0, 2), check.subarray(2)]), createHash(a).update(check).digest('hex'))
+  })
+
+  it('agrees with the checksums the AWS SDK sends', async function () {
+    const { Crc32, Crc32c } = await import('@aws-sdk/checksums/crc' as string) as any
+    await fc.assert(fc.asyncProperty(fc.uint8Array({ maxLength: 5000 }), async bytes => {
+      for (const [name, C] of [['crc32', Crc32], ['crc32c', Crc32c]] as const) {
+        const c = new C()
+        c.update(bytes)
+        assert.equal(digest(name, [bytes]), Buffer.from(await c.digest()).toString('hex'))
+      }
+    }), { numRuns: 100 })
+  })
+
+  it('hashes on the hashing thread as it does here, the thread running the same code from its source', async function () {
+    const body = Buffer.alloc(3 * 1024 * 1024 + 7, 0x5a)
+    const worker = new HashWorker()
+    const job = worker.hashing(['md5', 'crc32', 'crc32c', 'sha1'], body.byteLength)
+    for (let i = 0; i < body.byteLength; i += 100_000) await job.update(body.subarray(i, i + 100_000))
+    assert.deepEqual(await job.digest(), ['md5', 'crc32', 'crc32c', 'sha1'].map(a => digest(a, [body])))
+    await worker.close()
+  })
+
+  it('reads what a request asks for, and refuses malformed, several or unsupported checksums with S3 errors', function () {
+    const crc = Buffer.from(digest('crc32', [check]), 'hex').toString('base64')
+    assert.equal(wantedChecksum({}), undefined)
+    assert.deepEqual(wantedChecksum({ 'x-amz-checksum-crc32': crc, 'x-amz-checksum-mode': 'ENABLED' }), { algorithm: 'crc32', header: 'x-amz-checksum-crc32', value: crc, inTrailer: false })
+    assert.deepEqual(wantedChecksum({ 'x-amz-trailer': 'x-amz-checksum-crc32c' }), { algorithm: 'crc32c', header: 'x-amz-checksum-crc32c', inTrailer: true })
+    const code = (h: Record<string, string>): string => { try { wantedChecksum(h) } catch (e: any) { assert.ok(e instanceof S3Error); return e.code } return 'none' }
+    assert.equal(code({ 'x-amz-checksum-crc32': 'AAAA' }), 'InvalidRequest')
+    assert.equal(code({ 'x-amz-checksum-sha256': crc }), 'InvalidRequest')
+    assert.equal(code({ 'x-amz-checksum-crc32': crc, 'x-amz-checksum-sha1': 'x' }), 'InvalidRequest')
+    assert.equal(code({ 'x-amz-trailer': 'x-amz-meta-foo' }), 'InvalidRequest')
+    assert.equal(code({ 'x-amz-checksum-crc64nvme': 'AAAAAAAAAAA=' }), 'NotImplemented')
+    const wanted = wantedChecksum({ 'x-amz-checksum-crc32': crc })!
+    checkChecksum(wanted, digest('crc32', [check]))
+    assert.throws(() => { checkChecksum(wanted, digest('crc32', [check.subarray(1)])) }, (e: any) => e instanceof S3Error && e.code === 'BadDigest' && /CRC32 you specified/.test(e.message))
+    assert.throws(() => { checkChecksum({ algorithm: 'crc32', header: 'x-amz-checksum-crc32', inTrailer: true }, '00000000') }, (e: any) => e instanceof S3Error && e.code === 'InvalidRequest')
   })
 })
 

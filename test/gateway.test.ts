@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
+import { crc32 as zlibCrc32 } from 'node:zlib'
 import {
   S3Client, CreateBucketCommand, HeadBucketCommand, DeleteBucketCommand, ListBucketsCommand,
   PutObjectCommand, GetObjectCommand, HeadObjectCommand, DeleteObjectCommand, DeleteObjectsCommand, CopyObjectCommand,
@@ -123,6 +124,19 @@ describe('S3 gateway', function () {
     for (const k of ['bad-md5', 'bad-sha']) assert.equal((await failsWith(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: k })))).status, 404)
     await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'big', Body: big, ContentMD5: Buffer.from(md5(big), 'hex').toString('base64') }))
     assert.equal((await s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'big' }))).ETag, `"${md5(big)}"`)
+    // the checksums S3 checks (x-amz-checksum-*): the SDK sends a CRC32 by default, in a header or
+    // after a streamed body; a body that does not match is refused and not stored
+    const crc32 = (b: Uint8Array): string => { const v = Buffer.alloc(4); v.writeUInt32BE(zlibCrc32(b)); return v.toString('base64') }
+    assert.equal(put.ChecksumCRC32, crc32(body))
+    for (const ChecksumAlgorithm of ['CRC32C', 'SHA1', 'SHA256'] as const) {
+      const sent = await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: `sum-${ChecksumAlgorithm}`, Body: big, ChecksumAlgorithm }))
+      assert.ok(sent[`Checksum${ChecksumAlgorithm}`] != null, `the gateway answers with the ${ChecksumAlgorithm} it checked`)
+    }
+    const trailed = await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'sum-streamed', Body: Readable.from([big.subarray(0, MiB), big.subarray(MiB)]), ContentLength: big.byteLength }))
+    assert.equal(trailed.ChecksumCRC32, crc32(big))
+    assert.equal((await failsWith(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-crc', Body: big, ChecksumCRC32: crc32(big.subarray(1)) })))).code, 'BadDigest')
+    assert.equal((await failsWith(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-crc', Body: 'abc', ChecksumSHA256: Buffer.from(sha(Buffer.from('abd')), 'hex').toString('base64') })))).code, 'BadDigest')
+    assert.equal((await failsWith(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'bad-crc' })))).status, 404)
   })
 
   it('serves ranges across chunk boundaries, fetching only what covers them', async function () {

@@ -47,9 +47,10 @@ class ByteReader {
  * Decodes an aws-chunked body (`x-amz-content-sha256: STREAMING-...`): each chunk is
  * `HEX-SIZE[;chunk-signature=SIG]\r\nDATA\r\n`, a zero-size chunk ends it, then trailing headers
  * in the -TRAILER modes. With a signed mode every chunk's signature is checked, chained from the
- * request's, before its bytes go on; a bad one ends the body with SignatureDoesNotMatch.
+ * request's, before its bytes go on; a bad one ends the body with SignatureDoesNotMatch. Trailing
+ * headers (their signature checked first, in a signed mode) go to `onTrailer`.
  */
-export async function * decodeAwsChunked (source: AsyncIterable<Uint8Array>, ctx: SigningContext, decodedLength: number): AsyncGenerator<Buffer> {
+export async function * decodeAwsChunked (source: AsyncIterable<Uint8Array>, ctx: SigningContext, decodedLength: number, onTrailer?: (name: string, value: string) => void): AsyncGenerator<Buffer> {
   const signed = ctx.payload.startsWith('STREAMING-AWS4-HMAC-SHA256-PAYLOAD')
   const trailer = ctx.payload.endsWith('-TRAILER')
   const reader = new ByteReader(source)
@@ -88,6 +89,10 @@ export async function * decodeAwsChunked (source: AsyncIterable<Uint8Array>, ctx
       const rest = lines.filter(l => !l.startsWith('x-amz-trailer-signature:'))
       const expected = trailerSignature(ctx, previous, rest.map(l => `${l}\n`).join(''))
       if (sigLine == null || !sameSignature(expected, sigLine.slice('x-amz-trailer-signature:'.length).trim())) throw new S3Error('SignatureDoesNotMatch', 'the trailing headers\' signature does not match')
+    }
+    for (const line of lines) {
+      const colon = line.indexOf(':')
+      if (colon > 0 && !line.startsWith('x-amz-trailer-signature:')) onTrailer?.(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim())
     }
   } else {
     // the final chunk is followed by an empty line

@@ -10,7 +10,8 @@ import { gatewayMonitoring, listenError, parseHttpListen, probedHealth, type Gat
 import { decodeAwsChunked } from './chunked.ts'
 import { S3Error } from './errors.ts'
 import { compareKeys, listKeys } from './list.ts'
-import { isSigned, UNSIGNED_PAYLOAD, verifyRequest, type SigningContext } from './sigv4.ts'
+import { isSigned, STREAMING_UNSIGNED_TRAILER, UNSIGNED_PAYLOAD, verifyRequest, type SigningContext } from './sigv4.ts'
+import { checkChecksum, checkForm, wantedChecksum } from './checksum.ts'
 import { GatewayStore, listKeys as accessKeys, secretOf, STORED_HEADERS, type ObjectRecord, type PartRecord } from './store.ts'
 import { fromXml, MAX_XML_BODY, toXml } from './xml.ts'
 import { HashWorker } from './hasher.ts'
@@ -229,7 +230,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
    * `md5` is the bytes' MD5 once the body has ended. `size` is undefined for a body sent with
    * `Transfer-Encoding: chunked` and no length, which `unsized` allows (at most MAX_UNSIZED_BODY).
    */
-  const bodyOf = (r: Request, unsized = false): { size: number | undefined, body: AsyncGenerator<Buffer>, md5: () => string } => {
+  const bodyOf = (r: Request, unsized = false): { size: number | undefined, body: AsyncGenerator<Buffer>, md5: () => string, checksum: () => Record<string, string> } => {
     const { payload } = r.signing
     const streaming = payload.startsWith('STREAMING-')
     const lengthHeader = streaming ? r.headers['x-amz-decoded-content-length'] : r.headers['content-length']
@@ -241,16 +242,28 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     if (wantMd5 != null && !/^[A-Za-z0-9+/]{22}==$/.test(wantMd5)) throw new S3Error('InvalidDigest', 'The Content-MD5 you specified was not valid.')
     const wantSha = !streaming && payload !== UNSIGNED_PAYLOAD ? payload : undefined
     if (wantSha != null && !/^[0-9a-f]{64}$/.test(wantSha)) throw new S3Error('InvalidArgument', 'x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-* or a sha-256 in hex')
+    const wanted = wantedChecksum(r.headers)
+    if (wanted?.inTrailer === true && !streaming) throw new S3Error('InvalidRequest', `x-amz-trailer: ${wanted.header} needs an aws-chunked body (x-amz-content-sha256: ${STREAMING_UNSIGNED_TRAILER} or a signed -TRAILER mode)`)
+    const onTrailer = (name: string, value: string): void => {
+      if (wanted?.inTrailer !== true || name !== wanted.header) return
+      checkForm(wanted.algorithm, name, value)
+      wanted.value = value
+    }
     let digest = ''
-    const source: AsyncIterable<Buffer> = streaming ? decodeAwsChunked(r.req, r.signing, size as number) : r.req
+    let checksumHex = ''
+    const source: AsyncIterable<Buffer> = streaming ? decodeAwsChunked(r.req, r.signing, size as number, onTrailer) : r.req
     async function * body (): AsyncGenerator<Buffer> {
-      // MD5 (the ETag) and the signed SHA-256 are computed on the hashing thread
-      const hash = hashes.hashing(wantSha != null ? ['md5', 'sha256'] : ['md5'], size)
+      // MD5 (the ETag), the signed SHA-256 and the client's checksum are computed on the hashing thread
+      const algorithms = ['md5', ...(wantSha != null ? ['sha256'] : []), ...(wanted != null ? [wanted.algorithm] : [])]
+      const hash = hashes.hashing(algorithms, size)
       const check = async (): Promise<void> => {
-        const [md5, sha] = await hash.digest()
-        digest = md5
+        const digests = await hash.digest()
+        digest = digests[0]
         if (wantMd5 != null && Buffer.from(digest, 'hex').toString('base64') !== wantMd5) throw new S3Error('BadDigest', 'The Content-MD5 you specified did not match what we received.')
-        if (wantSha != null && sha !== wantSha) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided \'x-amz-content-sha256\' header does not match what was computed.')
+        if (wantSha != null && digests[1] !== wantSha) throw new S3Error('XAmzContentSHA256Mismatch', 'The provided \'x-amz-content-sha256\' header does not match what was computed.')
+        checksumHex = digests[algorithms.length - 1]
+        // a trailing checksum arrives after the last bytes: it is checked once the body has ended
+        if (wanted != null && !wanted.inTrailer) checkChecksum(wanted, checksumHex)
       }
       try {
         let got = 0
@@ -267,11 +280,14 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
         }
         if (size == null) await check()
         else if (got !== size) throw new S3Error('IncompleteBody', `You did not provide the number of bytes specified by the Content-Length HTTP header (${got} of ${size}).`)
+        if (wanted?.inTrailer === true) checkChecksum(wanted, checksumHex)
       } finally {
         hash.drop()
       }
     }
-    return { size, body: body(), md5: () => digest }
+    // S3 answers a PUT with the checksum it checked
+    const checksum = (): Record<string, string> => wanted?.value != null ? { [wanted.header]: wanted.value } : {}
+    return { size, body: body(), md5: () => digest, checksum }
   }
 
   /**
@@ -280,8 +296,8 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
    * Transfer-Encoding: chunked) is cut into files of UNSIZED_SEGMENT bytes, each stored once full,
    * so that no more than one segment is held.
    */
-  const storeBody = async (r: Request, name: string, unsized = false): Promise<{ files: ObjectRecord['parts'], size: number, md5: string }> => {
-    const { size, body, md5 } = bodyOf(r, unsized)
+  const storeBody = async (r: Request, name: string, unsized = false): Promise<{ files: ObjectRecord['parts'], size: number, md5: string, checksum: Record<string, string> }> => {
+    const { size, body, md5, checksum } = bodyOf(r, unsized)
     const files: ObjectRecord['parts'] = []
     const storeFile = async (source: AsyncIterable<Uint8Array>, bytes: number): Promise<void> => {
       files.push({ fileId: (await user.uploadStream(source, bytes, { ...uploadOpts, name: name.slice(0, 255) })).fileId, size: bytes })
@@ -312,7 +328,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
       await store.releaseFiles(files.map(f => f.fileId))
       throw err
     }
-    return { files, size: size ?? files.reduce((a, f) => a + f.size, 0), md5: md5() }
+    return { files, size: size ?? files.reduce((a, f) => a + f.size, 0), md5: md5(), checksum: checksum() }
   }
 
   const readXml = async (r: Request, root: string): Promise<Record<string, any>> => {
@@ -526,7 +542,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     const stored = await storeBody(r, OBJECT_FILE, true)
     const rec: ObjectRecord = { size: stored.size, etag: stored.md5, modified: Date.now(), meta, headers, parts: stored.files }
     await store.putObject(r.bucket, r.key, rec, [], condition)
-    send(r, 200, undefined, { etag: quote(rec.etag) })
+    send(r, 200, undefined, { etag: quote(rec.etag), ...stored.checksum })
   }
 
   /** The source of a copy (x-amz-copy-source: /bucket/key or bucket/key, URL-encoded). */
@@ -652,6 +668,7 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     const [u, old] = await Promise.all([store.upload(r.bucket, uploadId), store.part(uploadId, n)])
     if (u.value.key !== r.key) throw new S3Error('NoSuchUpload', 'The specified upload does not exist.', { UploadId: uploadId })
     let stored: { fileId?: string, size: number, md5: string }
+    let checksum: Record<string, string> = {}
     if (r.headers['x-amz-copy-source'] != null) {
       const src = await copySource(r)
       preconditions(r, src.o, 'x-amz-copy-source-')
@@ -670,11 +687,12 @@ export async function startGateway (opts: GatewayOptions): Promise<Gateway> {
     } else {
       const body = await storeBody(r, PART_FILE)
       stored = { fileId: body.files[0]?.fileId, size: body.size, md5: body.md5 }
+      checksum = body.checksum
     }
     const rec: PartRecord = { fileId: stored.fileId ?? '', size: stored.size, etag: stored.md5, modified: Date.now() }
     await store.putPart(r.bucket, uploadId, n, rec, { upload: u, old })
     if (r.headers['x-amz-copy-source'] != null) send(r, 200, toXml('CopyPartResult', { LastModified: isoDate(rec.modified), ETag: quote(rec.etag) }))
-    else send(r, 200, undefined, { etag: quote(rec.etag) })
+    else send(r, 200, undefined, { etag: quote(rec.etag), ...checksum })
   }
 
   const completeUpload = async (r: Request): Promise<void> => {
