@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import '../src/polyfill.ts'
+import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { mkdir, readFile, stat } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
@@ -84,8 +85,18 @@ async function withClient<T> (opts: { bootstrap?: string[], dataDir?: string }, 
   }
 }
 
+/** The package's version: package.json sits one folder up from the bundle (dist/) and from bin/. */
+function packageVersion (): string {
+  try {
+    return JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version ?? 'unknown'
+  } catch {
+    return 'unknown'
+  }
+}
+
 const program = new Command('stordaemon')
   .description('Peer-to-peer storage: run a FAT server or a vendor, or store and fetch files as a user.')
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
   .enablePositionalOptions()
   .addOption(new Option('--role <role>', 'run a daemon').choices(['fat', 'vendor']))
   .option('--data-dir <dir>', 'where the daemon keeps its identity and tables')

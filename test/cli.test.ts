@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { assertOneLineError, cli, randomFile, sha256File, useCluster } from './helpers.ts'
 
@@ -32,6 +32,12 @@ describe('command line', function () {
     assert.equal(result.size, 300_000)
     assert.equal(await sha256File(out), await sha256File(src))
     assert.equal(JSON.parse((await cli(['ls', ...user(), '--json'])).stdout).files.length, 0, 'released files are gone')
+  })
+
+  it('prints its version', async function () {
+    const r = await cli(['--version'])
+    assert.equal(r.code, 0)
+    assert.equal(r.stdout.trim(), JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')).version)
   })
 
   it('a missing file', async function () {
