@@ -342,6 +342,11 @@ export class Devices {
   }
 
   /** The healthy device with the most room for `bytes`, preferring those not in `avoid`. */
+  /** How many healthy devices have room for `bytes` (a piece's size) now. */
+  roomFor (bytes: number): number {
+    return this.order(bytes, new Set()).length
+  }
+
   choose (bytes: number, avoid: Set<string>): string | undefined {
     return this.order(bytes, avoid)[0]?.path
   }

@@ -340,7 +340,12 @@ export class ChunkStore {
   private async writePieces ({ owner, allocationId, fileId, chunkId }: ChunkPlace, bytes: Uint8Array, pieces: number, kept: boolean): Promise<void> {
     const refs: PieceRef[] = []
     try {
-      const { pieceSize, count } = pieceCut(bytes.byteLength, pieces)
+      // pieces exist to spread a chunk over devices: on fewer devices than pieces, more pieces on
+      // one device only cost file operations and a CRC-32 each (a chunk kept whole is checked by
+      // its id, already computed), so a chunk is cut into no more pieces than devices can take one
+      let { pieceSize, count } = pieceCut(bytes.byteLength, pieces)
+      const devices = this.devices.roomFor(pieceSize)
+      if (devices >= 1 && devices < count) ({ pieceSize, count } = pieceCut(bytes.byteLength, devices))
       // the pieces go to their devices at once: each device chosen before any write starts
       const used = new Set<string>()
       const writes: Array<Promise<PieceRef>> = []
