@@ -341,12 +341,12 @@ export class Devices {
     this.refresh(d)
   }
 
-  /** The healthy device with the most room for `bytes`, preferring those not in `avoid`. */
   /** How many healthy devices have room for `bytes` (a piece's size) now. */
   roomFor (bytes: number): number {
     return this.order(bytes, new Set()).length
   }
 
+  /** The healthy device with the most room for `bytes`, preferring those not in `avoid`. */
   choose (bytes: number, avoid: Set<string>): string | undefined {
     return this.order(bytes, avoid)[0]?.path
   }
@@ -362,9 +362,9 @@ export class Devices {
    * those not in `avoid`; a write counts once it and its folder are flushed. (It is not read back:
    * that would read the page cache, not the disk; reads and the scrubber check the checksum.) A
    * full disk (ENOSPC) is counted as full until the next probe measures it again; any other
-   * failure marks the device failed; the piece then goes to the next device. `hash` is the bytes'
-   * SHA-256 if the caller has it already (a piece that is a whole chunk); otherwise the piece's
-   * checksum is its CRC-32.
+   * failure marks the device failed; the piece then goes to the next device. A piece's checksum is
+   * its CRC-32; `hash` keeps the SHA-256 a piece was recorded with (one moved off a failed device,
+   * stored whole before pieces had a CRC-32 each).
    */
   async write (name: string, bytes: Uint8Array, avoid: Set<string>, first?: string, hash?: string): Promise<PieceRef> {
     const sum = checksum(bytes, hash)

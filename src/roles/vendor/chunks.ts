@@ -341,8 +341,9 @@ export class ChunkStore {
     const refs: PieceRef[] = []
     try {
       // pieces exist to spread a chunk over devices: on fewer devices than pieces, more pieces on
-      // one device only cost file operations and a CRC-32 each (a chunk kept whole is checked by
-      // its id, already computed), so a chunk is cut into no more pieces than devices can take one
+      // one device only cost file operations (open, write, fsync, rename), so a chunk is cut into
+      // no more pieces than devices can take one. Every piece, a whole chunk too, gets a CRC-32:
+      // reads and scrubs check it at a third of SHA-256's CPU
       let { pieceSize, count } = pieceCut(bytes.byteLength, pieces)
       const devices = this.devices.roomFor(pieceSize)
       if (devices >= 1 && devices < count) ({ pieceSize, count } = pieceCut(bytes.byteLength, devices))
@@ -353,7 +354,7 @@ export class ChunkStore {
         const device = this.devices.choose(pieceSize, used)
         if (device != null) used.add(device)
         const piece = bytes.subarray(i * pieceSize, (i + 1) * pieceSize)
-        writes.push(this.devices.write(`${fileId}.${chunkId}.${i}`, piece, used, device, count === 1 ? chunkId : undefined))
+        writes.push(this.devices.write(`${fileId}.${chunkId}.${i}`, piece, used, device))
       }
       const settled = await Promise.allSettled(writes)
       for (const r of settled) if (r.status === 'fulfilled') refs.push(r.value)
