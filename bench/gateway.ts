@@ -34,7 +34,8 @@ export async function measureGateway (cluster: Cluster, dir: string, src: string
     // warmed up first, like the cluster (bench/index.ts): the gateway is a long-running daemon, and
     // its first upload also fills its buffer pool and compiles its hot paths
     const warmBytes = Math.min(total, 64 * 1024 * 1024)
-    await new Upload({ client: s3, params: { Bucket: 'bench', Key: 'warm-up', Body: createReadStream(src, { end: warmBytes - 1, highWaterMark: 1024 * 1024 }) }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
+    // ContentLength: lib-storage otherwise takes the part count from the size of the stream's file
+    await new Upload({ client: s3, params: { Bucket: 'bench', Key: 'warm-up', Body: createReadStream(src, { end: warmBytes - 1, highWaterMark: 1024 * 1024 }), ContentLength: warmBytes }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
     await s3.send(new DeleteObjectCommand({ Bucket: 'bench', Key: 'warm-up' }))
     const clusterCpu = (): number => [cluster.fat, ...cluster.vendors].reduce((a, p) => a + (cpuSeconds(p.child.pid) ?? NaN), 0)
     const cpuBefore = cpuSeconds(gw.child.pid) ?? 0
