@@ -33,16 +33,20 @@ export async function measureGateway (cluster: Cluster, dir: string, src: string
     await s3.send(new CreateBucketCommand({ Bucket: 'bench' }))
     // warmed up first, like the cluster (bench/index.ts): the gateway is a long-running daemon, and
     // its first upload also fills its buffer pool and compiles its hot paths
-    const warmBytes = Math.min(total, 64 * 1024 * 1024)
-    // ContentLength: lib-storage otherwise takes the part count from the size of the stream's file
-    await new Upload({ client: s3, params: { Bucket: 'bench', Key: 'warm-up', Body: createReadStream(src, { end: warmBytes - 1, highWaterMark: 1024 * 1024 }), ContentLength: warmBytes }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
+    // the warm-up and the timed upload send the same way: the first `bytes` of the file, as `key`
+    const upload = async (key: string, bytes: number): Promise<void> => {
+      // ContentLength: lib-storage otherwise takes the part count from the size of the stream's file
+      const body = createReadStream(src, { end: bytes - 1, highWaterMark: 1024 * 1024 })
+      await new Upload({ client: s3, params: { Bucket: 'bench', Key: key, Body: body, ContentLength: bytes }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
+    }
+    await upload('warm-up', Math.min(total, 64 * 1024 * 1024))
     await s3.send(new DeleteObjectCommand({ Bucket: 'bench', Key: 'warm-up' }))
     const clusterCpu = (): number => [cluster.fat, ...cluster.vendors].reduce((a, p) => a + (cpuSeconds(p.child.pid) ?? NaN), 0)
     const cpuBefore = cpuSeconds(gw.child.pid) ?? 0
     const clusterBefore = clusterCpu()
     const clientBefore = process.cpuUsage()
     let t = performance.now()
-    await new Upload({ client: s3, params: { Bucket: 'bench', Key: 'input.bin', Body: createReadStream(src, { highWaterMark: 1024 * 1024 }) }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()
+    await upload('input.bin', total)
     const upSeconds = (performance.now() - t) / 1000
     const upPeakRss = peakRss(gw.child.pid)
     const upCpuSeconds = (cpuSeconds(gw.child.pid) ?? 0) - cpuBefore
